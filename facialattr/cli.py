@@ -1,0 +1,65 @@
+"""The ``facialattr`` command: thin subcommands over the library.
+
+Each part registers its subcommands from a ``commands`` module that imports
+nothing heavy at module level, so ``facialattr serve --help`` never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from facialattr import __version__
+from facialattr.errors import FacialAttrError
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+EXIT_SOME_INPUTS_FAILED = 3
+
+# Modules with a ``register(subparsers)`` function; each added subparser sets ``func``.
+COMMAND_MODULES = (
+    "facialattr.serving.commands",
+    "facialattr.client.commands",
+    "facialattr.training.commands",
+    "facialattr.export.commands",
+    "facialattr.benchmarks.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facialattr", description="Batch scoring of the 40 CelebA facial attributes behind NVIDIA Triton.")
+    parser.add_argument("--version", action="version", version=f"facialattr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that part is not present in this install
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except FacialAttrError as exc:
+        logging.getLogger("facialattr").error("%s", exc)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The model contract: everything a client needs to feed the model and read its answer.
+
+It travels inside ``config.pbtxt`` as Triton model parameters, so a client learns
+it from the server (``get_model_config``) and never from a second, hand-kept copy.
+Training writes it, export puts it in the repository, clients and the embedded
+server read it back with :meth:`ModelContract.from_model_config`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from facialattr.errors import ContractError
+
+# CelebA order (list_attr_celeba.txt, line 2); the output tensor follows it.
+CELEBA_ATTRIBUTES: tuple[str, ...] = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald",
+    "Bangs", "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair",
+    "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
+    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard",
+    "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
+    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings",
+    "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)
+
+# CelebA's aligned images are 178x218 (w x h); the face square sits 20 px below the
+# top. Stored as fractions so the same crop applies to any image framed the CelebA way.
+CELEBA_ALIGNED_SIZE_HW = (218, 178)
+CELEBA_FACE_CROP_XYXY = (0.0, 20 / 218, 1.0, 198 / 218)
+
+CONTRACT_VERSION = "1"
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a face image becomes the model's uint8 input tensor.
+
+    ``crop_box_xyxy`` is (left, top, right, bottom) as fractions of the source
+    image's width and height; the crop is resized (area interpolation) to
+    ``size_hw``. Pixels stay uint8 in ``channel_order``; scaling to [-1, 1]
+    happens inside the model graph, so no client can get it wrong.
+    """
+
+    size_hw: tuple[int, int] = (128, 128)
+    crop_box_xyxy: tuple[float, float, float, float] = CELEBA_FACE_CROP_XYXY
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if len(self.size_hw) != 2 or min(self.size_hw) < 8:
+            raise ContractError(f"size_hw must be two sizes >= 8, got {self.size_hw}")
+        left, top, right, bottom = self.crop_box_xyxy
+        if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+            raise ContractError(f"crop_box_xyxy must be fractions with left<right, top<bottom: {self.crop_box_xyxy}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ContractError(f"channel_order must be RGB or BGR, got {self.channel_order!r}")
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """The served model's inputs, outputs and per-attribute calibration."""
+
+    attribute_names: tuple[str, ...] = CELEBA_ATTRIBUTES
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    thresholds: tuple[float, ...] = (0.5,) * len(CELEBA_ATTRIBUTES)
+    priors: tuple[float, ...] = (0.5,) * len(CELEBA_ATTRIBUTES)
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    max_batch_size: int = 64
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.attribute_names)
+        if n == 0 or len(set(self.attribute_names)) != n:
+            raise ContractError("attribute_names must be non-empty and unique")
+        for name, values in (("thresholds", self.thresholds), ("priors", self.priors)):
+            if len(values) != n:
+                raise ContractError(f"{name} has {len(values)} values for {n} attributes")
+            if not all(0.0 < v < 1.0 for v in values):
+                raise ContractError(f"{name} must lie strictly between 0 and 1")
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.attribute_names)
+
+    def to_parameters(self) -> dict[str, str]:
+        """The contract as Triton model parameters (all string values)."""
+        p = self.preprocessing
+        return {
+            "contract_version": CONTRACT_VERSION,
+            "attribute_names": ",".join(self.attribute_names),
+            "input_size_hw": _join(p.size_hw),
+            "crop_box_xyxy": _join(f"{v:.6f}" for v in p.crop_box_xyxy),
+            "channel_order": p.channel_order,
+            "input_dtype": "uint8",
+            "thresholds": _join(f"{v:.6f}" for v in self.thresholds),
+            "priors": _join(f"{v:.6f}" for v in self.priors),
+            "model_summary": json.dumps(dict(self.summary), sort_keys=True),
+        }
+
+    @classmethod
+    def from_parameters(
+        cls,
+        params: Mapping[str, str],
+        *,
+        input_name: str = INPUT_NAME,
+        output_name: str = OUTPUT_NAME,
+        max_batch_size: int = 64,
+    ) -> "ModelContract":
+        """Rebuild the contract from Triton parameters (as strings)."""
+        missing = [k for k in ("attribute_names", "input_size_hw", "crop_box_xyxy", "thresholds", "priors") if k not in params]
+        if missing:
+            raise ContractError(f"model config lacks contract parameters: {', '.join(missing)}")
+        version = params.get("contract_version", CONTRACT_VERSION)
+        if version != CONTRACT_VERSION:
+            raise ContractError(f"contract_version {version!r} is not supported (expected {CONTRACT_VERSION})")
+        try:
+            preprocessing = Preprocessing(
+                size_hw=tuple(int(v) for v in params["input_size_hw"].split(",")),  # type: ignore[arg-type]
+                crop_box_xyxy=tuple(float(v) for v in params["crop_box_xyxy"].split(",")),  # type: ignore[arg-type]
+                channel_order=params.get("channel_order", "RGB"),
+            )
+            return cls(
+                attribute_names=tuple(params["attribute_names"].split(",")),
+                preprocessing=preprocessing,
+                thresholds=tuple(float(v) for v in params["thresholds"].split(",")),
+                priors=tuple(float(v) for v in params["priors"].split(",")),
+                input_name=input_name,
+                output_name=output_name,
+                max_batch_size=max_batch_size,
+                summary=json.loads(params.get("model_summary", "{}")),
+            )
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"malformed contract parameter: {exc}") from exc
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> "ModelContract":
+        """From a ``model_config_pb2.ModelConfig`` (read from disk or from the server)."""
+        if len(config.input) != 1 or len(config.output) != 1:
+            raise ContractError(f"model {config.name!r} must have one input and one output")
+        params = {key: value.string_value for key, value in config.parameters.items()}
+        contract = cls.from_parameters(
+            params,
+            input_name=config.input[0].name,
+            output_name=config.output[0].name,
+            max_batch_size=config.max_batch_size,
+        )
+        h, w = contract.preprocessing.size_hw
+        if list(config.input[0].dims) not in ([h, w, 3], [-1, -1, 3]):
+            raise ContractError(f"input dims {list(config.input[0].dims)} disagree with input_size_hw {h},{w}")
+        if list(config.output[0].dims) != [contract.num_attributes]:
+            raise ContractError(f"output dims {list(config.output[0].dims)} disagree with {contract.num_attributes} attributes")
+        return contract
+
+
+def _join(values: Sequence[Any] | Any) -> str:
+    return ",".join(str(v) for v in values)

@@ -1,0 +1,41 @@
+"""One base class for every error facialattr raises on purpose, with specific subclasses.
+
+Callers catch :class:`FacialAttrError` to tell "the user or the environment is
+wrong" (clear message, no traceback) from programming errors.
+"""
+
+
+class FacialAttrError(Exception):
+    """Base class of all deliberate facialattr errors."""
+
+
+class ContractError(FacialAttrError):
+    """The model contract (config.pbtxt parameters, labels) is missing or inconsistent."""
+
+
+class ModelRepositoryError(FacialAttrError):
+    """A model repository on disk is missing, incomplete or invalid."""
+
+
+class ServerError(FacialAttrError):
+    """The embedded Triton server could not be started, or failed while running."""
+
+
+class PortInUseError(ServerError):
+    """A port the server was asked to bind is already taken."""
+
+
+class UnsupportedPlatformError(ServerError):
+    """The embedded server cannot run on this platform (use docker-compose instead)."""
+
+
+class InputError(FacialAttrError):
+    """An input (image, video, folder, file) cannot be read; the message names it."""
+
+
+class DatasetError(FacialAttrError):
+    """A training data set is missing files or has malformed rows."""
+
+
+class InferenceError(FacialAttrError):
+    """The server rejected or failed an inference request after all retries."""

@@ -1,0 +1,113 @@
+"""Read, validate and write the Triton model repository that serving and clients share."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from facialattr import MODEL_NAME, triton_config
+from facialattr.contract import ModelContract
+from facialattr.errors import ContractError, ModelRepositoryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One validated model folder of a repository."""
+
+    path: Path
+    config: mc.ModelConfig
+    contract: ModelContract
+    versions: tuple[int, ...]
+
+    @property
+    def latest_version(self) -> int:
+        return self.versions[-1]
+
+    def onnx_path(self, version: int | None = None) -> Path:
+        return self.path / str(version or self.latest_version) / triton_config.ONNX_FILENAME
+
+
+def version_numbers(model_path: Path) -> tuple[int, ...]:
+    return tuple(sorted(int(p.name) for p in model_path.iterdir() if p.is_dir() and p.name.isdigit()))
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    return tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+
+
+def load_model(repository: Path, name: str = MODEL_NAME) -> ModelEntry:
+    """Validate ``repository/name`` and return its config, contract and versions."""
+    repository = Path(repository)
+    if not repository.is_dir():
+        raise ModelRepositoryError(f"{repository}: model repository not found")
+    path = repository / name
+    if not path.is_dir():
+        raise ModelRepositoryError(f"{repository}: has no model folder {name!r}")
+    config = triton_config.load(path / "config.pbtxt")
+    if config.name and config.name != name:
+        raise ModelRepositoryError(f"{path}/config.pbtxt names model {config.name!r}, folder is {name!r}")
+    try:
+        contract = ModelContract.from_model_config(config)
+    except ContractError as exc:
+        raise ModelRepositoryError(f"{path}/config.pbtxt: {exc}") from exc
+    versions = version_numbers(path)
+    if not versions:
+        raise ModelRepositoryError(f"{path}: no numbered version folder")
+    missing = [v for v in versions if not (path / str(v) / triton_config.ONNX_FILENAME).is_file()]
+    if missing:
+        raise ModelRepositoryError(f"{path}: version(s) {missing} have no {triton_config.ONNX_FILENAME}")
+    labels_path = path / triton_config.LABEL_FILENAME
+    if not labels_path.is_file():
+        raise ModelRepositoryError(f"{path}: no {triton_config.LABEL_FILENAME}")
+    if read_labels(labels_path) != contract.attribute_names:
+        raise ModelRepositoryError(f"{labels_path} disagrees with the attribute_names parameter")
+    return ModelEntry(path=path, config=config, contract=contract, versions=versions)
+
+
+def write_model(
+    repository: Path,
+    onnx_file: Path,
+    contract: ModelContract,
+    *,
+    model_config: triton_config.ModelConfig | None = None,
+    version: int | None = None,
+) -> Path:
+    """Add ``onnx_file`` as a new version and rewrite config and labels. Returns the version folder.
+
+    ``version=None`` takes the next free number, so earlier versions stay servable;
+    an explicit version that already exists is refused rather than overwritten.
+    """
+    model_config = model_config or triton_config.ModelConfig(max_batch_size=contract.max_batch_size)
+    if model_config.max_batch_size != contract.max_batch_size:
+        raise ContractError(
+            f"max_batch_size differs: config {model_config.max_batch_size}, contract {contract.max_batch_size}"
+        )
+    path = Path(repository) / model_config.name
+    path.mkdir(parents=True, exist_ok=True)
+    existing = version_numbers(path)
+    if version is None:
+        version = (existing[-1] + 1) if existing else 1
+    elif version in existing:
+        raise ModelRepositoryError(f"{path}/{version} exists; choose another --version")
+    target = path / str(version)
+    target.mkdir()
+    shutil.copyfile(onnx_file, target / triton_config.ONNX_FILENAME)
+    _atomic_write(path / triton_config.LABEL_FILENAME, "\n".join(contract.attribute_names) + "\n")
+    _atomic_write(path / "config.pbtxt", triton_config.render(model_config.to_proto(contract)))
+    log.info("wrote %s (model version %d)", target, version)
+    return target
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

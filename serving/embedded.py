@@ -1,0 +1,241 @@
+"""Run the real ``tritonserver`` bundled in nvidia-pytriton on a facialattr model repository.
+
+Three quirks of that binary on a plain Linux machine are handled here (see
+docs/ARCHITECTURE.md): the Python-backend stub must sit next to the backend
+library, the stub must load the running interpreter's own libpython, and the
+stub ignores PYTHONPATH. The model repository on disk stays the one the GPU
+container serves with its ONNX Runtime backend; this module derives a
+Python-backend twin of it in a private work folder at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import signal
+import site
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from facialattr import repository, triton_config
+from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
+
+log = logging.getLogger(__name__)
+
+_PYTHON_MODEL = Path(__file__).with_name("python_model.py")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    startup_timeout_s: float = 180.0
+    log_verbose: int = 0
+    # Bounds a single gRPC message (a batch of 64 224x224 images is ~9.6 MB).
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{_client_host(self.host)}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{_client_host(self.host)}:{self.http_port}"
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def bundled_server() -> tuple[Path, Path]:
+    """(tritonserver binary, nvidia_pytriton.libs folder) from the installed wheel."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        raise UnsupportedPlatformError(
+            f"the embedded Triton runs on Linux x86-64 only (this is {sys.platform}/{platform.machine()}); "
+            "use docker-compose.yml with the official Triton container instead"
+        )
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise ServerError("nvidia-pytriton is not installed: pip install 'facialattr[serve]'") from exc
+    root = Path(pytriton.__file__).parent
+    binary = root / "tritonserver" / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServerError(f"{binary}: tritonserver binary missing from the nvidia-pytriton wheel")
+    return binary, root.parent / "nvidia_pytriton.libs"
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(f"port {port} on {host} is already taken ({exc.strerror}); pick another with a flag") from exc
+
+
+class EmbeddedTriton:
+    """A tritonserver process; use as a context manager or call start()/stop()."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self._process: subprocess.Popen | None = None
+        self._workdir: Path | None = None
+        self._shm_prefix = f"facialattr_{uuid.uuid4().hex[:12]}_"
+
+    def __enter__(self) -> "EmbeddedTriton":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._workdir / "tritonserver.log" if self._workdir else None
+
+    def start(self) -> "EmbeddedTriton":
+        cfg = self.config
+        binary, libs = bundled_server()
+        entry = repository.load_model(cfg.model_repository)
+        for port in (cfg.http_port, cfg.grpc_port, cfg.metrics_port):
+            check_port_free(cfg.host, port)
+        self._workdir = Path(tempfile.mkdtemp(prefix="facialattr-triton-"))
+        backends = self._prepare_backends(binary)
+        derived = self._derive_repository(entry)
+        env = dict(os.environ)
+        # The stub links libpython3.X: the running interpreter's own must win over the system's.
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH")) if p
+        )
+        args = [
+            str(binary),
+            f"--model-repository={derived}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
+            f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
+            f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            f"--log-verbose={cfg.log_verbose}",
+        ]
+        log.info("starting tritonserver on %s (gRPC %d, HTTP %d, metrics %d)", cfg.host, cfg.grpc_port, cfg.http_port, cfg.metrics_port)
+        logfile = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        # Own process group: stop() signals tritonserver and its Python-backend stubs together.
+        self._process = subprocess.Popen(args, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+        logfile.close()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Triton ready: gRPC %s, HTTP %s", cfg.grpc_url, cfg.http_url)
+        return self
+
+    def _prepare_backends(self, binary: Path) -> Path:
+        """A backend folder whose python/ holds the backend library *and* this Python's stub."""
+        source = binary.parent.parent
+        python_dir = self._workdir / "backends" / "python"
+        python_dir.mkdir(parents=True)
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise UnsupportedPlatformError(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
+        for item in (source / "backends" / "python" / "libtriton_python.so",
+                     source / "backends" / "python" / "triton_python_backend_utils.py", stub):
+            (python_dir / item.name).symlink_to(item)
+        return python_dir.parent
+
+    def _derive_repository(self, entry: repository.ModelEntry) -> Path:
+        """The ONNX Runtime model as a Python-backend model: same tensors, batching and contract."""
+        config = type(entry.config)()
+        config.CopyFrom(entry.config)
+        config.ClearField("platform")
+        config.backend = "python"
+        # Execution accelerators are ONNX Runtime (GPU) options; the Python backend rejects them.
+        config.ClearField("optimization")
+        site_dirs = site.getsitepackages() + [site.getusersitepackages()]
+        config.parameters["facialattr_site_packages"].string_value = os.pathsep.join(site_dirs)
+        target = self._workdir / "models" / config.name
+        target.mkdir(parents=True)
+        for version in entry.versions:
+            vdir = target / str(version)
+            vdir.mkdir()
+            (vdir / triton_config.ONNX_FILENAME).symlink_to(entry.onnx_path(version).resolve())
+            shutil.copyfile(_PYTHON_MODEL, vdir / "model.py")
+        shutil.copyfile(entry.path / triton_config.LABEL_FILENAME, target / triton_config.LABEL_FILENAME)
+        (target / "config.pbtxt").write_text(triton_config.render(config))
+        return target.parent
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        url = f"{self.config.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver not ready after {self.config.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def wait(self) -> int:
+        """Block until the server exits; returns its exit code."""
+        return self._process.wait() if self._process else 0
+
+    def stop(self, *, timeout_s: float = 30.0) -> None:
+        """SIGTERM the process group, SIGKILL it after ``timeout_s``, then clean up."""
+        process, self._process = self._process, None
+        if process is not None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver ignored SIGTERM for %.0f s; killing it", timeout_s)
+                process.kill()
+                process.wait()
+            # Stubs live in the same group; none may outlive the server.
+            _signal_group(process.pid, signal.SIGKILL)
+        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+            region.unlink(missing_ok=True)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,50 @@
+"""Triton Python-backend model that runs the repository's ONNX file with onnxruntime.
+
+The embedded tritonserver (from nvidia-pytriton) has no ONNX Runtime backend, so
+:mod:`facialattr.serving.embedded` serves the same ``model.onnx`` through this file.
+It is copied into a derived repository at start-up; do not import it elsewhere.
+"""
+
+import json
+import os
+import site
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        # The stub ignores PYTHONPATH: the launcher passes the caller's site-packages here.
+        for path in params.get("facialattr_site_packages", "").split(os.pathsep):
+            if path:
+                site.addsitedir(path)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "2"))
+        options.inter_op_num_threads = 1
+        # Spinning threads starve clients that share the CPU; measured to cost nothing here.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        onnx_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+
+    def execute(self, requests):
+        arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        sizes = [len(a) for a in arrays]
+        try:
+            batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            output = self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as exc:  # one bad batch must not take the server down
+            error = pb_utils.TritonError(f"inference failed: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        responses, offset = [], 0
+        for n in sizes:
+            tensor = pb_utils.Tensor(self.output_name, np.ascontiguousarray(output[offset : offset + n]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+            offset += n
+        return responses
