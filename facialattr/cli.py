@@ -23,6 +23,7 @@ EXIT_SOME_INPUTS_FAILED = 3
 COMMAND_MODULES = (
     "facialattr.serving.commands",
     "facialattr.client.commands",
+    "facialattr.client.cctv.commands",
     "facialattr.training.commands",
     "facialattr.export.commands",
     "facialattr.benchmarks.commands",

@@ -1,0 +1,1 @@
+"""facialattr.client.cctv: streams -> faces -> tracks -> attributes -> recommendations."""
