@@ -9,8 +9,9 @@ server read it back with :meth:`ModelContract.from_model_config`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from facialattr.errors import ContractError
 
@@ -110,7 +111,7 @@ class ModelContract:
         input_name: str = INPUT_NAME,
         output_name: str = OUTPUT_NAME,
         max_batch_size: int = 64,
-    ) -> "ModelContract":
+    ) -> ModelContract:
         """Rebuild the contract from Triton parameters (as strings)."""
         missing = [k for k in ("attribute_names", "input_size_hw", "crop_box_xyxy", "thresholds", "priors") if k not in params]
         if missing:
@@ -138,7 +139,7 @@ class ModelContract:
             raise ContractError(f"malformed contract parameter: {exc}") from exc
 
     @classmethod
-    def from_model_config(cls, config: Any) -> "ModelContract":
+    def from_model_config(cls, config: Any) -> ModelContract:
         """From a ``model_config_pb2.ModelConfig`` (read from disk or from the server)."""
         if len(config.input) != 1 or len(config.output) != 1:
             raise ContractError(f"model {config.name!r} must have one input and one output")

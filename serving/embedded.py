@@ -97,8 +97,8 @@ class EmbeddedTriton:
         self._workdir: Path | None = None
         self._shm_prefix = f"facialattr_{uuid.uuid4().hex[:12]}_"
 
-    def __enter__(self) -> "EmbeddedTriton":
-        return self.start()
+    def __enter__(self) -> EmbeddedTriton:
+        return self if self.is_running() else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -111,7 +111,7 @@ class EmbeddedTriton:
     def log_path(self) -> Path | None:
         return self._workdir / "tritonserver.log" if self._workdir else None
 
-    def start(self) -> "EmbeddedTriton":
+    def start(self) -> EmbeddedTriton:
         cfg = self.config
         binary, libs = bundled_server()
         entry = repository.load_model(cfg.model_repository)

@@ -1,0 +1,166 @@
+"""The embedded Triton is the real tritonserver: these tests talk gRPC to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from facialattr.serving import embedded
+from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
+from testsupport import free_ports, make_tiny_repository, start_server
+
+from facialattr import MODEL_NAME
+from facialattr.contract import ModelContract
+from facialattr.errors import ModelRepositoryError, PortInUseError, UnsupportedPlatformError
+
+
+def _infer(url: str, batch: np.ndarray) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(url)
+    inp = grpcclient.InferInput("images", list(batch.shape), "UINT8")
+    inp.set_data_from_numpy(batch)
+    return client.infer(MODEL_NAME, [inp], outputs=[grpcclient.InferRequestedOutput("probabilities")]).as_numpy("probabilities")
+
+
+def test_model_is_ready_and_metadata_names_tensors_shapes_and_dtypes(triton_server):
+    client = grpcclient.InferenceServerClient(triton_server.config.grpc_url)
+    assert client.is_model_ready(MODEL_NAME)
+    meta = client.get_model_metadata(MODEL_NAME)
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("images", "UINT8", [-1, 64, 64, 3])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [("probabilities", "FP32", [-1, 40])]
+
+
+def test_contract_read_from_server_equals_contract_on_disk(triton_server, tiny_repository):
+    from facialattr import repository
+
+    client = grpcclient.InferenceServerClient(triton_server.config.grpc_url)
+    served = ModelContract.from_model_config(client.get_model_config(MODEL_NAME).config)
+    assert served == repository.load_model(tiny_repository).contract
+
+
+def test_inference_returns_forty_probabilities_equal_to_onnxruntime(triton_server, tiny_repository):
+    import onnxruntime as ort
+
+    batch = np.random.default_rng(3).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    onnx_path = tiny_repository / MODEL_NAME / "1" / "model.onnx"
+    expected = ort.InferenceSession(str(onnx_path)).run(None, {"images": batch})[0]
+    got = _infer(triton_server.config.grpc_url, batch)
+    assert got.shape == (5, 40) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_concurrent_single_image_requests_are_merged_by_the_dynamic_batcher(tmp_path):
+    # A fresh server so the statistics count only this test's requests.
+    with start_server(make_tiny_repository(tmp_path)) as server:
+        url = server.config.grpc_url
+        images = np.random.default_rng(0).integers(0, 256, (64, 1, 64, 64, 3), dtype=np.uint8)
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda x: _infer(url, x), images))
+        assert all(r.shape == (1, 40) for r in results)
+        stats = grpcclient.InferenceServerClient(url).get_inference_statistics(MODEL_NAME).model_stats[0]
+        batch_sizes = {b.batch_size: b.compute_infer.count for b in stats.batch_stats}
+        assert stats.inference_count == 64
+        assert max(batch_sizes) > 1, f"no merged batches: {batch_sizes}"
+        assert stats.execution_count < 64
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_stop_leaves_no_process_and_no_shared_memory_behind(tmp_path):
+    server = start_server(make_tiny_repository(tmp_path))
+    pid, prefix = server.pid, server._shm_prefix
+    assert list(Path("/dev/shm").glob(f"{prefix}*")), "the Python backend should use its own shm regions"
+    server.stop()
+    assert not _group_alive(pid)
+    assert not list(Path("/dev/shm").glob(f"{prefix}*"))
+
+
+def test_taken_port_is_a_clear_error(tmp_path, triton_server):
+    config = ServerConfig(tmp_path, grpc_port=triton_server.config.grpc_port)
+    with pytest.raises(PortInUseError, match=str(triton_server.config.grpc_port)):
+        embedded.check_port_free(config.host, config.grpc_port)
+    repo = make_tiny_repository(tmp_path)
+    http, metrics = free_ports(2)
+    with pytest.raises(PortInUseError):
+        EmbeddedTriton(ServerConfig(repo, http_port=http, grpc_port=triton_server.config.grpc_port, metrics_port=metrics)).start()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("no_repository", "model repository not found"),
+        ("no_config", "no config.pbtxt"),
+        ("garbage_config", "not a valid Triton model config"),
+        ("no_version", "no numbered version folder"),
+        ("no_onnx", "have no model.onnx"),
+        ("wrong_labels", "disagrees with the attribute_names"),
+    ],
+)
+def test_broken_model_repository_is_refused_with_a_clear_error(tmp_path, breakage, message):
+    repo = make_tiny_repository(tmp_path)
+    model = repo / MODEL_NAME
+    if breakage == "no_repository":
+        repo = tmp_path / "missing"
+    elif breakage == "no_config":
+        (model / "config.pbtxt").unlink()
+    elif breakage == "garbage_config":
+        (model / "config.pbtxt").write_text("max_batch_size: {{ nonsense")
+    elif breakage == "no_version":
+        (model / "1" / "model.onnx").unlink()
+        (model / "1").rmdir()
+    elif breakage == "no_onnx":
+        (model / "1" / "model.onnx").unlink()
+    elif breakage == "wrong_labels":
+        (model / "labels.txt").write_text("Bald\n")
+    with pytest.raises(ModelRepositoryError, match=message):
+        EmbeddedTriton(ServerConfig(repo)).start()
+
+
+def test_unsupported_platform_points_to_docker_compose(monkeypatch):
+    monkeypatch.setattr(embedded.platform, "machine", lambda: "aarch64")
+    with pytest.raises(UnsupportedPlatformError, match="docker-compose"):
+        embedded.bundled_server()
+
+
+def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
+    repo = make_tiny_repository(tmp_path)
+    http, grpc, metrics = free_ports(3)
+    cmd = [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo),
+           "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = proc.stdout.readline()
+        while "Triton serving" not in banner and proc.poll() is None:
+            banner = proc.stdout.readline()
+        assert f"127.0.0.1:{grpc}" in banner
+        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}").is_model_ready(MODEL_NAME)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _listening(grpc):
+        time.sleep(0.2)
+    assert not _listening(grpc)
+    leftovers = subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
