@@ -1,0 +1,197 @@
+"""Image files to uint8 RGB arrays: fast for JPEG, correct for everything else.
+
+JPEGs go through simplejpeg (libjpeg-turbo, the fastest decoder measured on these
+machines), with the same accurate DCT and fancy upsampling TensorFlow's
+``decode_jpeg`` uses, so the pixels match training. The EXIF orientation is read
+from the raw bytes (simplejpeg ignores it). Everything else, and the JPEG
+colour spaces libjpeg-turbo cannot turn into RGB (CMYK, YCCK), goes through
+Pillow: grayscale, palette, alpha, 16-bit and CMYK all end as 8-bit RGB.
+
+Every failure is a :class:`DecodeError` (an ``InputError``) that names the file
+and carries a short ``kind`` for summaries ("corrupt", "too_large", ...).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+
+import numpy as np
+
+from facialattr.errors import InputError
+
+# 50 megapixels: ~150 MB of RGB. Far beyond any face photo, small enough that a
+# decompression bomb (a tiny file declaring a huge canvas) is refused before decoding.
+DEFAULT_MAX_PIXELS = 50_000_000
+# Transparent pixels are composited over white: the usual page colour behind cut-outs.
+ALPHA_BACKGROUND = 255
+
+_JPEG_SOI = b"\xff\xd8"
+
+
+class DecodeError(InputError):
+    """An image file could not be decoded; ``kind`` classifies why."""
+
+    def __init__(self, path: os.PathLike | str, reason: str, *, kind: str) -> None:
+        super().__init__(f"{os.fsdecode(path)}: {reason}")
+        self.path = os.fsdecode(path)
+        self.kind = kind
+
+
+def decode_image(path: os.PathLike | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode an image file to a uint8 RGB array [H, W, 3], EXIF orientation applied."""
+    data = read_file(path)
+    return decode_bytes(data, path=path, max_pixels=max_pixels)
+
+
+def read_file(path: os.PathLike | str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DecodeError(path, "no such file", kind="not_found") from None
+    except IsADirectoryError:
+        raise DecodeError(path, "is a directory", kind="not_a_file") from None
+    except PermissionError:
+        raise DecodeError(path, "permission denied", kind="unreadable") from None
+    except OSError as exc:
+        raise DecodeError(path, f"cannot read: {exc.strerror or exc}", kind="unreadable") from None
+    if not data:
+        raise DecodeError(path, "empty file", kind="empty")
+    return data
+
+
+def decode_bytes(data: bytes, *, path: os.PathLike | str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes; ``path`` only names the source in errors."""
+    if data[:2] == _JPEG_SOI:
+        image = _decode_jpeg_fast(data, path, max_pixels)
+        if image is not None:
+            return image
+    return _decode_with_pil(data, path, max_pixels)
+
+
+def _decode_jpeg_fast(data: bytes, path, max_pixels: int) -> np.ndarray | None:
+    """simplejpeg for RGB/gray JPEGs; None hands the file to Pillow (CMYK, YCCK, odd headers)."""
+    import simplejpeg
+
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None  # let Pillow produce the precise error, or decode what libjpeg-turbo won't
+    _check_pixels(path, width, height, max_pixels)
+    if colorspace not in ("Gray", "YCbCr", "RGB", "GRAY"):
+        return None
+    try:
+        image = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False, strict=True)
+    except ValueError as exc:
+        raise DecodeError(path, f"corrupt JPEG ({exc})", kind="corrupt") from None
+    return apply_orientation(image, jpeg_exif_orientation(data))
+
+
+def _decode_with_pil(data: bytes, path, max_pixels: int) -> np.ndarray:
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_pixels(path, image.width, image.height, max_pixels)
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError(path, "not an image in a supported format", kind="unsupported_format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(path, f"refused: {exc}", kind="too_large") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise DecodeError(path, f"corrupt or truncated image ({exc})", kind="corrupt") from None
+    return to_rgb8(image, path)
+
+
+def to_rgb8(image, path="<image>") -> np.ndarray:
+    """Any Pillow image as uint8 RGB: 16-bit scaled down, alpha composited, CMYK/palette converted."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        # 16-bit sources use the full 0..65535 range; "I" (32-bit) images from 16-bit PNGs do too.
+        gray = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if mode == "F":
+        gray = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        rgb = rgba[..., :3] * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
+        return np.ascontiguousarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
+    try:
+        rgb = image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise DecodeError(path, f"cannot convert colour mode {mode} to RGB ({exc})", kind="unsupported_format") from None
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def _check_pixels(path, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise DecodeError(path, f"invalid image size {width}x{height}", kind="corrupt")
+    if width * height > max_pixels:
+        raise DecodeError(
+            path, f"{width}x{height} pixels exceeds the limit of {max_pixels} (possible decompression bomb)",
+            kind="too_large",
+        )
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a decoded image upright per EXIF orientation 1-8 (as Pillow's exif_transpose does)."""
+    if orientation == 2:
+        image = image[:, ::-1]
+    elif orientation == 3:
+        image = image[::-1, ::-1]
+    elif orientation == 4:
+        image = image[::-1]
+    elif orientation == 5:
+        image = image.transpose(1, 0, 2)
+    elif orientation == 6:
+        image = np.rot90(image, k=-1)
+    elif orientation == 7:
+        image = np.rot90(image, k=1)[::-1]
+    elif orientation == 8:
+        image = np.rot90(image, k=1)
+    else:
+        return image
+    return np.ascontiguousarray(image)
+
+
+def jpeg_exif_orientation(data: bytes) -> int:
+    """The EXIF Orientation tag (1-8) from a JPEG's APP1 segment; 1 when absent or unreadable."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker in (0xD9, 0xDA):  # end of image / start of scan: no metadata after this
+            break
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        segment = data[pos + 4 : pos + 2 + length]
+        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+            return _tiff_orientation(segment[6:])
+        pos += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    try:
+        order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        ifd = struct.unpack(order + "I", tiff[4:8])[0]
+        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+        for i in range(count):
+            entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
+            tag, kind, _, value = struct.unpack(order + "HHI4s", entry)
+            if tag == 0x0112 and kind == 3:  # Orientation, SHORT
+                orientation = struct.unpack(order + "H", value[:2])[0]
+                return orientation if 1 <= orientation <= 8 else 1
+    except (KeyError, struct.error):
+        pass
+    return 1

@@ -1,0 +1,334 @@
+"""A Triton gRPC client for the facial-attribute model: contract from the server, batching, retries, failover.
+
+Requests go out with ``async_infer`` from one dispatcher thread, at most
+``max_in_flight`` at a time over all endpoints, so decoding, transfer and
+inference overlap. Each chunk of a batch is one job that keeps its result slot
+until it succeeds or gives up: a retried chunk can neither be lost nor counted
+twice. UNAVAILABLE marks an endpoint down for a backoff and the job moves to
+another endpoint; RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED back the job off.
+While every endpoint is down jobs keep retrying until ``give_up_after_s``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from facialattr.client.endpoints import Endpoint, open_endpoints, read_contract
+
+from facialattr import MODEL_NAME
+from facialattr.contract import ModelContract
+from facialattr.errors import ContractError, InferenceError, InputError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.DEADLINE_EXCEEDED"})
+# The endpoint itself is unreachable (as opposed to busy): try another one.
+ENDPOINT_DOWN_STATUSES = frozenset({"StatusCode.UNAVAILABLE"})
+
+
+class ServerUnavailableError(InferenceError):
+    """No endpoint answered within the retry deadline; the run can resume later."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+    # How long one chunk may keep retrying (server down, overloaded); None retries forever.
+    give_up_after_s: float | None = 300.0
+
+    def backoff_s(self, attempt: int) -> float:
+        base = min(self.max_backoff_s, self.initial_backoff_s * (2 ** min(attempt, 20)))
+        return base * random.uniform(0.5, 1.0)  # jitter: clients that failed together don't retry together
+
+
+@dataclass
+class ScorerStats:
+    """Counters for progress summaries and benchmarks (read them, don't write them)."""
+
+    requests: int = 0
+    images: int = 0
+    retries: int = 0
+    failovers: int = 0
+    request_seconds: float = 0.0
+    errors_by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Job:
+    inputs: list
+    size: int
+    future: concurrent.futures.Future
+    first_try: float
+    attempts: int = 0
+    last_endpoint: Endpoint | None = None
+
+
+class Scorer:
+    """Scores prepared uint8 batches on one or more Triton gRPC endpoints."""
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        model_name: str = MODEL_NAME,
+        model_version: str = "",
+        timeout_s: float = 30.0,
+        max_in_flight: int = 4,
+        retry: RetryPolicy | None = None,
+        connect_timeout_s: float | None = 60.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if max_in_flight < 1:
+            raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if timeout_s <= 0:
+            raise InputError(f"timeout_s must be > 0, got {timeout_s}")
+        self.model_name, self.model_version = model_name, model_version
+        self.timeout_s, self.max_in_flight = timeout_s, max_in_flight
+        self.retry = retry or RetryPolicy()
+        self.stats = ScorerStats()
+        self._endpoints = open_endpoints(urls, max_message_bytes=max_message_bytes)
+        self.contract: ModelContract = self._connect(connect_timeout_s)
+        h, w = self.contract.preprocessing.size_hw
+        # Bound each message: a chunk never exceeds the channel's limit (leaving room for framing).
+        self.chunk_size = max(1, min(self.contract.max_batch_size or 1, (max_message_bytes - 65536) // (h * w * 3)))
+        self._cond = threading.Condition()
+        self._ready: list[tuple[float, int, _Job]] = []
+        self._seq = itertools.count()
+        self._in_flight = 0
+        self._closed = False
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="facialattr-scorer", daemon=True)
+        self._dispatcher.start()
+
+    @property
+    def urls(self) -> list[str]:
+        return [e.url for e in self._endpoints]
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connect(self, connect_timeout_s: float | None) -> ModelContract:
+        """The contract from every endpoint that answers; they must agree. Waits for at least one."""
+        deadline = None if connect_timeout_s is None else time.monotonic() + connect_timeout_s
+        attempt = 0
+        while True:
+            contracts = {}
+            for endpoint in self._endpoints:
+                try:
+                    contracts[endpoint.url] = read_contract(endpoint, self.model_name, self.model_version, self.timeout_s)
+                    endpoint.verified = True
+                except InferenceError as exc:
+                    log.warning("%s", exc)
+                    endpoint.mark_down(self.retry.backoff_s(0))
+            if contracts:
+                first_url, contract = next(iter(contracts.items()))
+                for url, other in contracts.items():
+                    if other != contract:
+                        raise ContractError(f"endpoints {first_url} and {url} serve different model contracts")
+                return contract
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ServerUnavailableError(f"no Triton endpoint reachable at {', '.join(self.urls)} "
+                                             f"within {connect_timeout_s:.0f} s")
+            time.sleep(self.retry.backoff_s(attempt))
+            attempt += 1
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 [N, h, w, 3] prepared images -> fp32 [N, num_attributes] probabilities."""
+        return self.infer_async(batch).result()
+
+    def infer_async(self, batch: np.ndarray) -> concurrent.futures.Future:
+        """Like :meth:`infer` without blocking; the future's result() is the fp32 [N, 40] array."""
+        batch = self._check_batch(batch)
+        result: concurrent.futures.Future = concurrent.futures.Future()
+        result.set_running_or_notify_cancel()
+        n = batch.shape[0]
+        if n == 0:
+            result.set_result(np.zeros((0, self.contract.num_attributes), np.float32))
+            return result
+        chunks = [batch[i : i + self.chunk_size] for i in range(0, n, self.chunk_size)]
+        futures = [self._submit_chunk(chunk) for chunk in chunks]
+        remaining = [len(futures)]
+        lock = threading.Lock()
+
+        def _one_done(_: concurrent.futures.Future) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            if errors:
+                result.set_exception(errors[0])
+            else:
+                result.set_result(np.concatenate([f.result() for f in futures]) if len(futures) > 1 else futures[0].result())
+
+        for f in futures:
+            f.add_done_callback(_one_done)
+        return result
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        h, w = self.contract.preprocessing.size_hw
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
+            raise InputError(f"expected a uint8 batch of shape [N, {h}, {w}, 3], got {batch.dtype} {batch.shape}")
+        return np.ascontiguousarray(batch)
+
+    def _submit_chunk(self, chunk: np.ndarray) -> concurrent.futures.Future:
+        import tritonclient.grpc as grpcclient
+
+        inp = grpcclient.InferInput(self.contract.input_name, list(chunk.shape), "UINT8")
+        inp.set_data_from_numpy(chunk)  # serialised once, reused by every retry
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        job = _Job(inputs=[inp], size=chunk.shape[0], future=future, first_try=time.monotonic())
+        with self._cond:
+            if self._closed:
+                raise InferenceError("scorer is closed")
+            heapq.heappush(self._ready, (0.0, next(self._seq), job))
+            self._cond.notify_all()
+        return future
+
+    # The dispatcher: one thread decides when and where each job goes.
+    def _dispatch_loop(self) -> None:
+        with self._cond:
+            while not self._closed:
+                wait_s = self._next_wait_s()
+                if wait_s > 0:
+                    self._cond.wait(timeout=min(wait_s, 1.0))
+                    continue
+                _, _, job = heapq.heappop(self._ready)
+                endpoint = self._pick_endpoint(job)
+                self._in_flight += 1
+                endpoint.in_flight += 1
+                job.attempts += 1
+                job.last_endpoint = endpoint
+                self._cond.release()
+                try:
+                    self._send(job, endpoint)
+                finally:
+                    self._cond.acquire()
+
+    def _next_wait_s(self) -> float:
+        """0 when a job can go now; else how long to sleep (capped by the caller)."""
+        if not self._ready or self._in_flight >= self.max_in_flight:
+            return 1.0
+        now = time.monotonic()
+        job_wait = self._ready[0][0] - now
+        usable = [e for e in self._endpoints if not e.disabled]
+        if not usable:
+            return 1.0
+        endpoint_wait = min(e.down_until for e in usable) - now
+        return max(job_wait, endpoint_wait, 0.0)
+
+    def _pick_endpoint(self, job: _Job) -> Endpoint:
+        now = time.monotonic()
+        up = [e for e in self._endpoints if not e.disabled and e.down_until <= now]
+        # Prefer a different endpoint than the one that just failed this job (failover).
+        others = [e for e in up if e is not job.last_endpoint] if job.attempts else up
+        candidates = others or up
+        return min(candidates, key=lambda e: (e.in_flight, e.sent))
+
+    def _send(self, job: _Job, endpoint: Endpoint) -> None:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        started = time.monotonic()
+        if not endpoint.verified:
+            try:
+                contract = read_contract(endpoint, self.model_name, self.model_version, min(self.timeout_s, 5.0))
+            except InferenceError as exc:
+                self._finish(job, endpoint, started, None, InferenceServerException(str(exc), "StatusCode.UNAVAILABLE"))
+                return
+            if contract != self.contract:
+                log.error("%s serves a different model contract; not using it", endpoint.url)
+                endpoint.disabled = True
+                self._finish(job, endpoint, started, None, InferenceServerException("contract mismatch", "StatusCode.UNAVAILABLE"))
+                return
+            endpoint.verified = True
+        endpoint.sent += 1
+        try:
+            endpoint.client.async_infer(
+                self.model_name, job.inputs,
+                lambda result, error: self._finish(job, endpoint, started, result, error),
+                model_version=self.model_version,
+                outputs=[grpcclient.InferRequestedOutput(self.contract.output_name)],
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            self._finish(job, endpoint, started, None, exc)
+
+    def _finish(self, job: _Job, endpoint: Endpoint, started: float, result, error) -> None:
+        """Completion callback (gRPC thread): deliver the result or schedule the retry."""
+        output, status = None, None
+        if error is None:
+            output = result.as_numpy(self.contract.output_name)
+            if output is None or output.shape != (job.size, self.contract.num_attributes):
+                shape = None if output is None else output.shape
+                error, output = InferenceError(f"{endpoint.url} returned output of shape {shape} for {job.size} images"), None
+        if error is not None:
+            status = error.status() if hasattr(error, "status") else None
+        with self._cond:
+            self._in_flight -= 1
+            endpoint.in_flight -= 1
+            self.stats.requests += 1
+            self.stats.request_seconds += time.monotonic() - started
+            failure = None
+            if output is not None:
+                endpoint.failures = 0
+                self.stats.images += job.size
+            else:
+                failure = self._handle_error(job, endpoint, error, status)
+            self._cond.notify_all()
+        # Outside the lock: a future's callbacks may submit more work.
+        if output is not None:
+            job.future.set_result(output)
+        elif failure is not None:
+            job.future.set_exception(failure)
+
+    def _handle_error(self, job: _Job, endpoint: Endpoint, error, status: str | None) -> Exception | None:
+        """Under the lock: count the error, then queue a retry (None) or return the job's final error."""
+        key = status or type(error).__name__
+        self.stats.errors_by_status[key] = self.stats.errors_by_status.get(key, 0) + 1
+        give_up = self.retry.give_up_after_s
+        if status not in RETRYABLE_STATUSES or self._closed:
+            if isinstance(error, InferenceError):
+                return error
+            return InferenceError(f"{endpoint.url}: inference failed: {error}")
+        if status in ENDPOINT_DOWN_STATUSES:
+            endpoint.failures += 1
+            endpoint.mark_down(self.retry.backoff_s(endpoint.failures))
+            if len([e for e in self._endpoints if not e.disabled]) > 1:
+                self.stats.failovers += 1
+        if give_up is not None and time.monotonic() - job.first_try > give_up:
+            return ServerUnavailableError(
+                f"gave up after {job.attempts} attempts over {give_up:.0f} s; last error from {endpoint.url}: {error}")
+        log.debug("retrying a chunk of %d after %s from %s", job.size, key, endpoint.url)
+        self.stats.retries += 1
+        ready = time.monotonic() + self.retry.backoff_s(job.attempts - 1)
+        heapq.heappush(self._ready, (ready, next(self._seq), job))
+        return None
+
+    def close(self) -> None:
+        """Stop dispatching, fail queued jobs, close the channels. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            pending, self._ready = self._ready, []
+            self._cond.notify_all()
+        for _, _, job in pending:
+            job.future.set_exception(InferenceError("scorer closed before the request was sent"))
+        self._dispatcher.join(timeout=5.0)
+        for endpoint in self._endpoints:
+            endpoint.close()
