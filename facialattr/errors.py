@@ -39,3 +39,11 @@ class DatasetError(FacialAttrError):
 
 class InferenceError(FacialAttrError):
     """The server rejected or failed an inference request after all retries."""
+
+
+class ExportError(FacialAttrError):
+    """A trained model cannot be exported: missing files, wrong interface, failed conversion."""
+
+
+class ParityError(ExportError):
+    """The exported ONNX model does not reproduce the Keras model within the stated tolerance."""

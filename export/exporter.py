@@ -1,0 +1,238 @@
+"""Export a trained Keras model into the Triton model repository, behind the parity gate.
+
+Order matters: convert into a private temp folder, gate, and only then publish, so a
+failed export never leaves a half-written version for the server to pick up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facialattr.export import convert, images, parity
+from facialattr.export.quantize import Int8Criteria, Int8Report, QuantizeOptions, compare_int8, quantize_int8
+
+from facialattr import MODEL_NAME, repository, triton_config
+from facialattr.contract import ModelContract
+from facialattr.errors import ExportError, FacialAttrError
+
+log = logging.getLogger(__name__)
+
+KERAS_FILENAME = "model.keras"
+CONTRACT_FILENAME = "contract.json"
+INT8_MODEL_NAME = f"{MODEL_NAME}_int8"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    repository: Path
+    version: int | None = None
+    # Regenerate the model folder from scratch (old versions removed) instead of adding a version.
+    replace: bool = False
+    opset: int = convert.OPSET
+    max_batch_size: int = 64
+    instance_count: int = 1
+    tensorrt_fp16: bool = False
+    parity_images: Path | None = None
+    parity_tolerance: float = parity.DEFAULT_TOLERANCE
+    int8_calibration: Path | None = None
+    int8_eval_images: int | None = None
+    quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
+    int8_criteria: Int8Criteria = field(default_factory=Int8Criteria)
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "instance_count", "version", "int8_eval_images"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ExportError(f"{name} must be at least 1, got {value}")
+        if self.parity_tolerance <= 0:
+            raise ExportError(f"parity_tolerance must be positive, got {self.parity_tolerance}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    version_dir: Path
+    parity: parity.ParityReport
+    int8: Int8Report | None = None
+    int8_version_dir: Path | None = None
+
+
+def resolve_sources(model: Path, contract: Path | None = None) -> tuple[Path, Path]:
+    """(model.keras, contract.json) from a training run folder or a ``.keras`` file plus its contract."""
+    model = Path(model)
+    if model.is_dir():
+        keras_path, contract = model / KERAS_FILENAME, Path(contract or model / CONTRACT_FILENAME)
+        if not keras_path.is_file():
+            raise ExportError(f"{model}: training run folder has no {KERAS_FILENAME}")
+    elif model.suffix == ".keras" and model.is_file():
+        keras_path = model
+        if contract is None:
+            raise ExportError(f"{model}: a .keras file needs its contract: pass --contract {CONTRACT_FILENAME}")
+    else:
+        raise ExportError(f"{model}: neither a training run folder nor a .keras file")
+    if not Path(contract).is_file():
+        raise ExportError(f"{contract}: model contract not found (training writes {CONTRACT_FILENAME} next to {KERAS_FILENAME})")
+    return keras_path, Path(contract)
+
+
+def load_contract(path: Path, *, max_batch_size: int) -> ModelContract:
+    try:
+        params = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: not a readable JSON contract: {exc}") from exc
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        raise ExportError(f"{path}: expected a JSON object of string parameters (ModelContract.to_parameters())")
+    try:
+        return ModelContract.from_parameters(params, max_batch_size=max_batch_size)
+    except FacialAttrError as exc:
+        raise ExportError(f"{path}: {exc}") from exc
+
+
+def check_compatible(repo: Path, contract: ModelContract, name: str = MODEL_NAME) -> None:
+    """Adding a version keeps the older ones servable only if the tensors keep their shapes."""
+    config_path = Path(repo) / name / "config.pbtxt"
+    if not config_path.is_file():
+        return
+    old = triton_config.load(config_path)
+    new = triton_config.ModelConfig(name=name, max_batch_size=contract.max_batch_size).to_proto(contract)
+    for kind in ("input", "output"):
+        old_t, new_t = getattr(old, kind), getattr(new, kind)
+        if [(t.name, list(t.dims)) for t in old_t] != [(t.name, list(t.dims)) for t in new_t]:
+            raise ExportError(
+                f"{config_path}: the existing versions have {kind} {[(t.name, list(t.dims)) for t in old_t]}, "
+                f"the new model {[(t.name, list(t.dims)) for t in new_t]}; older versions would stop working. "
+                "Use --replace to regenerate the model folder, or export into another repository"
+            )
+
+
+def export_model(model: Path, options: ExportOptions, *, contract_path: Path | None = None) -> ExportResult:
+    """Convert, gate, and publish one trained model (plus its INT8 variant when asked and it qualifies)."""
+    keras_path, contract_path = resolve_sources(model, contract_path)
+    contract = load_contract(contract_path, max_batch_size=options.max_batch_size)
+    if not options.replace:
+        check_compatible(options.repository, contract)
+    keras_model = convert.load_keras_model(keras_path)
+    convert.check_keras_interface(keras_model, contract)
+    with tempfile.TemporaryDirectory(prefix="facialattr-export-") as tmp:
+        onnx_path = convert.convert_to_onnx(keras_model, Path(tmp) / "model.onnx", contract, opset=options.opset)
+        convert.check_onnx_interface(onnx_path, contract)
+        gate = parity.check_parity(keras_model, onnx_path, _parity_images(contract, options),
+                                   max_batch_size=contract.max_batch_size, tolerance=options.parity_tolerance)
+        int8_report, int8_path = None, None
+        if options.int8_calibration is not None:
+            int8_path = Path(tmp) / "model_int8.onnx"
+            int8_report = _quantize_and_compare(onnx_path, int8_path, contract, options)
+        export_info = _export_info(keras_path, options, gate)
+        fp32_contract = _with_summary(contract, export=export_info)
+        version_dir = _publish(onnx_path, fp32_contract, _fp32_config(contract, options), options)
+        int8_dir = None
+        if int8_report is not None and int8_report.passed:
+            int8_contract = _with_summary(contract, export=export_info, int8=int8_report.as_dict(),
+                                          quantized_from={"model": MODEL_NAME, "version": int(version_dir.name)})
+            int8_dir = _publish(int8_path, int8_contract, _int8_config(contract, options), options)
+        elif options.replace:
+            _remove_model_folder(options.repository / INT8_MODEL_NAME)
+    return ExportResult(version_dir=version_dir, parity=gate, int8=int8_report, int8_version_dir=int8_dir)
+
+
+def _parity_images(contract: ModelContract, options: ExportOptions):
+    count = contract.max_batch_size
+    if options.parity_images is not None:
+        return images.load_folder(options.parity_images, contract.preprocessing, count=count)
+    return images.sample_photos(contract.preprocessing, count=count)
+
+
+def _quantize_and_compare(onnx_path: Path, int8_path: Path, contract: ModelContract, options: ExportOptions) -> Int8Report:
+    from facialattr.export import celeba
+
+    split = celeba.load_split(options.int8_calibration)
+    if split.attribute_names != contract.attribute_names:
+        raise ExportError(f"{options.int8_calibration}: its attributes differ from the model contract's")
+    n_cal = options.quantize.calibration_images
+    if len(split) < n_cal + 1:
+        raise ExportError(f"{options.int8_calibration}: the val split has {len(split)} images, INT8 needs more than {n_cal}")
+    # Calibrate and evaluate on disjoint parts of val, so the gate does not grade its own homework.
+    evaluation = split.slice(n_cal, None if options.int8_eval_images is None else n_cal + options.int8_eval_images)
+    log.info("loading %d calibration and %d evaluation images", n_cal, len(evaluation))
+    calibration = images.load_files(split.files[:n_cal], contract.preprocessing)
+    quantize_int8(onnx_path, int8_path, calibration, options=options.quantize)
+    eval_images = images.load_files(evaluation.files, contract.preprocessing)
+    report = compare_int8(onnx_path, int8_path, eval_images, evaluation.labels, contract.thresholds,
+                          num_calibration_images=n_cal, criteria=options.int8_criteria)
+    if report.passed:
+        log.info("INT8 gate passed: %s", report.describe())
+    else:
+        log.warning("INT8 gate failed (%s), no INT8 model is published: %s", "; ".join(report.failures()), report.describe())
+    return report
+
+
+def _export_info(keras_path: Path, options: ExportOptions, gate: parity.ParityReport) -> dict[str, Any]:
+    import tf2onnx
+
+    return {
+        "source": str(keras_path.resolve()),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "opset": options.opset,
+        "converter": f"tf2onnx {tf2onnx.__version__}",
+        "parity": gate.as_dict(),
+    }
+
+
+def _with_summary(contract: ModelContract, **extra: Any) -> ModelContract:
+    return dataclasses.replace(contract, summary={**contract.summary, **extra})
+
+
+def _fp32_config(contract: ModelContract, options: ExportOptions) -> triton_config.ModelConfig:
+    return triton_config.ModelConfig(
+        max_batch_size=contract.max_batch_size, tensorrt_fp16=options.tensorrt_fp16,
+        instance_group=(triton_config.InstanceGroup(count=options.instance_count),),
+    )
+
+
+def _int8_config(contract: ModelContract, options: ExportOptions) -> triton_config.ModelConfig:
+    # QDQ INT8 is the CPU deployment's model: pin it to CPU instances, no TensorRT section.
+    return triton_config.ModelConfig(
+        name=INT8_MODEL_NAME, max_batch_size=contract.max_batch_size,
+        instance_group=(triton_config.InstanceGroup(count=options.instance_count, kind="KIND_CPU"),),
+    )
+
+
+def _publish(onnx_path: Path, contract: ModelContract, config: triton_config.ModelConfig, options: ExportOptions) -> Path:
+    repo = Path(options.repository)
+    repo.mkdir(parents=True, exist_ok=True)
+    if not options.replace:
+        target = repository.write_model(repo, onnx_path, contract, model_config=config, version=options.version)
+        _write_version_record(target, contract)
+        return target
+    # Build the new model folder beside the old one, then swap, so the server never sees half of it.
+    staging = Path(tempfile.mkdtemp(dir=repo, prefix=".staging-"))
+    try:
+        staged = repository.write_model(staging, onnx_path, contract, model_config=config, version=options.version or 1)
+        _write_version_record(staged, contract)
+        final = repo / config.name
+        if final.exists():
+            os.replace(final, staging / "previous")
+        os.replace(staging / config.name, final)
+        log.info("replaced %s completely (now version %s only)", final, staged.name)
+        return final / staged.name
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_version_record(version_dir: Path, contract: ModelContract) -> None:
+    # config.pbtxt holds only the newest contract; each version keeps its own for rollback.
+    (version_dir / CONTRACT_FILENAME).write_text(json.dumps(contract.to_parameters(), indent=1) + "\n")
+
+
+def _remove_model_folder(path: Path) -> None:
+    if path.exists():
+        log.warning("removing %s: it was quantized from the model being replaced", path)
+        shutil.rmtree(path)

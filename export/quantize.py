@@ -1,0 +1,173 @@
+"""Static INT8 (QDQ, per-channel) quantization for CPU deployments, and the gate it must pass.
+
+The INT8 model ships only if, on labelled validation images, it keeps the FP32 model's
+accuracy (mean accuracy drop <= 0.3 pt, mean balanced accuracy drop <= 0.5 pt, both
+with the contract's thresholds) *and* runs faster on this CPU, measured side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from facialattr.export.parity import onnx_session, run_onnx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    calibration_images: int = 256
+    per_channel: bool = True
+    # This CPU has AVX2 but no VNNI: U8S8 products can saturate; 7-bit weights avoid it.
+    reduce_range: bool = False
+    calibrate_method: str = "MinMax"
+
+
+@dataclass(frozen=True)
+class Int8Criteria:
+    max_accuracy_drop_pt: float = 0.3
+    max_balanced_accuracy_drop_pt: float = 0.5
+    min_speedup: float = 1.0
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    num_eval_images: int
+    num_calibration_images: int
+    fp32_mean_accuracy: float
+    int8_mean_accuracy: float
+    fp32_mean_balanced_accuracy: float
+    int8_mean_balanced_accuracy: float
+    fp32_images_per_s: float
+    int8_images_per_s: float
+    benchmark_batch_size: int
+    criteria: Int8Criteria
+
+    @property
+    def accuracy_drop_pt(self) -> float:
+        return 100 * (self.fp32_mean_accuracy - self.int8_mean_accuracy)
+
+    @property
+    def balanced_accuracy_drop_pt(self) -> float:
+        return 100 * (self.fp32_mean_balanced_accuracy - self.int8_mean_balanced_accuracy)
+
+    @property
+    def speedup(self) -> float:
+        return self.int8_images_per_s / self.fp32_images_per_s
+
+    def failures(self) -> list[str]:
+        c, out = self.criteria, []
+        if self.accuracy_drop_pt > c.max_accuracy_drop_pt:
+            out.append(f"mean accuracy drops {self.accuracy_drop_pt:.2f} pt (limit {c.max_accuracy_drop_pt})")
+        if self.balanced_accuracy_drop_pt > c.max_balanced_accuracy_drop_pt:
+            out.append(f"mean balanced accuracy drops {self.balanced_accuracy_drop_pt:.2f} pt (limit {c.max_balanced_accuracy_drop_pt})")
+        if self.speedup <= c.min_speedup:
+            out.append(f"INT8 is not faster ({self.speedup:.2f}x FP32)")
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures()
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(accuracy_drop_pt=self.accuracy_drop_pt, balanced_accuracy_drop_pt=self.balanced_accuracy_drop_pt,
+                    speedup=self.speedup, passed=self.passed, failures=self.failures())
+        return data
+
+    def describe(self) -> str:
+        return (
+            f"FP32 mean accuracy {100 * self.fp32_mean_accuracy:.2f} %, INT8 {100 * self.int8_mean_accuracy:.2f} % "
+            f"(drop {self.accuracy_drop_pt:.2f} pt); mean balanced accuracy FP32 {100 * self.fp32_mean_balanced_accuracy:.2f} %, "
+            f"INT8 {100 * self.int8_mean_balanced_accuracy:.2f} % (drop {self.balanced_accuracy_drop_pt:.2f} pt); "
+            f"{self.num_eval_images} val images. Speed at batch {self.benchmark_batch_size}: FP32 {self.fp32_images_per_s:.0f} "
+            f"images/s, INT8 {self.int8_images_per_s:.0f} images/s ({self.speedup:.2f}x)"
+        )
+
+
+def quantize_int8(fp32_path: Path, target: Path, calibration: np.ndarray, *, options: QuantizeOptions = QuantizeOptions()) -> Path:
+    """Static QDQ quantization of ``fp32_path``, activations calibrated on ``calibration`` (uint8 images)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 16) -> None:
+            self._batches = iter([{input_name: images[i:i + batch_size]} for i in range(0, len(images), batch_size)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    target = Path(target)
+    prepared = target.with_name(target.stem + ".preprocessed.onnx")
+    # Shape inference and graph cleanup first, as onnxruntime recommends before quantizing.
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    input_name = onnx_session(fp32_path).get_inputs()[0].name
+    log.info("quantizing to INT8 (QDQ, per-channel=%s, %s calibration on %d images)",
+             options.per_channel, options.calibrate_method, len(calibration))
+    quantize_static(
+        str(prepared), str(target), _Reader(input_name, calibration),
+        quant_format=QuantFormat.QDQ, per_channel=options.per_channel, reduce_range=options.reduce_range,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, options.calibrate_method),
+    )
+    prepared.unlink(missing_ok=True)
+    return target
+
+
+def mean_accuracies(probabilities: np.ndarray, labels: np.ndarray, thresholds: Sequence[float]) -> tuple[float, float]:
+    """(mean accuracy, mean balanced accuracy) over attributes; an attribute with one class only counts its accuracy."""
+    predicted = probabilities >= np.asarray(thresholds, dtype=np.float32)
+    truth = labels.astype(bool)
+    accuracy = (predicted == truth).mean(axis=0)
+    positives, negatives = truth.sum(axis=0), (~truth).sum(axis=0)
+    tpr = np.where(positives > 0, (predicted & truth).sum(axis=0) / np.maximum(positives, 1), np.nan)
+    tnr = np.where(negatives > 0, (~predicted & ~truth).sum(axis=0) / np.maximum(negatives, 1), np.nan)
+    balanced = np.where(np.isnan(tpr) | np.isnan(tnr), accuracy, (tpr + tnr) / 2)
+    return float(accuracy.mean()), float(balanced.mean())
+
+
+def throughput_side_by_side(paths: Sequence[Path], images: np.ndarray, *, batch_size: int, rounds: int = 5) -> list[float]:
+    """Images/s of each model, rounds interleaved so both see the same machine load; median of rounds."""
+    sessions = [onnx_session(p) for p in paths]
+    batch = images[:batch_size]
+    if len(batch) < batch_size:
+        batch = np.resize(images, (batch_size, *images.shape[1:]))
+    for session in sessions:  # warm-up: first runs allocate and pick kernels
+        run_onnx(session, batch, batch_size=batch_size)
+    timings: list[list[float]] = [[] for _ in sessions]
+    repeats = max(1, 256 // batch_size)
+    for _ in range(rounds):
+        for session, times in zip(sessions, timings, strict=True):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run_onnx(session, batch, batch_size=batch_size)
+            times.append(repeats * batch_size / (time.perf_counter() - start))
+    return [float(np.median(t)) for t in timings]
+
+
+def compare_int8(fp32_path: Path, int8_path: Path, images: np.ndarray, labels: np.ndarray, thresholds: Sequence[float], *,
+                 num_calibration_images: int, benchmark_batch_size: int = 32,
+                 criteria: Int8Criteria = Int8Criteria()) -> Int8Report:
+    """Accuracy of both models on labelled images, and their speed measured side by side."""
+    fp32 = mean_accuracies(run_onnx(onnx_session(fp32_path), images, batch_size=64), labels, thresholds)
+    int8 = mean_accuracies(run_onnx(onnx_session(int8_path), images, batch_size=64), labels, thresholds)
+    fp32_speed, int8_speed = throughput_side_by_side([fp32_path, int8_path], images, batch_size=benchmark_batch_size)
+    return Int8Report(
+        num_eval_images=len(images), num_calibration_images=num_calibration_images,
+        fp32_mean_accuracy=fp32[0], int8_mean_accuracy=int8[0],
+        fp32_mean_balanced_accuracy=fp32[1], int8_mean_balanced_accuracy=int8[1],
+        fp32_images_per_s=fp32_speed, int8_images_per_s=int8_speed, benchmark_batch_size=benchmark_batch_size,
+        criteria=criteria,
+    )
