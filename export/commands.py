@@ -32,18 +32,22 @@ def register(subparsers) -> None:
                    help="largest allowed |Keras - ONNX| on any probability (default: %(default)s)")
     p.add_argument("--int8-calibration", type=Path, metavar="DIR",
                    help="CelebA folder: also build a static INT8 model for CPUs, calibrated and gated on its val split")
+    p.add_argument("--int8-calibration-images", type=int, default=256,
+                   help="val images used for calibration; the rest of val grades INT8 (default: %(default)s)")
     p.add_argument("--int8-eval-images", type=int, help="evaluate INT8 on at most this many val images (default: all)")
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
     from facialattr.export.exporter import ExportOptions, export_model
+    from facialattr.export.quantize import QuantizeOptions
 
     options = ExportOptions(
         repository=args.repository, version=args.version, replace=args.replace, opset=args.opset,
         max_batch_size=args.max_batch_size, instance_count=args.instances, tensorrt_fp16=args.tensorrt_fp16,
         parity_images=args.parity_images, parity_tolerance=args.parity_tolerance,
         int8_calibration=args.int8_calibration, int8_eval_images=args.int8_eval_images,
+        quantize=QuantizeOptions(calibration_images=args.int8_calibration_images),
     )
     result = export_model(args.model, options, contract_path=args.contract)
     diffs = ", ".join(f"batch {b}: {d:.1e}" for b, d in result.parity.max_abs_diff_by_batch.items())

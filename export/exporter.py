@@ -96,9 +96,12 @@ def load_contract(path: Path, *, max_batch_size: int) -> ModelContract:
         raise ExportError(f"{path}: {exc}") from exc
 
 
-def check_compatible(repo: Path, contract: ModelContract, name: str = MODEL_NAME) -> None:
-    """Adding a version keeps the older ones servable only if the tensors keep their shapes."""
-    config_path = Path(repo) / name / "config.pbtxt"
+def check_publishable(repo: Path, contract: ModelContract, *, version: int | None, name: str = MODEL_NAME) -> None:
+    """Before any work: the version must be free, and older versions must stay servable (same tensor shapes)."""
+    model_dir = Path(repo) / name
+    if version is not None and model_dir.is_dir() and version in repository.version_numbers(model_dir):
+        raise ExportError(f"{model_dir}/{version} exists; choose another --version, or --replace")
+    config_path = model_dir / "config.pbtxt"
     if not config_path.is_file():
         return
     old = triton_config.load(config_path)
@@ -118,7 +121,7 @@ def export_model(model: Path, options: ExportOptions, *, contract_path: Path | N
     keras_path, contract_path = resolve_sources(model, contract_path)
     contract = load_contract(contract_path, max_batch_size=options.max_batch_size)
     if not options.replace:
-        check_compatible(options.repository, contract)
+        check_publishable(options.repository, contract, version=options.version)
     keras_model = convert.load_keras_model(keras_path)
     convert.check_keras_interface(keras_model, contract)
     with tempfile.TemporaryDirectory(prefix="facialattr-export-") as tmp:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from facialattr.export.parity import onnx_session, run_onnx
 
+from facialattr.errors import ExportError
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +29,12 @@ class QuantizeOptions:
     # This CPU has AVX2 but no VNNI: U8S8 products can saturate; 7-bit weights avoid it.
     reduce_range: bool = False
     calibrate_method: str = "MinMax"
+
+    def __post_init__(self) -> None:
+        if self.calibration_images < 1:
+            raise ExportError(f"calibration_images must be at least 1, got {self.calibration_images}")
+        if self.calibrate_method not in ("MinMax", "Entropy", "Percentile", "Distribution"):
+            raise ExportError(f"unknown calibrate_method {self.calibrate_method!r}")
 
 
 @dataclass(frozen=True)
