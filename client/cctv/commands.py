@@ -1,0 +1,134 @@
+"""``facialattr watch``: CCTV mode (streams -> faces -> tracked attributes -> recommendations)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("facialattr.cctv")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "watch", help="score faces in video streams, track them, and recommend nearby services",
+        description="Sources: video files, rtsp:// or http:// URLs, webcam indexes, folders of images; "
+                    "name one with NAME=SOURCE (default cam0, cam1, ...). Runs until the streams end or Ctrl-C.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address (default: %(default)s)")
+    p.add_argument("--model-name", default="facial_attributes")
+    p.add_argument("--events", default="-", help="JSON-lines event file, '-' for stdout (default: %(default)s)")
+    p.add_argument("--detector", default="haar", help="haar, haar-alt2, skimage-lbp or yunet (default: %(default)s)")
+    p.add_argument("--detector-model", type=Path, help="ONNX file for --detector yunet")
+    p.add_argument("--rescore-every", type=int, default=5, metavar="K", help="re-score a track every K frames (default: %(default)s)")
+    p.add_argument("--ema-alpha", type=float, default=0.0, help="weight of a new score per track; 0 = running mean (default)")
+    p.add_argument("--rules", type=Path, help="recommendation rules YAML (default: the sample rules shipped with facialattr)")
+    p.add_argument("--providers", type=Path, help="provider catalogue CSV (default: the fictional sample catalogue)")
+    p.add_argument("--no-recommendations", action="store_true", help="attributes only, no recommendations")
+    p.add_argument("--camera", action="append", default=[], metavar="NAME=LAT,LON", help="a camera's location (repeatable)")
+    p.add_argument("--cameras", type=Path, help="YAML of camera locations: cameras: {NAME: {latitude:, longitude:}}")
+    p.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write an annotated video (one per camera if several)")
+    p.add_argument("--annotate-fps", type=float, default=10.0)
+    p.add_argument("--save-faces", type=Path, metavar="DIR", help="store each scored face crop (off by default: privacy)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--log-every", type=float, default=10.0, metavar="S", help="progress log interval (default: %(default)s s)")
+    p.add_argument("--max-frames", type=int, help="stop after this many processed frames (all cameras)")
+    p.add_argument("--reconnect-max-s", type=float, default=10.0, help="longest wait between reconnect attempts")
+    p.add_argument("--give-up-after-s", type=float, help="stop retrying a live source after this long without frames")
+    p.set_defaults(func=_watch)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from facialattr.errors import InputError
+
+    if args.rescore_every < 1:
+        raise InputError("--rescore-every must be >= 1")
+    if not 0 <= args.ema_alpha < 1:
+        raise InputError("--ema-alpha must be in [0, 1)")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError("--max-frames must be >= 1")
+
+
+def _sources(args: argparse.Namespace):
+    from facialattr.client.cctv.sources import FrameSource, SourceOptions, parse_source
+
+    from facialattr.errors import InputError
+
+    specs = [parse_source(text, default_name=f"cam{i}") for i, text in enumerate(args.sources)]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise InputError(f"camera names must be unique, got {', '.join(names)}")
+    options = SourceOptions(reconnect_max_s=args.reconnect_max_s, give_up_after_s=args.give_up_after_s)
+    return [FrameSource(spec, options) for spec in specs]
+
+
+def _locations(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    from facialattr.client.cctv.recommend import load_cameras, parse_camera_location
+
+    locations = load_cameras(args.cameras) if args.cameras else {}
+    locations.update(parse_camera_location(text) for text in args.camera)
+    return locations
+
+
+def _recommender(args: argparse.Namespace, contract):
+    from facialattr.client.cctv import recommend
+
+    if args.no_recommendations:
+        return None
+    rules = recommend.load_rules(args.rules or recommend.sample_rules_path(), contract.attribute_names)
+    providers = recommend.load_catalogue(args.providers or recommend.sample_catalogue_path())
+    return recommend.Recommender(rules, providers, contract.attribute_names)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from facialattr.client.cctv.detect import make_detector
+    from facialattr.client.cctv.events import EventWriter
+    from facialattr.client.cctv.metrics import WatchMetrics
+    from facialattr.client.cctv.pipeline import WatchConfig, Watcher
+    from facialattr.client.cctv.track import TrackerConfig
+    from facialattr.client.scorer import Scorer
+
+    _validate(args)
+    sources = _sources(args)
+    locations = _locations(args)
+    missing = [s.spec.name for s in sources if s.spec.name not in locations]
+    if missing and not args.no_recommendations:
+        log.warning("no location for camera(s) %s: recommendations name a category but no provider", ", ".join(missing))
+    detector = make_detector(args.detector, model_path=args.detector_model)
+    metrics = WatchMetrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    config = WatchConfig(
+        tracker=TrackerConfig(rescore_every_frames=args.rescore_every, ema_alpha=args.ema_alpha),
+        log_interval_s=args.log_every, max_frames=args.max_frames, save_faces_dir=args.save_faces,
+        annotate_path=args.annotate, annotate_fps=args.annotate_fps, server_url=args.url, model_name=args.model_name)
+    with Scorer(args.url, model_name=args.model_name) as scorer, EventWriter(args.events) as events:
+        watcher = Watcher(sources, detector, scorer, config=config, events=events,
+                          recommender=_recommender(args, scorer.contract), locations=locations, metrics=metrics)
+        summary = _run_until_interrupted(watcher)
+    log.info("watched %d frames (%d dropped, %.1f frames/s), %d faces, %d events, %d reconnects, tracks %s",
+             summary.frames, summary.dropped, summary.fps, summary.faces, summary.events, summary.reconnects,
+             summary.tracks_per_camera)
+    return 0
+
+
+def _run_until_interrupted(watcher):
+    """Ctrl-C or SIGTERM stops the loop cleanly (events flushed, videos closed); a second Ctrl-C aborts."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return watcher.run()
+
+    def _stop(signum, frame):
+        if watcher.stop_event.is_set():
+            raise KeyboardInterrupt
+        log.info("stopping (signal %d); Ctrl-C again to abort", signum)
+        watcher.stop_event.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return watcher.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

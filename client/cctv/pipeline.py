@@ -1,0 +1,237 @@
+"""The watch loop: frames from every camera -> faces -> tracks -> one batched request -> events.
+
+Each round takes the newest frame of every camera, detects and tracks faces,
+and sends the crops of all tracks that are due for (re-)scoring, from all
+cameras, to the server as one batch. The request runs while the next round is
+being detected (one request in flight), so the CPU and the server overlap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from facialattr.client.cctv.annotate import AnnotatedVideo, draw_tracks
+from facialattr.client.cctv.detect import FaceDetector, crop_celeba_frame
+from facialattr.client.cctv.events import EventWriter, track_event
+from facialattr.client.cctv.metrics import WatchMetrics, mean_batch, server_batch_counts
+from facialattr.client.cctv.recommend import Recommender
+from facialattr.client.cctv.sources import Frame, FrameSource
+from facialattr.client.cctv.track import IouTracker, Track, TrackerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    top_k: int = 10
+    log_interval_s: float = 10.0
+    # Stop after this many processed frames (all cameras together); None runs until the streams end.
+    max_frames: int | None = None
+    save_faces_dir: Path | None = None
+    annotate_path: Path | None = None
+    annotate_fps: float = 10.0
+    annotate_top: int = 3
+    # Where to read the batches Triton formed (its gRPC URL); None skips that statistic.
+    server_url: str | None = None
+    model_name: str = "facial_attributes"
+
+
+@dataclass
+class WatchSummary:
+    frames: int = 0
+    dropped: int = 0
+    faces: int = 0
+    scored: int = 0
+    requests: int = 0
+    events: int = 0
+    reconnects: int = 0
+    tracks_per_camera: dict[str, int] = field(default_factory=dict)
+    fps: float = 0.0
+    server_batches: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class _Round:
+    frames: list[Frame]
+    seen: dict[str, list[Track]]
+    due: list[tuple[Frame, Track]]
+    future: Future | None = None
+
+
+class Watcher:
+    def __init__(self, sources: list[FrameSource], detector: FaceDetector, scorer, *, config: WatchConfig = WatchConfig(),
+                 events: EventWriter | None = None, recommender: Recommender | None = None,
+                 locations: dict[str, tuple[float, float]] | None = None, metrics: WatchMetrics | None = None,
+                 clock: Callable[[], dt.datetime] = dt.datetime.now) -> None:
+        self.sources = sources
+        self.detector = detector
+        self.scorer = scorer
+        self.contract = scorer.contract
+        self.config = config
+        self.events = events
+        self.recommender = recommender
+        self.locations = locations or {}
+        self.metrics = metrics or WatchMetrics()
+        self.clock = clock
+        self.trackers = {s.spec.name: IouTracker(config.tracker) for s in sources}
+        self.stop_event = threading.Event()
+        self._video = (AnnotatedVideo(config.annotate_path, [s.spec.name for s in sources], fps=config.annotate_fps)
+                       if config.annotate_path else None)
+        self._server_start: Counter | None = None
+        self._events_written = 0
+
+    def run(self) -> WatchSummary:
+        """Until every source has ended, ``max_frames`` is reached, or ``stop_event`` is set."""
+        from facialattr.client.ranking import top_attributes  # noqa: F401 - fail early if the client is missing
+
+        for s in self.sources:
+            s.start()
+        self._server_start = self._server_counts()
+        pending: _Round | None = None
+        next_log = time.monotonic() + self.config.log_interval_s
+        try:
+            while not self.stop_event.is_set() and not self._frame_budget_spent():
+                frames = self._next_frames()
+                if frames is None:
+                    break
+                current = self._detect_round(frames) if frames else None
+                if pending is not None:
+                    self._finish_round(pending)
+                pending = current
+                if time.monotonic() >= next_log:
+                    self._log_progress()
+                    next_log = time.monotonic() + self.config.log_interval_s
+            if pending is not None:
+                self._finish_round(pending)
+        finally:
+            for s in self.sources:
+                s.stop()
+            if self._video:
+                self._video.close()
+        return self._summary()
+
+    def _frame_budget_spent(self) -> bool:
+        return self.config.max_frames is not None and self.metrics.frames >= self.config.max_frames
+
+    def _next_frames(self) -> list[Frame] | None:
+        """The next frame of each camera that has one; [] when none is ready yet, None when all ended."""
+        frames = [f for f in (s.get() for s in self.sources) if f is not None]
+        if frames:
+            return frames
+        live = [s for s in self.sources if not s.finished]
+        if not live:
+            return None
+        frame = live[0].get(timeout_s=0.05)
+        return [frame] if frame is not None else []
+
+    def _detect_round(self, frames: list[Frame]) -> _Round:
+        round_ = _Round(frames, {}, [])
+        for frame in frames:
+            detections = self.detector.detect(frame.image_bgr)
+            tracker = self.trackers[frame.camera]
+            seen = tracker.update(detections, frame.index)
+            round_.seen[frame.camera] = seen
+            round_.due.extend((frame, t) for t in tracker.due_for_scoring(seen))
+        if round_.due:
+            batch = np.stack([self._prepare(frame, track) for frame, track in round_.due])
+            round_.future = self.scorer.infer_async(batch)
+            self.metrics.request(len(batch))
+        return round_
+
+    def _prepare(self, frame: Frame, track: Track) -> np.ndarray:
+        from facialattr.client.preprocess import prepare
+
+        crop_rgb = crop_celeba_frame(frame.image_bgr, track.box_xyxy, self.detector.margins)
+        if self.config.save_faces_dir is not None:
+            self._save_face(frame, track, crop_rgb)
+        return prepare(crop_rgb, self.contract.preprocessing)
+
+    def _save_face(self, frame: Frame, track: Track, crop_rgb: np.ndarray) -> None:
+        import cv2
+
+        folder = Path(self.config.save_faces_dir) / frame.camera
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"track{track.track_id:05d}_frame{frame.index:07d}.jpg"), crop_rgb[..., ::-1])
+
+    def _finish_round(self, round_: _Round) -> None:
+        if round_.future is not None:
+            probabilities = round_.future.result()
+            for (frame, track), p in zip(round_.due, probabilities, strict=True):
+                track.add_scores(p, ema_alpha=self.config.tracker.ema_alpha)
+                self._emit(frame, track)
+        done_s = time.time()
+        for frame in round_.frames:
+            seen = round_.seen[frame.camera]
+            self.metrics.frame(frame.camera, faces=len(seen), latency_s=done_s - frame.time_s)
+            if self._video:
+                self._video.write(frame.camera, self._annotate(frame, seen))
+        self.metrics.set_dropped({s.spec.name: s.frames_dropped for s in self.sources})
+
+    def _emit(self, frame: Frame, track: Track) -> None:
+        from facialattr.client.ranking import top_attributes
+
+        top = top_attributes(track.probabilities, self.contract, k=self.config.top_k)
+        recs = []
+        if self.recommender is not None and track.times_scored >= self.recommender.min_times_scored:
+            recs = self.recommender.recommend(track.probabilities, location=self.locations.get(frame.camera),
+                                              when=self.clock(), already=track.recommended_categories)
+            track.recommended_categories.update(r.category for r in recs)
+        if self.events is not None:
+            self.events.write(track_event(time_s=frame.time_s, camera=frame.camera, frame_index=frame.index,
+                                          track_id=track.track_id, box_xyxy=track.box_xyxy,
+                                          times_scored=track.times_scored, top=top, recommendations=recs))
+        self._events_written += 1
+
+    def _annotate(self, frame: Frame, seen: list[Track]) -> np.ndarray:
+        from facialattr.client.ranking import top_attributes
+
+        items = []
+        for t in seen:
+            names = []
+            if t.probabilities is not None:
+                top = top_attributes(t.probabilities, self.contract, k=self.config.annotate_top)
+                names = [f"{a.name} {a.probability:.2f}" for a in top]
+            items.append((t.track_id, t.box_xyxy, names))
+        return draw_tracks(frame.image_bgr, items)
+
+    def _server_counts(self) -> Counter | None:
+        if not self.config.server_url:
+            return None
+        try:
+            return server_batch_counts(self.config.server_url, self.config.model_name)
+        except Exception as exc:  # statistics are a nicety; the watch goes on without them
+            log.debug("server statistics unavailable: %s", exc)
+            return None
+
+    def _server_batches(self) -> Counter:
+        now = self._server_counts()
+        if now is None or self._server_start is None:
+            return Counter()
+        return now - self._server_start
+
+    def _log_progress(self) -> None:
+        snap = self.metrics.snapshot()
+        batches = self._server_batches()
+        self.metrics.set_server_mean_batch(mean_batch(batches))
+        server = f"; server batches mean {mean_batch(batches):.1f}" if batches else ""
+        log.info("%s%s", snap.line(), server)
+
+    def _summary(self) -> WatchSummary:
+        snap = self.metrics.snapshot()
+        return WatchSummary(
+            frames=snap.frames, dropped=sum(s.frames_dropped for s in self.sources), faces=snap.faces,
+            scored=snap.scored, requests=snap.requests, events=self._events_written,
+            reconnects=sum(s.reconnects for s in self.sources),
+            tracks_per_camera={c: t._next_id - 1 for c, t in self.trackers.items()},
+            fps=snap.fps, server_batches=self._server_batches(),
+        )
