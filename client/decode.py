@@ -14,6 +14,7 @@ and carries a short ``kind`` for summaries ("corrupt", "too_large", ...).
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 
@@ -47,7 +48,16 @@ def decode_image(path: os.PathLike | str, *, max_pixels: int = DEFAULT_MAX_PIXEL
 
 def read_file(path: os.PathLike | str) -> bytes:
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO named x.jpg must not wait forever for a writer;
+        # it has no effect on regular files. Then only regular files are read (no
+        # FIFO, device such as /dev/zero, or socket).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                raise DecodeError(path, "not a regular file (FIFO, device or socket)", kind="not_a_file")
             data = f.read()
     except FileNotFoundError:
         raise DecodeError(path, "no such file", kind="not_found") from None
@@ -158,7 +168,7 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     elif orientation == 6:
         image = np.rot90(image, k=-1)
     elif orientation == 7:
-        image = np.rot90(image, k=1)[::-1]
+        image = np.rot90(image, k=1)[:, ::-1]
     elif orientation == 8:
         image = np.rot90(image, k=1)
     else:
