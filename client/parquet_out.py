@@ -1,0 +1,97 @@
+"""Parquet output: rows are journalled as JSONL, then written as one Parquet file at the end, atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from facialattr.client.results import PARQUET_ROWS_PER_GROUP, JsonlWriter, read_jsonl
+
+from facialattr.contract import ModelContract
+
+log = logging.getLogger(__name__)
+
+
+class ParquetWriter(JsonlWriter):
+    """A JSONL journal beside ``out``; ``close(complete=True)`` turns it into ``out``."""
+
+    def __init__(self, out: Path, contract: ModelContract, **kwargs: Any) -> None:
+        self.out = Path(out)
+        super().__init__(self.journal_for(self.out), contract, **kwargs)
+
+    @staticmethod
+    def journal_for(out: Path) -> Path:
+        out = Path(out)
+        return out.with_name(f".{out.name}.journal.jsonl")
+
+    def open(self, *, resume: bool) -> None:
+        if resume and self.out.exists() and not self.path.exists():
+            # A finished run is being extended: its rows seed the journal.
+            self._journal_from_parquet()
+        elif not resume and self.out.exists():
+            self.out.unlink()
+        super().open(resume=resume)
+
+    def _journal_from_parquet(self) -> None:
+        import pyarrow.parquet as pq
+
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for batch in pq.ParquetFile(self.out).iter_batches(batch_size=PARQUET_ROWS_PER_GROUP):
+                for row in batch.to_pylist():
+                    f.write(json.dumps(row, ensure_ascii=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def close(self, *, complete: bool) -> None:
+        super().close(complete=complete)
+        if not complete:
+            log.warning("%s not written yet: %s keeps the rows so far; rerun with --resume", self.out, self.path)
+            return
+        self._write_parquet()
+        self.path.unlink()
+
+    def schema(self):
+        import pyarrow as pa
+
+        names = self.contract.attribute_names
+        fields = [pa.field(c, pa.string()) for c in ("path", "status", "error_kind", "error")]
+        fields += [pa.field(n, pa.float32()) for n in names]
+        fields += [pa.field(f"{n}_present", pa.bool_()) for n in names]
+        fields.append(pa.field("top10", pa.list_(pa.string())))
+        return pa.schema(fields)
+
+    def _batches(self, schema) -> Iterator:
+        import pyarrow as pa
+
+        rows: list[dict[str, Any]] = []
+        for row in read_jsonl(self.path):
+            rows.append(row)
+            if len(rows) >= PARQUET_ROWS_PER_GROUP:
+                yield pa.RecordBatch.from_pylist(rows, schema=schema)
+                rows = []
+        if rows:
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+    def _write_parquet(self) -> None:
+        import pyarrow.parquet as pq
+
+        schema = self.schema()
+        fd, tmp = tempfile.mkstemp(dir=self.out.parent, prefix=f".{self.out.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for batch in self._batches(schema):
+                    writer.write_batch(batch)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

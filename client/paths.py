@@ -1,0 +1,102 @@
+"""Lazy, deterministic enumeration of the image files under the paths a user gives.
+
+Directories are walked one at a time (each listing sorted, so a resumed run
+meets files in the same order) and never materialised whole. Symbolic links
+are followed only while they stay inside the given roots, unless the caller
+allows otherwise; directory cycles are cut. Each file is yielded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
+
+
+@dataclass
+class WalkStats:
+    """What the walk left out, so a summary can say so."""
+
+    skipped_symlinks: int = 0
+    skipped_duplicates: int = 0
+    unreadable_dirs: list[str] = field(default_factory=list)
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def iter_inputs(
+    paths: Iterable[os.PathLike | str],
+    *,
+    recursive: bool = False,
+    follow_symlinks: bool = False,
+    stats: WalkStats | None = None,
+) -> Iterator[str]:
+    """Image files under ``paths``: files given explicitly always, directories by image suffix.
+
+    A given path that does not exist is still yielded, so it becomes an error row
+    naming it rather than vanishing.
+    """
+    paths = [os.fsdecode(p) for p in paths]
+    stats = stats if stats is not None else WalkStats()
+    roots = [os.path.realpath(p) for p in paths if os.path.isdir(p)]
+    seen: set[str] = set()
+    for path in paths:
+        if os.path.isdir(path):
+            yield from _walk(path, roots, seen, stats, recursive=recursive, follow_symlinks=follow_symlinks)
+        elif _first_time(path, seen, stats):
+            yield path
+
+
+def _first_time(path: str, seen: set[str], stats: WalkStats) -> bool:
+    key = os.path.normpath(path)
+    if key in seen:
+        stats.skipped_duplicates += 1
+        return False
+    seen.add(key)
+    return True
+
+
+def _inside(real: str, roots: list[str]) -> bool:
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _walk(top: str, roots: list[str], seen: set[str], stats: WalkStats, *, recursive: bool, follow_symlinks: bool) -> Iterator[str]:
+    visited_dirs = {os.path.realpath(top)}
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", directory, exc.strerror or exc)
+            stats.unreadable_dirs.append(directory)
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden files, including macOS "._x.jpg" resource forks
+            if entry.is_symlink() and not follow_symlinks and not _inside(os.path.realpath(entry.path), roots):
+                stats.skipped_symlinks += 1
+                log.debug("not following %s: it leads outside the given folders", entry.path)
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                real = os.path.realpath(entry.path)
+                if recursive and real not in visited_dirs:
+                    visited_dirs.add(real)
+                    subdirs.append(entry.path)
+            elif is_image_name(entry.name) and _first_time(entry.path, seen, stats):
+                yield entry.path
+        # Reversed onto the stack so subfolders are visited in name order.
+        stack.extend(reversed(subdirs))
