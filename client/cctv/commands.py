@@ -106,9 +106,9 @@ def _watch(args: argparse.Namespace) -> int:
         watcher = Watcher(sources, detector, scorer, config=config, events=events,
                           recommender=_recommender(args, scorer.contract), locations=locations, metrics=metrics)
         summary = _run_until_interrupted(watcher)
-    log.info("watched %d frames (%d dropped, %.1f frames/s), %d faces, %d events, %d reconnects, tracks %s",
-             summary.frames, summary.dropped, summary.fps, summary.faces, summary.events, summary.reconnects,
-             summary.tracks_per_camera)
+    log.info("watched %d frames (%d dropped, %.1f frames/s), %d faces, %d events, %d reconnects, tracks %s, "
+             "server batch sizes %s", summary.frames, summary.dropped, summary.fps, summary.faces, summary.events,
+             summary.reconnects, summary.tracks_per_camera, dict(sorted(summary.server_batches.items())))
     return 0
 
 

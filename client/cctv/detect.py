@@ -123,7 +123,18 @@ class LbpDetector:
         found = self._cascade.detect_multi_scale(
             img=image_bgr[..., ::-1], scale_factor=1.2, step_ratio=1,
             min_size=(self._min_size_px, self._min_size_px), max_size=(h, w))
-        return [Detection((d["c"], d["r"], d["c"] + d["width"], d["r"] + d["height"])) for d in found]
+        # Its own grouping leaves overlapping boxes around one face; keep the larger of each overlapping pair.
+        boxes = [Detection((d["c"], d["r"], d["c"] + d["width"], d["r"] + d["height"]), float(d["width"])) for d in found]
+        return non_max_suppression(boxes, iou_threshold=0.3)
+
+
+def non_max_suppression(detections: list[Detection], *, iou_threshold: float) -> list[Detection]:
+    """Highest score first; drop any box overlapping a kept one by ``iou_threshold`` or more."""
+    kept: list[Detection] = []
+    for det in sorted(detections, key=lambda d: -d.score):
+        if all(iou(det.box_xyxy, k.box_xyxy) < iou_threshold for k in kept):
+            kept.append(det)
+    return kept
 
 
 DETECTORS = ("haar", "haar-alt2", "skimage-lbp", "yunet")

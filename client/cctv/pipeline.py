@@ -228,10 +228,12 @@ class Watcher:
 
     def _summary(self) -> WatchSummary:
         snap = self.metrics.snapshot()
+        batches = self._server_batches()
+        self.metrics.set_server_mean_batch(mean_batch(batches))
         return WatchSummary(
             frames=snap.frames, dropped=sum(s.frames_dropped for s in self.sources), faces=snap.faces,
             scored=snap.scored, requests=snap.requests, events=self._events_written,
             reconnects=sum(s.reconnects for s in self.sources),
             tracks_per_camera={c: t._next_id - 1 for c, t in self.trackers.items()},
-            fps=snap.fps, server_batches=self._server_batches(),
+            fps=snap.fps, server_batches=batches,
         )
