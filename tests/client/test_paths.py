@@ -1,0 +1,62 @@
+"""Walking inputs: lazy, sorted, deduplicated, and never escaping the given folders through links."""
+
+from __future__ import annotations
+
+import os
+
+from facialattr.client.paths import WalkStats, iter_inputs
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_folders_yield_images_sorted_and_recursion_is_opt_in(tmp_path):
+    for name in ("b.jpg", "a.PNG", "notes.txt", ".hidden.jpg", "sub/c.jpeg"):
+        _touch(tmp_path / name)
+    assert [os.path.basename(p) for p in iter_inputs([tmp_path])] == ["a.PNG", "b.jpg"]
+    assert [os.path.basename(p) for p in iter_inputs([tmp_path], recursive=True)] == ["a.PNG", "b.jpg", "c.jpeg"]
+
+
+def test_explicit_files_are_kept_even_when_missing_or_oddly_named(tmp_path):
+    odd = _touch(tmp_path / "photo.data")
+    missing = tmp_path / "gone.jpg"
+    assert list(iter_inputs([odd, missing])) == [str(odd), str(missing)]
+
+
+def test_each_file_is_yielded_once_even_when_named_twice(tmp_path):
+    _touch(tmp_path / "a.jpg")
+    stats = WalkStats()
+    assert len(list(iter_inputs([tmp_path, tmp_path / "a.jpg", tmp_path], stats=stats))) == 1
+    assert stats.skipped_duplicates == 2
+
+
+def test_symlinks_outside_the_roots_are_followed_only_when_asked(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _touch(root / "in.jpg")
+    _touch(outside / "secret.jpg")
+    (root / "link.jpg").symlink_to(outside / "secret.jpg")
+    (root / "linkdir").symlink_to(outside, target_is_directory=True)
+    (root / "inner.jpg").symlink_to(root / "in.jpg")
+    stats = WalkStats()
+    names = [os.path.basename(p) for p in iter_inputs([root], recursive=True, stats=stats)]
+    assert names == ["in.jpg", "inner.jpg"] and stats.skipped_symlinks == 2
+    followed = [os.path.basename(p) for p in iter_inputs([root], recursive=True, follow_symlinks=True)]
+    assert followed == ["in.jpg", "inner.jpg", "link.jpg", "secret.jpg"]
+
+
+def test_directory_cycles_are_cut(tmp_path):
+    _touch(tmp_path / "a" / "x.jpg")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a", target_is_directory=True)
+    assert [os.path.basename(p) for p in iter_inputs([tmp_path], recursive=True)] == ["x.jpg"]
+
+
+def test_the_walk_is_lazy(tmp_path):
+    for i in range(3):
+        _touch(tmp_path / f"d{i}" / "x.jpg")
+    walk = iter_inputs([tmp_path], recursive=True)
+    first = next(walk)
+    (tmp_path / "d2" / "late.jpg").write_bytes(b"x")  # appears after the walk started, before d2 is listed
+    assert os.path.basename(first) == "x.jpg" and "late.jpg" in [os.path.basename(p) for p in walk]

@@ -1,0 +1,134 @@
+"""``facialattr score`` end to end against the real embedded Triton: formats, errors, exit codes, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from testsupport import free_ports
+
+from facialattr.cli import EXIT_FATAL, EXIT_OK, EXIT_SOME_INPUTS_FAILED, main
+from facialattr.contract import CELEBA_ATTRIBUTES
+
+
+def read_rows(out) -> list[dict]:
+    out = str(out)
+    if out.endswith(".csv"):
+        with open(out, newline="") as f:
+            return list(csv.DictReader(f))
+    if out.endswith(".jsonl"):
+        with open(out) as f:
+            return [json.loads(line) for line in f]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out).to_pylist()
+
+
+def probabilities_of(row) -> np.ndarray:
+    return np.array([float(row[n]) for n in CELEBA_ATTRIBUTES], np.float32)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, make_jpegs):
+    root = tmp_path_factory.mktemp("faces")
+    make_jpegs(root, 12)
+    make_jpegs(root / "sub", 5, seed=1, prefix="deep")
+    return root
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_each_output_format_holds_one_row_per_image_equal_to_onnx_runtime(tmp_path, folder, grpc_url, reference, suffix):
+    out = tmp_path / f"results{suffix}"
+    assert main(["score", str(folder), "--recursive", "--out", str(out), "--url", grpc_url, "--no-progress"]) == EXIT_OK
+    rows = read_rows(out)
+    expected = reference(sorted(folder.rglob("*.jpg")))
+    assert sorted(r["path"] for r in rows) == sorted(expected)
+    for row in rows:
+        assert row["status"] == "ok" and not row["error"]
+        probs = probabilities_of(row)
+        np.testing.assert_allclose(probs, expected[row["path"]], rtol=0, atol=1e-6)
+        present = [row[f"{n}_present"] in (True, "1") for n in CELEBA_ATTRIBUTES]
+        assert present == list(probs >= 0.5)  # the tiny repository ships thresholds of 0.5
+        top = row["top10"].split(";") if isinstance(row["top10"], str) else list(row["top10"])
+        assert len(top) == 10 and set(top) <= set(CELEBA_ATTRIBUTES)
+    assert not list(tmp_path.glob(".*journal*"))  # parquet's journal is gone once the file is written
+
+
+def test_corrupt_jpeg_becomes_error_row_and_run_continues(tmp_path, make_jpegs, grpc_url):
+    good = make_jpegs(tmp_path / "in", 6)
+    (tmp_path / "in" / "img00002.jpg").write_bytes(good[2].read_bytes()[:300])  # truncated mid-scan
+    (tmp_path / "in" / "notes.jpg").write_text("not a picture")
+    out = tmp_path / "r.csv"
+    code = main(["score", str(tmp_path / "in"), "--out", str(out), "--url", grpc_url, "--no-progress"])
+    assert code == EXIT_SOME_INPUTS_FAILED
+    rows = {os.path.basename(r["path"]): r for r in read_rows(out)}
+    assert len(rows) == 7
+    assert rows["img00002.jpg"]["status"] == "error" and rows["img00002.jpg"]["error_kind"] == "corrupt"
+    assert "img00002.jpg" in rows["img00002.jpg"]["error"]
+    assert rows["notes.jpg"]["error_kind"] == "unsupported_format"
+    assert [n for n, r in rows.items() if r["status"] == "ok"] == [f"img0000{i}.jpg" for i in (0, 1, 3, 4, 5)]
+
+
+def test_unreachable_server_is_a_fatal_error(tmp_path, make_jpegs):
+    make_jpegs(tmp_path / "in", 1)
+    url = f"127.0.0.1:{free_ports(1)[0]}"
+    code = main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--url", url, "--give-up-after", "0.5"])
+    assert code == EXIT_FATAL
+
+
+def test_existing_output_is_neither_overwritten_nor_appended_without_a_flag(tmp_path, make_jpegs, grpc_url):
+    make_jpegs(tmp_path / "in", 2)
+    out = tmp_path / "r.jsonl"
+    out.write_text("precious\n")
+    args = ["score", str(tmp_path / "in"), "--out", str(out), "--url", grpc_url, "--no-progress"]
+    assert main(args) == EXIT_FATAL
+    assert out.read_text() == "precious\n"
+    assert main([*args, "--overwrite"]) == EXIT_OK
+    assert len(read_rows(out)) == 2
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_resume_scores_only_the_missing_inputs_and_drops_a_torn_line(tmp_path, make_jpegs, grpc_url, suffix):
+    paths = make_jpegs(tmp_path / "in", 8)
+    out = tmp_path / f"r{suffix}"
+    base = ["score", "--out", str(out), "--url", grpc_url, "--no-progress"]
+    assert main([*base, *map(str, paths[:5])]) == EXIT_OK
+    if suffix != ".parquet":
+        with open(out, "a") as f:
+            f.write(f"{paths[5]},ok,,,0.1")  # a crash in the middle of writing the sixth row
+    assert main([*base, "--resume", *map(str, paths)]) == EXIT_OK
+    rows = read_rows(out)
+    assert sorted(r["path"] for r in rows) == sorted(map(str, paths))
+
+
+def test_resume_after_the_scoring_process_is_killed_mid_run(tmp_path, make_jpegs, grpc_url, reference):
+    paths = make_jpegs(tmp_path / "in", 1500, size_hw=(60, 50))
+    out = tmp_path / "r.jsonl"
+    command = [sys.executable, "-m", "facialattr.cli", "score", str(tmp_path / "in"), "--out", str(out),
+               "--url", grpc_url, "--workers", "1", "--max-in-flight", "1", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    written_before = out.read_bytes().count(b"\n")
+    assert 0 < written_before < len(paths)
+    assert main(["score", str(tmp_path / "in"), "--out", str(out), "--url", grpc_url, "--resume", "--no-progress"]) == EXIT_OK
+    rows = read_rows(out)
+    assert len(rows) == len(paths)
+    assert sorted(r["path"] for r in rows) == sorted(map(str, paths))
+    expected = reference(paths[:50] + paths[-50:])
+    by_path = {r["path"]: r for r in rows}
+    for path, probs in expected.items():
+        np.testing.assert_allclose(probabilities_of(by_path[path]), probs, rtol=0, atol=1e-6)
