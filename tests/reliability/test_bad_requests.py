@@ -1,0 +1,90 @@
+"""Malformed inference requests sent straight to the real server: each gets a clear error, the server lives on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reliability_support as support
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from facialattr import MODEL_NAME
+
+H, W = support.SIZE_HW
+MAX_BATCH = 16  # support.make_repository's default
+
+
+def _raw_input(name: str, shape: list[int], datatype: str, payload: bytes) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, shape, datatype)
+    tensor._raw_content = payload  # what a buggy or hostile client could put on the wire
+    return tensor
+
+
+def _array_input(array: np.ndarray, *, name: str = "images", datatype: str = "UINT8") -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+# case -> (input tensor factory, substring the server's error must contain)
+BAD_REQUESTS = {
+    "wrong dtype (float32 pixels)": (
+        lambda: _array_input(np.zeros((2, H, W, 3), np.float32), datatype="FP32"),
+        "expects 'UINT8'",
+    ),
+    "wrong image size": (lambda: _array_input(np.zeros((2, H // 2, W, 3), np.uint8)), "unexpected shape"),
+    "missing batch dimension": (lambda: _array_input(np.zeros((H, W, 3), np.uint8)), "batch-size must be <= 16"),
+    "four channels": (lambda: _array_input(np.zeros((1, H, W, 4), np.uint8)), "unexpected shape"),
+    "batch above max_batch_size": (
+        lambda: _array_input(np.zeros((MAX_BATCH + 1, H, W, 3), np.uint8)),
+        f"batch-size must be <= {MAX_BATCH}",
+    ),
+    "empty batch": (lambda: _array_input(np.zeros((0, H, W, 3), np.uint8)), "byte size mismatch"),
+    "unknown input name": (lambda: _array_input(np.zeros((1, H, W, 3), np.uint8), name="imgs"), "unexpected inference input 'imgs'"),
+    "payload shorter than its shape": (lambda: _raw_input("images", [2, H, W, 3], "UINT8", b"\0" * 10), "byte size mismatch"),
+    "payload longer than its shape": (
+        lambda: _raw_input("images", [1, H, W, 3], "UINT8", b"\0" * (2 * H * W * 3)),
+        "byte size mismatch",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def client(own_server):
+    with grpcclient.InferenceServerClient(own_server.config.grpc_url) as c:
+        yield c
+
+
+def _good_request_works(client) -> bool:
+    images = support.random_uint8((3, H, W, 3))
+    result = client.infer(MODEL_NAME, [_array_input(images)])
+    probabilities = result.as_numpy("probabilities")
+    return probabilities.shape == (3, 40) and bool(np.all((probabilities > 0) & (probabilities < 1)))
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_is_rejected_clearly_and_the_server_stays_up(case, client, own_server):
+    make_input, reason = BAD_REQUESTS[case]
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer(MODEL_NAME, [make_input()])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert reason in caught.value.message()
+    assert own_server.is_running()
+    assert client.is_server_live() and client.is_model_ready(MODEL_NAME)
+    assert _good_request_works(client)
+
+
+def test_request_for_an_unknown_model_is_rejected_and_the_server_stays_up(client):
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("no_such_model", [_array_input(np.zeros((1, H, W, 3), np.uint8))])
+    assert "no_such_model" in caught.value.message()
+    assert client.is_server_live() and _good_request_works(client)
+
+
+def test_a_hundred_megabyte_request_is_refused_without_harm(client, own_server):
+    """The transport accepts it (Triton's gRPC limit is 2 GiB, see SECURITY.md); the model config refuses it."""
+    batch = (100 * 1024 * 1024) // (H * W * 3)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer(MODEL_NAME, [_array_input(np.zeros((batch, H, W, 3), np.uint8))])
+    assert f"batch-size must be <= {MAX_BATCH}" in caught.value.message()
+    assert own_server.is_running() and _good_request_works(client)

@@ -1,0 +1,85 @@
+"""Secure defaults: loopback only, no model control, no files outside the scored roots, no face images kept."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+import reliability_support as support
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from facialattr import MODEL_NAME
+
+
+def _server_ports(config) -> set[int]:
+    return {config.http_port, config.grpc_port, config.metrics_port}
+
+
+def test_embedded_server_listens_on_loopback_only(own_server):
+    listening = support.listening_addresses(own_server.pid)
+    assert {port for _, port in listening} >= _server_ports(own_server.config)
+    assert {address for address, _ in listening} == {"127.0.0.1"}
+
+
+def test_host_setting_is_what_the_server_binds(own_repository):
+    """The detector above can fail: another loopback address shows up as itself (nothing is exposed)."""
+    server = support.start(own_repository, support.Ports.pick(), host="127.0.0.2")
+    try:
+        listening = support.listening_addresses(server.pid)
+        assert {address for address, port in listening if port in _server_ports(server.config)} == {"127.0.0.2"}
+    finally:
+        server.stop()
+
+
+def test_serve_command_binds_loopback_by_default(own_repository):
+    ports = support.Ports.pick()
+    serve = subprocess.Popen(
+        support.facialattr_command("serve", "--model-repository", own_repository, "--http-port", str(ports.http),
+                                   "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        support.wait_until(lambda: _ready(ports) or serve.poll() is not None, timeout_s=120, what="facialattr serve ready")
+        assert serve.poll() is None, serve.stdout.read()
+        (triton_pid,) = support.child_pids(serve.pid)
+        listening = support.listening_addresses(triton_pid)
+        assert {port for _, port in listening} >= {ports.http, ports.grpc, ports.metrics}
+        assert {address for address, _ in listening} == {"127.0.0.1"}
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+
+
+def _ready(ports) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/v2/health/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.mark.parametrize("action", ["load_model", "unload_model"])
+def test_model_load_and_unload_over_grpc_are_refused(action, own_server):
+    with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
+        with pytest.raises(InferenceServerException) as caught:
+            getattr(client, action)(MODEL_NAME)
+        assert caught.value.status() == "StatusCode.UNAVAILABLE"
+        assert "load / unload is not allowed" in caught.value.message()
+        assert client.is_model_ready(MODEL_NAME)
+
+
+@pytest.mark.parametrize("action", ["load", "unload"])
+def test_model_load_and_unload_over_http_are_refused(action, own_server):
+    request = urllib.request.Request(
+        f"{own_server.config.http_url}/v2/repository/models/{MODEL_NAME}/{action}", data=b"{}", method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert "load / unload is not allowed" in json.loads(caught.value.read())["error"]
+    with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
+        assert client.is_model_ready(MODEL_NAME)
