@@ -1,0 +1,129 @@
+"""The numbers Triton serving is judged against, measured on the same images in the same run.
+
+(a) the in-process ceiling: ONNX Runtime on pre-decoded batches, no server;
+(b) a Keras ``model.predict`` over a tf.data folder pipeline (what a user writes instead);
+(c) the seed's one-process-per-image way, timed on a small sample and extrapolated.
+Plus the product's own bulk path: JPEG folder -> client decode -> Triton, pipelined.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facialattr.errors import FacialAttrError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    name: str
+    images: int
+    seconds: float
+    images_per_s: float
+    batch_size: int | None = None
+    extrapolated: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ort_session(onnx_path: Path, *, threads: int):
+    """The same session options the served model uses (serving/python_model.py)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_throughput(session, images: np.ndarray, batch_size: int, *, duration_s: float) -> Throughput:
+    """Images/s of one ONNX Runtime session at one batch size (after one warm-up batch)."""
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    session.run([output_name], {input_name: images[:batch_size]})
+    done, cursor, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < duration_s:
+        idx = np.arange(cursor, cursor + batch_size) % len(images)
+        cursor = (cursor + batch_size) % len(images)
+        session.run([output_name], {input_name: images[idx]})
+        done += batch_size
+    elapsed = time.perf_counter() - start
+    log.info("ONNX Runtime in-process batch %d: %.1f images/s", batch_size, done / elapsed)
+    return Throughput(f"onnxruntime in-process, batch {batch_size}", done, elapsed, done / elapsed,
+                      batch_size=batch_size)
+
+
+def ort_in_process(onnx_path: Path, images: np.ndarray, batch_sizes: list[int], *, threads: int,
+                   duration_s: float = 4.0) -> list[Throughput]:
+    session = ort_session(onnx_path, threads=threads)
+    return [ort_throughput(session, images, b, duration_s=duration_s) for b in batch_sizes]
+
+
+def _run_json(args: list[str], *, timeout_s: float) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "facialattr.benchmarks.keras_baseline", *args],
+                          capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise FacialAttrError(f"keras baseline failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def keras_predict_loop(keras_path: Path, files: list[Path], *, size: int, batch_size: int = 32,
+                       timeout_s: float = 1800) -> Throughput:
+    """model.predict over a tf.data pipeline that decodes the same JPEGs (in a separate process)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as listing:
+        listing.write("\n".join(str(f) for f in files))
+        listing.flush()
+        out = _run_json(["predict-loop", "--model", str(keras_path), "--file-list", listing.name,
+                         "--size", str(size), "--batch-size", str(batch_size)], timeout_s=timeout_s)
+    log.info("Keras predict loop: %.1f images/s", out["images_per_s"])
+    return Throughput("Keras model.predict over tf.data (decode included)", out["images"], out["seconds"],
+                      out["images_per_s"], batch_size=batch_size,
+                      note=f"model load {out['model_load_s']:.1f} s not counted")
+
+
+def per_image_process(keras_path: Path, files: list[Path], *, size: int, sample: int = 5,
+                      extrapolate_to: int, timeout_s: float = 300) -> Throughput:
+    """Wall time of one fresh process per image over ``sample`` images, extrapolated to ``extrapolate_to``."""
+    start = time.perf_counter()
+    for f in files[:sample]:
+        _run_json(["one-image", "--model", str(keras_path), "--image", str(f), "--size", str(size)],
+                  timeout_s=timeout_s)
+    elapsed = time.perf_counter() - start
+    per_image_s = elapsed / sample
+    log.info("one process per image: %.2f s per image", per_image_s)
+    return Throughput("one process per image (seed's run.py way)", extrapolate_to, per_image_s * extrapolate_to,
+                      1.0 / per_image_s, batch_size=1, extrapolated=True,
+                      note=f"measured on {sample} images ({per_image_s:.2f} s each), extrapolated to {extrapolate_to}")
+
+
+def bulk_scoring(url: str, files: list[Path], *, batch_size: int | None = None) -> Throughput:
+    """The product's bulk path (client.batching.score_files, its defaults): decode overlaps inference."""
+    from facialattr.client.batching import EngineConfig, EngineTimings, score_files
+    from facialattr.client.scorer import Scorer
+
+    timings = EngineTimings()
+    with Scorer(url) as scorer:
+        start = time.perf_counter()
+        results = list(score_files(files, scorer, config=EngineConfig(batch_size=batch_size), timings=timings))
+        elapsed = time.perf_counter() - start
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise FacialAttrError(f"bulk scoring failed on {len(failed)} images, e.g. {failed[0].error}")
+    sizes = ", ".join(f"{n} x {b}" for b, n in sorted(timings.batch_sizes.items()))
+    log.info("bulk scoring through Triton: %.1f images/s", len(results) / elapsed)
+    return Throughput("facialattr bulk scoring via Triton (decode included)", len(results), elapsed,
+                      len(results) / elapsed, batch_size=max(timings.batch_sizes, default=None),
+                      note=f"client.batching.score_files defaults; batches sent: {sizes}")

@@ -1,0 +1,124 @@
+"""Locust load test of the facialattr Triton server over gRPC (tritonclient).
+
+Two user kinds: ``CctvUser`` sends one prepared face per request, back to back,
+like a camera loop; ``BulkUser`` sends batches of ``--bulk-batch`` faces, like a
+folder scorer. Each call is reported to Locust through ``events.request``.
+
+Headless, bounded, against a local server (``facialattr serve`` in another shell):
+
+    locust -f benchmarks/locustfile.py --headless -u 16 -r 16 -t 60s \
+        --host 127.0.0.1:8001 --csv out/locust --html out/locust.html CctvUser
+
+Omit the class name to mix both kinds (CCTV users are 4x as frequent). Inputs are
+random frames at the size the server's model contract asks for (speed does not
+depend on pixel values); ``--images DIR`` sends real faces prepared by the client
+library instead.
+"""
+
+# gRPC must be told about gevent before any channel exists, or Locust's greenlets
+# block each other inside the gRPC C core.
+import grpc.experimental.gevent as grpc_gevent
+
+grpc_gevent.init_gevent()
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tritonclient.grpc as grpcclient  # noqa: E402
+from locust import User, constant, events, task  # noqa: E402
+
+from facialattr import MODEL_NAME  # noqa: E402
+from facialattr.contract import ModelContract  # noqa: E402
+
+_IMAGE_POOL = 64
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:
+    parser.add_argument("--model-name", default=MODEL_NAME, help="served model name")
+    parser.add_argument("--images", default="", help="folder of face images to send (default: random frames)")
+    parser.add_argument("--bulk-batch", type=int, default=32, help="faces per BulkUser request")
+    parser.add_argument("--request-timeout-s", type=float, default=30.0)
+
+
+def grpc_target(host: str) -> str:
+    """``127.0.0.1:8001`` from a Locust --host that may carry a scheme."""
+    for scheme in ("grpc://", "http://", "https://"):
+        if host.startswith(scheme):
+            return host[len(scheme):].rstrip("/")
+    return host.rstrip("/")
+
+
+def _load_images(options, contract: ModelContract) -> np.ndarray:
+    h, w = contract.preprocessing.size_hw
+    if not options.images:
+        return np.random.default_rng(0).integers(0, 256, size=(_IMAGE_POOL, h, w, 3), dtype=np.uint8)
+    from facialattr.benchmarks.images import list_images, prepare_files
+
+    return prepare_files(list_images(Path(options.images), limit=_IMAGE_POOL), contract.preprocessing)
+
+
+class TritonUser(User):
+    abstract = True
+    wait_time = constant(0)
+    batch_size = 1
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.model_name = options.model_name
+        self.timeout_s = options.request_timeout_s
+        self.client = grpcclient.InferenceServerClient(grpc_target(self.host or "127.0.0.1:8001"))
+        config = self.client.get_model_config(self.model_name).config
+        self.contract = ModelContract.from_model_config(config)
+        self.images = _load_images(options, self.contract)
+        self.cursor = 0
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    def _next_batch(self, n: int) -> np.ndarray:
+        idx = np.arange(self.cursor, self.cursor + n) % len(self.images)
+        self.cursor = (self.cursor + n) % len(self.images)
+        return self.images[idx]
+
+    def infer(self, n: int, name: str) -> None:
+        batch = self._next_batch(n)
+        tensor = grpcclient.InferInput(self.contract.input_name, list(batch.shape), "UINT8")
+        tensor.set_data_from_numpy(batch)
+        outputs = [grpcclient.InferRequestedOutput(self.contract.output_name)]
+        start = time.perf_counter()
+        exception, length = None, 0
+        try:
+            result = self.client.infer(self.model_name, [tensor], outputs=outputs, client_timeout=self.timeout_s)
+            probabilities = result.as_numpy(self.contract.output_name)
+            if probabilities is None or probabilities.shape != (n, self.contract.num_attributes):
+                raise ValueError(f"unexpected output shape {getattr(probabilities, 'shape', None)}")
+            length = probabilities.nbytes
+        except Exception as exc:  # noqa: BLE001 - Locust records it as a failure
+            exception = exc
+        events.request.fire(
+            request_type="grpc", name=name, response_time=(time.perf_counter() - start) * 1000.0,
+            response_length=length, exception=exception, context={"batch_size": n},
+        )
+
+
+class CctvUser(TritonUser):
+    """One face per request, as a camera loop sends them."""
+
+    weight = 4
+
+    @task
+    def single_face(self) -> None:
+        self.infer(1, "infer 1 face")
+
+
+class BulkUser(TritonUser):
+    """Batches of faces, as a folder scorer sends them."""
+
+    weight = 1
+
+    @task
+    def batch_of_faces(self) -> None:
+        n = min(self.environment.parsed_options.bulk_batch, self.contract.max_batch_size)
+        self.infer(n, f"infer batch of {n}")

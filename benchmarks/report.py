@@ -1,0 +1,238 @@
+"""RESULTS.md from one run_all.py result (results.json), plus machine and model descriptions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+SOAK_BEGIN = "<!-- soak:begin -->"
+SOAK_END = "<!-- soak:end -->"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        memory_gib = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        memory_gib = None
+    versions = {}
+    for module in ("onnxruntime", "tritonclient", "tensorflow", "keras", "locust"):
+        try:
+            from importlib.metadata import version
+
+            versions[module] = version(module if module != "tensorflow" else "tensorflow-cpu")
+        except Exception:  # noqa: BLE001 - a missing package is simply not listed
+            continue
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "memory_gib": memory_gib,
+            "os": platform.platform(terse=True), "python": platform.python_version(), "versions": versions}
+
+
+def model_info(contract) -> dict[str, Any]:
+    return {"size_hw": list(contract.preprocessing.size_hw), "max_batch_size": contract.max_batch_size,
+            "stand_in": bool(contract.summary.get("stand_in")), "summary": dict(contract.summary)}
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    if value is None or value != value:  # None or NaN
+        return "–"
+    if 0 < abs(value) < 1:
+        return f"{value:.3f}"
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _sweep_rows(points: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for p in points:
+        s = p.get("server") or {}
+        rows.append([str(p["batch_size"]), str(p["concurrency"]), _f(p["images_per_s"]), _f(p["p50_ms"]),
+                     _f(p["p95_ms"]), _f(p["p99_ms"]), _f(s.get("mean_queue_ms")), _f(s.get("mean_compute_ms")),
+                     _f(s.get("mean_formed_batch")), str(p["errors"])])
+    return rows
+
+
+SWEEP_HEADER = ["client batch", "clients", "images/s", "p50 ms", "p95 ms", "p99 ms", "server queue ms",
+                "server compute ms", "formed batch (mean)", "errors"]
+
+
+def _header(data: dict[str, Any]) -> list[str]:
+    m, model = data["machine"], data["model"]
+    h, w = model["size_hw"]
+    kind = ("**STAND-IN**: an untrained MobileNetV2 of the shipped architecture (speed does not depend on the "
+            "weights); rerun the command below once the trained model is in the repository"
+            if model["stand_in"] else "the shipped model")
+    lines = [
+        "# Benchmarks", "",
+        f"Measured {data['finished']} on this machine: {m['cpu']}, {m['logical_cores']} logical cores, "
+        f"{m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ". No GPU.", "",
+        f"Model: {kind}; input {h}x{w}, max batch {model['max_batch_size']}, repository `{data['model_repository']}`.",
+        f"Images: the first {data['images']['count']} JPEGs of `{data['images']['folder']}` (CelebA aligned faces, "
+        "not committed), decoded once for the serving measurements; the bulk and Keras runs decode them again.", "",
+        "Reproduce (about 10 minutes; other heavy jobs on the machine change absolute numbers, so compare ratios "
+        "within one run):", "", "```", data["command"], "```", "",
+        "All serving numbers are closed-loop: each client sends a request and waits for the answer before the "
+        "next. Latency is per request, measured in the client; *server queue/compute* are Triton's own "
+        "statistics (`get_inference_statistics`) for the same window; *formed batch* is the mean batch the "
+        "dynamic batcher executed (from `batch_stats`).", "",
+    ]
+    return lines
+
+
+def _targets(data: dict[str, Any]) -> list[str]:
+    rows = [[t["name"], t["measured"], t["target"], "**pass**" if t["passed"] else "**FAIL**"] for t in data["targets"]]
+    return ["## Targets (one run)", "", *_table(["target", "measured", "required", "result"], rows)]
+
+
+def _paired(data: dict[str, Any]) -> list[str]:
+    pr = data["paired"]
+    rows = [[str(i + 1), _f(r["ort_images_per_s"]), _f(r["bulk"]["images_per_s"]), _f(r["users"]["images_per_s"]),
+             _f(r["users"]["p50_ms"]), _f(r["users"]["p99_ms"]), _f((r["users"].get("server") or {}).get("mean_formed_batch")),
+             _f(r["bulk_over_ort"], 2), _f(r["users_over_bulk"], 2)] for i, r in enumerate(pr["rounds"])]
+    return [
+        "### The rounds behind the ratios", "",
+        f"Under the shipped settings, {pr['duration_s']:g} s windows alternate: ONNX Runtime in-process at batch "
+        f"{pr['batch_size']} (the server idle), Triton with batches of {pr['batch_size']} from 2 clients, then "
+        f"{pr['users']} clients sending one face each. Other jobs on the machine change all three together, so "
+        "the ratios hold better than the absolute numbers.", "",
+        *_table(["round", "ORT in-process images/s", "Triton bulk images/s", f"{pr['users']} users images/s",
+                 "users p50 ms", "users p99 ms", "users formed batch", "bulk / ORT", "users / bulk"], rows),
+    ]
+
+
+def _baselines(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for b in data["baselines"]:
+        label = b["name"] + (" *(extrapolated)*" if b["extrapolated"] else "")
+        rows.append([label, _f(b["images_per_s"]), f"{b['images']:,}", _f(b["seconds"]), b.get("note", "")])
+    return [
+        "## Ways to score the same images", "",
+        "Same images, same model architecture and input size, one after another in one run. "
+        "Rows that say *decode included* start from the JPEG files; the others use pre-decoded uint8 batches.", "",
+        *_table(["way", "images/s", "images", "seconds", "note"], rows),
+        f"![ways to score]({data['plot_dir']}/baselines.png)", "",
+    ]
+
+
+def _trial(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for t in data["trial"]:
+        u, b = t["users"], t["bulk"]
+        chosen = " **(shipped)**" if t["settings"] == data["chosen"] else ""
+        rows.append([t["settings"]["label"] + chosen, _f(b["images_per_s"]), _f(u["images_per_s"]),
+                     _f(u["p50_ms"]), _f(u["p99_ms"]), _f((u.get("server") or {}).get("mean_formed_batch"))])
+    c = data["chosen"]
+    return [
+        "## Choosing the shipped Triton settings", "",
+        f"Each candidate served the same model; *bulk* = {data['trial_specs']['bulk']}, *users* = "
+        f"{data['trial_specs']['users']}.", "",
+        *_table(["setting", "bulk images/s", "users images/s", "users p50 ms", "users p99 ms", "users formed batch"],
+                rows),
+        f"![settings trial]({data['plot_dir']}/settings_trial.png)", "",
+        f"Chosen: **{c['label']}** — {data['chosen_reason']}", "",
+        "Recommended `facialattr.triton_config.ModelConfig` defaults for this kind of machine: "
+        f"`instance_group=(InstanceGroup(count={c['instances']}),)`, "
+        f"`intra_op_thread_count={c['intra_op_threads']}`, "
+        f"`DynamicBatching(max_queue_delay_microseconds={c['max_queue_delay_us']})`.", "",
+    ]
+
+
+def _sweep(data: dict[str, Any]) -> list[str]:
+    return [
+        f"## Batch size x concurrency sweep ({data['chosen']['label']})", "",
+        *_table(SWEEP_HEADER, _sweep_rows(data["sweep"])),
+        f"![throughput against latency]({data['plot_dir']}/sweep.png)", "",
+    ]
+
+
+def _other_sizes(data: dict[str, Any]) -> list[str]:
+    if not data.get("other_sizes"):
+        return []
+    rows = [[f"{o['size']}x{o['size']}", _f(o["ort_best"]), _f(o["triton_bulk"]), _f(o["triton_bulk"] / o["ort_best"], 2),
+             _f(o["users"]["images_per_s"]), _f(o["users"]["p99_ms"])] for o in data["other_sizes"]]
+    return ["## Other input sizes (same settings, stand-in models)", "",
+            *_table(["input", "ORT in-process best", "Triton bulk", "ratio", "16 users images/s", "16 users p99 ms"], rows)]
+
+
+def _locust(data: dict[str, Any]) -> list[str]:
+    loc = data.get("locust")
+    if not loc:
+        return []
+    rows = [[r["Name"], r["Request Count"], r["Failure Count"], _f(float(r["Requests/s"])), r["50%"], r["95%"], r["99%"]]
+            for r in loc["rows"]]
+    return ["## Locust (gRPC users)", "",
+            f"`{loc['command']}`", "",
+            *_table(["request", "requests", "failures", "requests/s", "p50 ms", "p95 ms", "p99 ms"], rows),
+            "Locust rounds percentiles and its own gevent loop shares the CPU with the server, so its latencies "
+            "read a little higher than the sweep's. Full report: `benchmarks/results/locust.html` "
+            "(regenerated, not committed).", ""]
+
+
+GPU_SECTION = [
+    "## GPU: not measured", "",
+    "No GPU was available to this run (the device machine was not lent to this task), so nothing here was "
+    "measured on a GPU. What would run there: `docker-compose.yml` starts the official Triton container, which "
+    "serves the same `model.onnx` with its ONNX Runtime backend (CUDA execution provider; the embedded server's "
+    "Python-backend detour is not needed), and `facialattr export --tensorrt-fp16` switches it to ONNX Runtime's "
+    "TensorRT execution provider in FP16. The same `facialattr bench --url HOST:8001` and "
+    "`benchmarks/locustfile.py` measure it; expect the client's decoding, not the model, to become the limit.", "",
+]
+
+
+MEANING = [
+    "## What the numbers mean", "",
+    "- *ONNX Runtime in-process* is the ceiling: the same session options the server uses, no network, no copies. "
+    "Triton on the same CPU can only approach it; the gap is gRPC serialisation and the Python backend's "
+    "shared-memory hop.",
+    "- *Bulk* is what `facialattr score` does with a folder: the client decodes JPEGs while earlier batches are "
+    "in the server, so decode and inference overlap; on 2 cores they compete for the same CPU.",
+    "- *Concurrent single-face users* is the CCTV case. Each user has one request in flight, so the dynamic batcher "
+    "can only merge what is waiting; the server statistics show how large the batches it formed were.",
+    "- The one-process-per-image row is dominated by starting Python and TensorFlow and loading the model; it "
+    "was timed on a few images and multiplied out, as labelled.",
+    "- Everything shares 2 cores with the load generator (and with whatever else runs on the machine). Absolute "
+    "numbers move by ±25 % between runs; ratios within one run are what the targets use.", "",
+]
+
+
+def soak_section(existing: str) -> str:
+    """The soak section between its markers in an existing RESULTS.md, or a placeholder."""
+    match = re.search(re.escape(SOAK_BEGIN) + r".*?" + re.escape(SOAK_END), existing, flags=re.S)
+    if match:
+        return match.group(0)
+    return f"{SOAK_BEGIN}\n## Soak\n\nNot run yet: `python benchmarks/soak.py` fills this section.\n{SOAK_END}"
+
+
+def replace_soak_section(results_md: Path, section_body: str) -> None:
+    text = results_md.read_text() if results_md.exists() else ""
+    block = f"{SOAK_BEGIN}\n{section_body.strip()}\n{SOAK_END}"
+    if SOAK_BEGIN in text:
+        text = re.sub(re.escape(SOAK_BEGIN) + r".*?" + re.escape(SOAK_END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    results_md.write_text(text)
+
+
+def write_results_md(data: dict[str, Any], path: Path) -> Path:
+    existing = path.read_text() if path.exists() else ""
+    parts = (_header(data) + _targets(data) + _paired(data) + _baselines(data) + _trial(data) + _sweep(data) + _other_sizes(data)
+             + _locust(data) + [soak_section(existing), ""] + GPU_SECTION + MEANING)
+    path.write_text("\n".join(parts).rstrip() + "\n")
+    return path

@@ -1,0 +1,33 @@
+"""Locust, headless for a few seconds, against the real embedded Triton (tiny model)."""
+
+from __future__ import annotations
+
+import tritonclient.grpc as grpcclient
+from facialattr.benchmarks import locust_run, serverstats
+
+
+def test_locust_users_get_answers_and_the_server_counts_them(triton_server, tmp_path):
+    url = triton_server.config.grpc_url
+    with grpcclient.InferenceServerClient(url) as client:
+        before = serverstats.snapshot(client)
+        run = locust_run.run_locust(url, users=3, run_time_s=3, csv_prefix=tmp_path / "locust",
+                                    html=tmp_path / "locust.html", extra=("--bulk-batch", "8"))
+        after = serverstats.snapshot(client)
+
+    names = {row["Name"] for row in run.rows}
+    assert {"infer 1 face", "infer batch of 8", "Aggregated"} <= names
+    assert run.requests > 0
+    assert run.failures == 0, (tmp_path / "locust_failures.csv").read_text()
+    assert run.returncode == 0
+    assert (tmp_path / "locust.html").stat().st_size > 0
+    served = serverstats.difference(before, after)
+    assert served.requests >= run.requests
+    assert served.failed_requests == 0
+    assert served.formed_batches and max(served.formed_batches) <= 16
+
+
+def test_locust_cctv_user_alone_sends_only_single_faces(triton_server, tmp_path):
+    run = locust_run.run_locust(triton_server.config.grpc_url, users=2, run_time_s=4,
+                                csv_prefix=tmp_path / "cctv", user_classes=("CctvUser",))
+    assert [row["Name"] for row in run.rows] == ["infer 1 face", "Aggregated"]
+    assert run.requests > 0 and run.failures == 0

@@ -1,0 +1,71 @@
+"""Pure parts of the benchmarks: statistics arithmetic, the settings choice, RESULTS.md sections."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from facialattr.benchmarks import report
+from facialattr.benchmarks.load import LoadResult, percentiles_ms
+from facialattr.benchmarks.serverstats import StatsSnapshot, difference
+from facialattr.benchmarks.sweep import ServingSettings, TrialResult, choose
+
+
+def test_difference_gives_per_request_times_and_the_batches_formed_in_between():
+    before = StatsSnapshot(inference_count=10, execution_count=10, success_count=10, queue_ns=5_000_000,
+                           compute_ns=20_000_000, batch_executions={1: 10})
+    after = StatsSnapshot(inference_count=42, execution_count=14, success_count=42, fail_count=1,
+                          queue_ns=5_000_000 + 32 * 2_000_000, compute_ns=20_000_000 + 32 * 10_000_000,
+                          batch_executions={1: 10, 8: 4})
+    d = difference(before, after)
+    assert (d.requests, d.failed_requests, d.inferences, d.executions) == (32, 1, 32, 4)
+    assert d.mean_queue_ms == pytest.approx(2.0) and d.mean_compute_ms == pytest.approx(10.0)
+    assert d.mean_formed_batch == pytest.approx(8.0)
+    assert d.formed_batches == {8: 4}
+
+
+def test_difference_of_an_idle_window_is_zero_not_a_division_error():
+    s = StatsSnapshot(inference_count=3, execution_count=3, success_count=3, batch_executions={1: 3})
+    d = difference(s, s)
+    assert d.requests == 0 and d.mean_formed_batch == 0.0 and d.formed_batches == {}
+
+
+@pytest.mark.parametrize("latencies_s, expected_p50_ms", [([0.010] * 99 + [1.0], 10.0), ([0.002, 0.004], 3.0)])
+def test_percentiles_are_in_milliseconds(latencies_s, expected_p50_ms):
+    p50, p95, p99, mean = percentiles_ms(latencies_s)
+    assert p50 == pytest.approx(expected_p50_ms) and p50 <= p95 <= p99
+
+
+def test_percentiles_of_nothing_are_nan():
+    assert all(math.isnan(v) for v in percentiles_ms([]))
+
+
+def _result(images_per_s: float, p99_ms: float, errors: int = 0) -> LoadResult:
+    return LoadResult(batch_size=1, concurrency=16, duration_s=5, requests=100, errors=errors,
+                      images_per_s=images_per_s, p50_ms=p99_ms / 2, p95_ms=p99_ms, p99_ms=p99_ms,
+                      mean_ms=p99_ms / 2, server=None)
+
+
+@pytest.mark.parametrize("candidates, expected_delay", [
+    # fastest within the budget wins
+    ([(0, 300, 90), (2000, 330, 95), (8000, 350, 140)], 2000),
+    # errors disqualify
+    ([(0, 300, 90, 0), (2000, 330, 95, 3)], 0),
+    # nothing within budget: lowest p99
+    ([(0, 300, 150), (2000, 330, 120)], 2000),
+])
+def test_choose_prefers_user_throughput_within_the_latency_budget(candidates, expected_delay):
+    trials = [TrialResult(ServingSettings(max_queue_delay_us=c[0]), _result(400, 500), _result(c[1], c[2], *c[3:]))
+              for c in candidates]
+    assert choose(trials, p99_budget_ms=100).settings.max_queue_delay_us == expected_delay
+
+
+def test_soak_section_is_replaced_in_place_and_kept_by_a_rewrite(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmarks\n\n" + report.soak_section("") + "\n\n## After\n")
+    report.replace_soak_section(md, "## Soak\n\nfirst")
+    report.replace_soak_section(md, "## Soak\n\nsecond $1 \\1")
+    text = md.read_text()
+    assert "second $1 \\1" in text and "first" not in text and text.count(report.SOAK_BEGIN) == 1
+    assert text.index("## After") > text.index(report.SOAK_END)
+    assert "second" in report.soak_section(text)
