@@ -101,9 +101,14 @@ class Watcher:
         next_log = time.monotonic() + self.config.log_interval_s
         try:
             while not self.stop_event.is_set() and not self._frame_budget_spent():
-                frames = self._next_frames()
+                frames = self._next_frames(wait=pending is None)
                 if frames is None:
                     break
+                if not frames and pending is not None:
+                    # Nothing new to detect meanwhile: finish now rather than hold results back a frame.
+                    self._finish_round(pending)
+                    pending = None
+                    continue
                 current = self._detect_round(frames) if frames else None
                 if pending is not None:
                     self._finish_round(pending)
@@ -123,7 +128,7 @@ class Watcher:
     def _frame_budget_spent(self) -> bool:
         return self.config.max_frames is not None and self.metrics.frames >= self.config.max_frames
 
-    def _next_frames(self) -> list[Frame] | None:
+    def _next_frames(self, *, wait: bool) -> list[Frame] | None:
         """The next frame of each camera that has one; [] when none is ready yet, None when all ended."""
         frames = [f for f in (s.get() for s in self.sources) if f is not None]
         if frames:
@@ -131,6 +136,8 @@ class Watcher:
         live = [s for s in self.sources if not s.finished]
         if not live:
             return None
+        if not wait:
+            return []
         frame = live[0].get(timeout_s=0.05)
         return [frame] if frame is not None else []
 
