@@ -104,24 +104,61 @@ def run_sweep(url: str, images: np.ndarray, *, batch_sizes: list[int], concurren
 
 
 @dataclass(frozen=True)
+class Aggregate:
+    """Means over repeated passes of the same load (each pass kept)."""
+
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    mean_formed_batch: float
+    passes: tuple[LoadResult, ...]
+
+    @classmethod
+    def of(cls, passes: list[LoadResult]) -> Aggregate:
+        return cls(
+            images_per_s=float(np.mean([p.images_per_s for p in passes])),
+            p50_ms=float(np.mean([p.p50_ms for p in passes])),
+            p99_ms=float(np.mean([p.p99_ms for p in passes])),
+            errors=sum(p.errors for p in passes),
+            mean_formed_batch=float(np.mean([p.server.mean_formed_batch if p.server else 0.0 for p in passes])),
+            passes=tuple(passes),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images_per_s": self.images_per_s, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
+                "errors": self.errors, "server": {"mean_formed_batch": self.mean_formed_batch},
+                "passes": [p.to_dict() for p in self.passes]}
+
+
+@dataclass(frozen=True)
 class TrialResult:
     settings: ServingSettings
-    bulk: LoadResult
-    users: LoadResult
+    bulk: Aggregate
+    users: Aggregate
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings.to_dict(), "bulk": self.bulk.to_dict(), "users": self.users.to_dict()}
 
 
 def trial(source: Path, images: np.ndarray, candidates: list[ServingSettings], *, bulk: LoadSpec,
-          users: LoadSpec) -> list[TrialResult]:
-    """Measure bulk batches and concurrent single-face users under each candidate setting."""
-    results = []
-    for settings in candidates:
-        with serve_with(source, settings) as server:
-            url = server.config.grpc_url
-            results.append(TrialResult(settings, run_load(url, images, bulk), run_load(url, images, users)))
-    return results
+          users: LoadSpec, passes: int = 2) -> list[TrialResult]:
+    """Bulk batches and concurrent single-face users under each candidate setting, ``passes`` times.
+
+    All candidates are served at once (an idle server costs no CPU) and measured
+    in turn, pass after pass, so a slow minute caused by other jobs on the
+    machine spreads over the candidates instead of condemning one.
+    """
+    measured: dict[ServingSettings, tuple[list[LoadResult], list[LoadResult]]] = {s: ([], []) for s in candidates}
+    with contextlib.ExitStack() as stack:
+        urls = {s: stack.enter_context(serve_with(source, s)).config.grpc_url for s in candidates}
+        for i in range(passes):
+            order = candidates if i % 2 == 0 else candidates[::-1]
+            for settings in order:
+                log.info("trial pass %d/%d: %s", i + 1, passes, settings.label)
+                measured[settings][0].append(run_load(urls[settings], images, bulk))
+                measured[settings][1].append(run_load(urls[settings], images, users))
+    return [TrialResult(s, Aggregate.of(b), Aggregate.of(u)) for s, (b, u) in measured.items()]
 
 
 def choose(results: list[TrialResult], *, p99_budget_ms: float = 100.0) -> TrialResult:

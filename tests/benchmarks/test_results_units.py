@@ -8,7 +8,7 @@ import pytest
 from facialattr.benchmarks import report
 from facialattr.benchmarks.load import LoadResult, percentiles_ms
 from facialattr.benchmarks.serverstats import StatsSnapshot, difference
-from facialattr.benchmarks.sweep import ServingSettings, TrialResult, choose
+from facialattr.benchmarks.sweep import Aggregate, ServingSettings, TrialResult, choose
 
 
 def test_difference_gives_per_request_times_and_the_batches_formed_in_between():
@@ -55,7 +55,8 @@ def _result(images_per_s: float, p99_ms: float, errors: int = 0) -> LoadResult:
     ([(0, 300, 150), (2000, 330, 120)], 2000),
 ])
 def test_choose_prefers_user_throughput_within_the_latency_budget(candidates, expected_delay):
-    trials = [TrialResult(ServingSettings(max_queue_delay_us=c[0]), _result(400, 500), _result(c[1], c[2], *c[3:]))
+    trials = [TrialResult(ServingSettings(max_queue_delay_us=c[0]), Aggregate.of([_result(400, 500)]),
+                          Aggregate.of([_result(c[1], c[2], *c[3:])]))
               for c in candidates]
     assert choose(trials, p99_budget_ms=100).settings.max_queue_delay_us == expected_delay
 
@@ -69,3 +70,8 @@ def test_soak_section_is_replaced_in_place_and_kept_by_a_rewrite(tmp_path):
     assert "second $1 \\1" in text and "first" not in text and text.count(report.SOAK_BEGIN) == 1
     assert text.index("## After") > text.index(report.SOAK_END)
     assert "second" in report.soak_section(text)
+
+
+def test_aggregate_averages_passes_and_sums_errors():
+    a = Aggregate.of([_result(300, 80), _result(200, 120, errors=2)])
+    assert (a.images_per_s, a.p99_ms, a.errors, len(a.passes)) == (250, 100, 2, 2)
