@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "facialattr.training.commands",
     "facialattr.export.commands",
     "facialattr.benchmarks.commands",
+    "facialattr.demo",
 )
 
 
