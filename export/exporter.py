@@ -154,20 +154,22 @@ def _parity_images(contract: ModelContract, options: ExportOptions):
 
 
 def _quantize_and_compare(onnx_path: Path, int8_path: Path, contract: ModelContract, options: ExportOptions) -> Int8Report:
-    from facialattr.export import celeba
+    import numpy as np
+    from facialattr.training.data import load_celeba, require_splits
 
-    split = celeba.load_split(options.int8_calibration)
+    (split,) = require_splits(load_celeba(options.int8_calibration), "val")
     if split.attribute_names != contract.attribute_names:
         raise ExportError(f"{options.int8_calibration}: its attributes differ from the model contract's")
     n_cal = options.quantize.calibration_images
     if len(split) < n_cal + 1:
         raise ExportError(f"{options.int8_calibration}: the val split has {len(split)} images, INT8 needs more than {n_cal}")
     # Calibrate and evaluate on disjoint parts of val, so the gate does not grade its own homework.
-    evaluation = split.slice(n_cal, None if options.int8_eval_images is None else n_cal + options.int8_eval_images)
+    stop = len(split) if options.int8_eval_images is None else min(len(split), n_cal + options.int8_eval_images)
+    evaluation = split.subset(np.arange(n_cal, stop))
     log.info("loading %d calibration and %d evaluation images", n_cal, len(evaluation))
-    calibration = images.load_files(split.files[:n_cal], contract.preprocessing)
+    calibration = images.load_files(split.paths[:n_cal], contract.preprocessing)
     quantize_int8(onnx_path, int8_path, calibration, options=options.quantize)
-    eval_images = images.load_files(evaluation.files, contract.preprocessing)
+    eval_images = images.load_files(evaluation.paths, contract.preprocessing)
     report = compare_int8(onnx_path, int8_path, eval_images, evaluation.labels, contract.thresholds,
                           num_calibration_images=n_cal, criteria=options.int8_criteria)
     if report.passed:

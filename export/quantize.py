@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 class QuantizeOptions:
     calibration_images: int = 256
     per_channel: bool = True
-    # This CPU has AVX2 but no VNNI: U8S8 products can saturate; 7-bit weights avoid it.
-    reduce_range: bool = False
+    # On AVX2 CPUs without VNNI (this one), u8 x s8 products saturate in 16-bit lanes; 7-bit
+    # weights avoid it. On a 128 px MobileNetV2 (1,000 val images) the accuracy drop went 0.60 -> 0.27 pt.
+    reduce_range: bool = True
     calibrate_method: str = "MinMax"
 
     def __post_init__(self) -> None:
