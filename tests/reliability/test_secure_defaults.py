@@ -83,3 +83,48 @@ def test_model_load_and_unload_over_http_are_refused(action, own_server):
     assert "load / unload is not allowed" in json.loads(caught.value.read())["error"]
     with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
         assert client.is_model_ready(MODEL_NAME)
+
+
+def _score(folder, out, server, *extra):
+    return support.run_facialattr("score", folder, "--out", out, "--no-progress", "--url", server.config.grpc_url, *extra)
+
+
+def _rows(out) -> dict[str, dict]:
+    return {row["path"]: row for row in map(json.loads, out.read_text().splitlines())}
+
+
+@pytest.fixture
+def folder_with_links(tmp_path):
+    """A scored folder holding a face, a link to a file outside it, and a link to /dev/zero."""
+    import reliability_corpus as corpus
+
+    scored, outside = tmp_path / "scored", tmp_path / "private"
+    scored.mkdir()
+    outside.mkdir()
+    jpeg = corpus.encode(corpus.picture(), "JPEG")
+    (scored / "face.jpg").write_bytes(jpeg)
+    (outside / "secret.jpg").write_bytes(jpeg)
+    (scored / "secret.jpg").symlink_to(outside / "secret.jpg")
+    (scored / "zero.jpg").symlink_to("/dev/zero")
+    return scored
+
+
+def test_links_leading_outside_the_scored_folder_are_not_read_by_default(folder_with_links, own_server, tmp_path):
+    out = tmp_path / "default.jsonl"
+    run = _score(folder_with_links, out, own_server)
+    rows = _rows(out)
+    assert rows[str(folder_with_links / "face.jpg")]["status"] == "ok"
+    for name in ("secret.jpg", "zero.jpg"):
+        row = rows.get(str(folder_with_links / name))
+        assert row is None or row["status"] == "error", f"{name} was read through a link leading outside the folder"
+    assert "not followed" in run.stderr or run.returncode == 3, run.stderr
+
+
+def test_follow_symlinks_reads_outside_files_but_never_a_device(folder_with_links, own_server, tmp_path):
+    out = tmp_path / "followed.jsonl"
+    run = _score(folder_with_links, out, own_server, "--follow-symlinks")
+    assert run.returncode == 3, run.stderr  # some inputs failed: the device
+    rows = _rows(out)
+    assert rows[str(folder_with_links / "secret.jpg")]["status"] == "ok"
+    zero = rows[str(folder_with_links / "zero.jpg")]
+    assert zero["status"] == "error" and "not a regular file" in zero["error"]
