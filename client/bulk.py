@@ -19,7 +19,7 @@ from pathlib import Path
 
 from facialattr.client.batching import EngineConfig, EngineTimings, score_files
 from facialattr.client.paths import WalkStats, iter_inputs
-from facialattr.client.results import make_row, open_writer
+from facialattr.client.results import RowMaker, open_writer
 from facialattr.client.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -113,12 +113,13 @@ def _run(inputs, scorer: Scorer, writer, summary: Summary, *, engine: EngineConf
     from tqdm import tqdm
 
     errors: Counter[str] = Counter()
+    rows = RowMaker(scorer.contract)
     started = time.perf_counter()
     bar = tqdm(desc="scoring", unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
                smoothing=0.1, mininterval=0.5 if sys.stderr.isatty() else 15.0)
     try:
         for result in score_files(inputs, scorer, config=engine, timings=summary.timings):
-            writer.write(make_row(result, scorer.contract))
+            writer.write(rows.row(result))
             if result.ok:
                 summary.scored += 1
             else:

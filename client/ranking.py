@@ -36,20 +36,39 @@ def lift_scores(probabilities: np.ndarray, priors: np.ndarray | tuple[float, ...
     return (np.log(p) - np.log1p(-p)) - (np.log(q) - np.log1p(-q))
 
 
+class Ranker:
+    """The ranking rule with the contract's priors and thresholds prepared once (for millions of rows)."""
+
+    def __init__(self, contract: ModelContract) -> None:
+        self.names = contract.attribute_names
+        self.thresholds = np.asarray(contract.thresholds, dtype=np.float64)
+        self.priors = np.asarray(contract.priors, dtype=np.float64)
+        self._index = np.arange(len(self.names))
+
+    def order(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(attribute indices best first, lift scores, present flags) for one face's probabilities."""
+        p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        if p.shape[0] != len(self.names):
+            raise InputError(f"expected {len(self.names)} probabilities, got {p.shape[0]}")
+        scores = lift_scores(p, self.priors)
+        present = p >= self.thresholds
+        # lexsort: the last key is primary. Present first, then lift descending, then contract order.
+        return np.lexsort((self._index, -scores, ~present)), scores, present
+
+    def top_names(self, probabilities: np.ndarray, k: int = 10) -> list[str]:
+        order, _, _ = self.order(probabilities)
+        return [self.names[i] for i in order[:k]]
+
+
 def top_attributes(probabilities: np.ndarray, contract: ModelContract, *, k: int = 10) -> list[RankedAttribute]:
     """The ``k`` best attributes of one face: present ones first, each group by lift over the prior.
 
     Ties (equal present flag and score) keep the contract's attribute order.
     """
-    p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
-    if p.shape[0] != contract.num_attributes:
-        raise InputError(f"expected {contract.num_attributes} probabilities, got {p.shape[0]}")
     if k < 0:
         raise InputError(f"k must be >= 0, got {k}")
-    scores = lift_scores(p, contract.priors)
-    present = p >= np.asarray(contract.thresholds, dtype=np.float64)
-    # lexsort: last key is primary. Present first (so sort on not-present), then score descending.
-    order = np.lexsort((np.arange(p.shape[0]), -scores, ~present))
+    p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    order, scores, present = Ranker(contract).order(p)
     return [
         RankedAttribute(
             name=contract.attribute_names[i],

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from facialattr.client.batching import ItemResult
-from facialattr.client.ranking import top_attributes
+from facialattr.client.ranking import Ranker
 
 from facialattr.contract import ModelContract
 from facialattr.errors import InputError
@@ -44,22 +44,36 @@ def columns(contract: ModelContract) -> list[str]:
     return ["path", "status", "error_kind", "error", *names, *[f"{n}_present" for n in names], "top10"]
 
 
-def make_row(result: ItemResult, contract: ModelContract) -> dict[str, Any]:
-    """One output row; probabilities keep float32's shortest exact decimal form."""
-    names = contract.attribute_names
-    row: dict[str, Any] = {"path": result.path}
-    if not result.ok:
-        row.update(status="error", error_kind=result.error_kind or "input", error=_one_line(result.error or ""))
-        row.update({n: None for n in names})
-        row.update({f"{n}_present": None for n in names})
-        row["top10"] = []
+class RowMaker:
+    """Builds output rows; the contract's names, thresholds and ranking are prepared once."""
+
+    def __init__(self, contract: ModelContract) -> None:
+        self.contract = contract
+        self.names = contract.attribute_names
+        self.present_names = [f"{n}_present" for n in self.names]
+        self.thresholds = np.asarray(contract.thresholds, dtype=np.float32)
+        self.ranker = Ranker(contract)
+        self._empty = {**dict.fromkeys(self.names), **dict.fromkeys(self.present_names)}
+
+    def row(self, result: ItemResult) -> dict[str, Any]:
+        """One output row; probabilities are float32 values written exactly (as doubles)."""
+        row: dict[str, Any] = {"path": result.path}
+        if not result.ok:
+            row.update(status="error", error_kind=result.error_kind or "input", error=_one_line(result.error or ""))
+            row.update(self._empty)
+            row["top10"] = []
+            return row
+        p = np.asarray(result.probabilities, dtype=np.float32)
+        row.update(status="ok", error_kind="", error="")
+        row.update(zip(self.names, p.tolist(), strict=True))
+        row.update(zip(self.present_names, (p >= self.thresholds).tolist(), strict=True))
+        row["top10"] = self.ranker.top_names(p, TOP_K)
         return row
-    p = np.asarray(result.probabilities, dtype=np.float32)
-    row.update(status="ok", error_kind="", error="")
-    row.update({n: float(str(v)) for n, v in zip(names, p, strict=True)})
-    row.update({f"{n}_present": bool(v >= t) for n, v, t in zip(names, p, contract.thresholds, strict=True)})
-    row["top10"] = [a.name for a in top_attributes(p, contract, k=TOP_K)]
-    return row
+
+
+def make_row(result: ItemResult, contract: ModelContract) -> dict[str, Any]:
+    """One output row (see :class:`RowMaker`, which is faster for many rows)."""
+    return RowMaker(contract).row(result)
 
 
 def _one_line(text: str) -> str:
