@@ -128,3 +128,51 @@ def test_follow_symlinks_reads_outside_files_but_never_a_device(folder_with_link
     assert rows[str(folder_with_links / "secret.jpg")]["status"] == "ok"
     zero = rows[str(folder_with_links / "zero.jpg")]
     assert zero["status"] == "error" and "not a regular file" in zero["error"]
+
+
+def test_shared_memory_api_is_open_to_any_local_client_by_default(own_server):
+    """Documents the default SECURITY.md warns about: the server tries to map a client-named /dev/shm region."""
+    with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
+        with pytest.raises(InferenceServerException) as caught:
+            client.register_system_shared_memory("probe", "/facialattr_no_such_region", 64)
+    assert "Unable to open shared memory region" in caught.value.message()
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    key, cert = tmp_path / "server.key", tmp_path / "server.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+def test_the_exposure_flags_in_security_md_work_on_the_bundled_server(certificate, own_repository, monkeypatch):
+    """TLS on gRPC and a header key on the admin protocols, exactly as SECURITY.md tells operators."""
+    import numpy as np
+    from facialattr.serving import embedded
+
+    key, cert = certificate
+    flags = ["--grpc-use-ssl=true", f"--grpc-server-cert={cert}", f"--grpc-server-key={key}",
+             "--grpc-restricted-protocol=shared-memory,model-repository,trace,logging:admin-key=s3cret"]
+    popen = subprocess.Popen
+    monkeypatch.setattr(embedded.subprocess, "Popen", lambda args, **kwargs: popen([*args, *flags], **kwargs))
+    server = support.start(own_repository, support.Ports.pick())
+    url = f"localhost:{server.config.grpc_port}"
+    try:
+        with grpcclient.InferenceServerClient(url) as plain:
+            with pytest.raises(InferenceServerException):
+                plain.is_server_live(client_timeout=10)
+        with grpcclient.InferenceServerClient(url, ssl=True, root_certificates=str(cert)) as tls:
+            images = grpcclient.InferInput("images", [1, *support.SIZE_HW, 3], "UINT8")
+            images.set_data_from_numpy(np.zeros((1, *support.SIZE_HW, 3), np.uint8))
+            assert tls.infer(MODEL_NAME, [images]).as_numpy("probabilities").shape == (1, 40)
+            with pytest.raises(InferenceServerException) as caught:
+                tls.register_system_shared_memory("probe", "/facialattr_no_such_region", 64)
+            assert "restricted" in caught.value.message()
+    finally:
+        server.stop()
