@@ -29,7 +29,8 @@ def test_jpeg_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
     expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
     got = decode_image(path)
     assert got.shape == expected.shape
-    assert np.abs(got.astype(int) - expected).max() <= 2
+    # Pillow decodes with the accurate DCT, the client with TensorFlow's default fast one: a few levels apart.
+    assert np.abs(got.astype(int) - expected).max() <= 8
 
 
 def _save(tmp_path, name, image: Image.Image, **kwargs):

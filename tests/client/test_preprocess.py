@@ -1,5 +1,9 @@
 """The client's crop/resize/channel order against training's TensorFlow preprocessing, on the same files.
 
+Two references: training's own ``facialattr.training.pipeline.load_face`` (the
+tf.data function the model is trained through) and an independent TensorFlow
+implementation of the contract (``crop_to_bounding_box`` + area resize).
+
 Tolerance (measured on CelebA val images and on these synthetic ones): decoding is
 bit-identical to ``tf.io.decode_jpeg`` with its default settings; after crop and
 area resize the uint8 client pixels differ from TensorFlow's float pixels by at
@@ -62,6 +66,31 @@ def test_prepare_matches_tensorflow_preprocessing_on_the_same_files(tmp_path, ma
         diffs.append(np.abs(prepared.astype(np.float32) - tf_prepared))
     diffs = np.stack(diffs)
     assert diffs.max() <= MAX_ABS_DIFF
+    assert diffs.mean() <= MAX_MEAN_DIFF
+
+
+def _training_load_face():
+    pytest.importorskip("tensorflow")
+    try:
+        from facialattr.training.pipeline import load_face
+    except ImportError:
+        pytest.skip("training/pipeline.py is not in this install")
+    return load_face
+
+
+@pytest.mark.parametrize("size_hw,source_hw", [((128, 128), (218, 178)), ((64, 64), (218, 178)), ((160, 160), (300, 250))])
+def test_prepare_matches_the_training_pipeline_on_the_same_files(tmp_path, make_jpegs, size_hw, source_hw):
+    load_face = _training_load_face()
+    preprocessing = Preprocessing(size_hw=size_hw)
+    diffs = []
+    for path in make_jpegs(tmp_path, 4, size_hw=source_hw, seed=7):
+        trained_on = load_face(str(path), size_hw, preprocessing.crop_box_xyxy).numpy()
+        served = prepare(decode_image(path), preprocessing)
+        assert served.shape == trained_on.shape and served.dtype == trained_on.dtype == np.uint8
+        diffs.append(np.abs(served.astype(int) - trained_on))
+    diffs = np.stack(diffs)
+    # Both sides round to uint8 here, so rounding the same float differently is the only allowed difference.
+    assert diffs.max() <= 1
     assert diffs.mean() <= MAX_MEAN_DIFF
 
 
