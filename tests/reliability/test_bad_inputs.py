@@ -76,7 +76,7 @@ def test_the_corpus_has_at_least_twenty_kinds_of_trouble():
 
 # Rows the client does not yet handle as the issue asks; proposed to the client's owner (see docs/RELIABILITY.md).
 PENDING_CLIENT_CHANGE = {
-    "symlink to a file outside the scored folder": "client/paths.py skips it silently; it should be an error row",
+    "symlink to a file outside the scored folder": "client/paths.py leaves it out of the walk (counted only in the summary); it should be an error row",
     "path longer than PATH_MAX": "client/paths.py logs an unlistable folder and moves on; it should be an error row",
 }
 
