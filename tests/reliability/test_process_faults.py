@@ -45,8 +45,9 @@ def start_scoring(folder: Path, out: Path, urls: list[str], *extra: str) -> subp
     args = ["score", folder, "--out", out, "--no-progress", "--give-up-after", "120"]
     for url in urls:
         args += ["--url", url]
-    log = open(out.with_name(out.name + ".log"), "w")  # noqa: SIM115 - a file, not a pipe: never blocks the child
-    return subprocess.Popen(support.facialattr_command(*args, *extra), stdout=log, stderr=subprocess.STDOUT)
+    # A file, not a pipe: a chatty child never blocks on a full pipe nobody reads.
+    with open(out.with_name(out.name + ".log"), "w") as log:
+        return subprocess.Popen(support.facialattr_command(*args, *extra), stdout=log, stderr=subprocess.STDOUT)
 
 
 def log_of(out: Path) -> str:
