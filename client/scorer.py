@@ -203,6 +203,9 @@ class Scorer:
     def _dispatch_loop(self) -> None:
         with self._cond:
             while not self._closed:
+                if self._ready and all(e.disabled for e in self._endpoints):
+                    self._fail_queued(ContractError("no endpoint serves the model contract this scorer started with"))
+                    continue
                 wait_s = self._next_wait_s()
                 if wait_s > 0:
                     self._cond.wait(timeout=min(wait_s, 1.0))
@@ -308,6 +311,7 @@ class Scorer:
         if status in ENDPOINT_DOWN_STATUSES:
             endpoint.failures += 1
             endpoint.mark_down(self.retry.backoff_s(endpoint.failures))
+            endpoint.verified = False  # it may come back serving another model: check before using it again
             if len([e for e in self._endpoints if not e.disabled]) > 1:
                 self.stats.failovers += 1
         if give_up is not None and time.monotonic() - job.first_try > give_up:
@@ -318,6 +322,16 @@ class Scorer:
         ready = time.monotonic() + self.retry.backoff_s(job.attempts - 1)
         heapq.heappush(self._ready, (ready, next(self._seq), job))
         return None
+
+    def _fail_queued(self, error: Exception) -> None:
+        """Under the lock: fail every queued job (their futures are completed outside it)."""
+        pending, self._ready = self._ready, []
+        self._cond.release()
+        try:
+            for _, _, job in pending:
+                job.future.set_exception(error)
+        finally:
+            self._cond.acquire()
 
     def close(self) -> None:
         """Stop dispatching, fail queued jobs, close the channels. Idempotent."""
