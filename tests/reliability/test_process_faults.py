@@ -207,3 +207,36 @@ def test_client_killed_mid_run_leaves_whole_rows_and_resume_scores_only_the_rest
     # The server's own count: the resumed run sent exactly the images that were not on disk.
     assert support.success_count(url) - before_resume == N_IMAGES - len(done)
     assert_every_image_once_as_undisturbed(out, images, undisturbed)
+
+
+def test_server_not_yet_up_when_the_run_starts_the_client_waits_for_it(
+        tmp_path, own_repository, images, undisturbed, cleanup):
+    ports = support.Ports.pick()
+    out = tmp_path / "scores.csv"
+    client = start_scoring(images, out, [ports.grpc_url])
+    cleanup.append(client)
+    time.sleep(2.0)  # nothing listens on the port yet
+    assert client.poll() is None, f"the client did not wait for the server:\n{log_of(out)}"
+    cleanup.append(support.start(own_repository, ports))
+    assert client.wait(timeout=180) == EXIT_OK, log_of(out)
+    assert_every_image_once_as_undisturbed(out, images, undisturbed)
+
+
+def test_server_hung_mid_run_requests_time_out_are_retried_and_every_image_is_written_once(
+        tmp_path, own_repository, images, undisturbed, cleanup):
+    """SIGSTOP: the server holds its connections but answers nothing (a stalled host, a stuck process)."""
+    server = support.start(own_repository, support.Ports.pick(), delay_s=DELAY_S)
+    cleanup.append(server)
+    url = server.config.grpc_url
+    out = tmp_path / "scores.jsonl"
+    client = start_scoring(images, out, [url], "--timeout", "1")
+    cleanup.append(client)
+    wait_for_progress([url], client, at_least=N_IMAGES // 4)
+    os.killpg(server.pid, signal.SIGSTOP)
+    try:
+        time.sleep(3.0)  # several request deadlines pass
+        assert client.poll() is None, f"the client stopped while the server was hung:\n{log_of(out)}"
+    finally:
+        os.killpg(server.pid, signal.SIGCONT)
+    assert client.wait(timeout=180) == EXIT_OK, log_of(out)
+    assert_every_image_once_as_undisturbed(out, images, undisturbed)
