@@ -50,18 +50,21 @@ class AnnotatedVideo:
     def write(self, camera: str, image_bgr: np.ndarray) -> None:
         import cv2
 
-        writer = self._writers.get(camera)
-        if writer is None:
+        if camera not in self._writers:
             path = self._paths[camera]
             fourcc = "MJPG" if path.suffix.lower() == ".avi" else "mp4v"
             writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self.fps,
                                      (image_bgr.shape[1], image_bgr.shape[0]))
             if not writer.isOpened():
                 raise InputError(f"{path}: cannot write video ({fourcc})")
-            self._writers[camera] = writer
+            self._writers[camera] = (writer, (image_bgr.shape[1], image_bgr.shape[0]))
+        writer, size_wh = self._writers[camera]
+        if (image_bgr.shape[1], image_bgr.shape[0]) != size_wh:
+            # A camera that reconnects at another resolution: a video file keeps one frame size.
+            image_bgr = cv2.resize(image_bgr, size_wh, interpolation=cv2.INTER_AREA)
         writer.write(image_bgr)
 
     def close(self) -> None:
-        for writer in self._writers.values():
+        for writer, _ in self._writers.values():
             writer.release()
         self._writers.clear()
