@@ -198,6 +198,8 @@ def _alternate(args, files, folder, tmp, onnx_path, contract, decode, setting) -
             run = run_library(folder, tmp / "lib.csv", url, workers=args.workers, max_in_flight=args.max_in_flight)
             results["library"].append(run["summary"].images_per_s)
             results["runs"].append(run)
+            print(f"run {len(results['runs'])}/{args.repeats}: ceiling {results['ceiling'][-1]:.0f}, command {own:.0f} "
+                  f"(wall {wall:.0f}), library {results['library'][-1]:.0f} images/s", flush=True)
     finally:
         server.stop()
     return results
@@ -233,7 +235,7 @@ def _report(results: dict, n: int) -> None:
     print(f"\nwhere time goes (one library run, {n} images, {summary.elapsed_s:.2f} s wall; ms per image, summed over threads):")
     print(f"  decode+crop+resize (client workers)   {1e3 * t.decode_s / n:7.3f}")
     print(f"  transfer+serialisation (request time - server queue - compute) {1e3 * transfer_s / n:7.3f}")
-    print(f"  server queue                           {1e3 * queue_s / n:7.3f}")
+    print(f"  server queue (waiting, overlaps the rest) {1e3 * queue_s / n:7.3f}")
     print(f"  server inference (compute)             {1e3 * compute_s / n:7.3f}")
     print(f"  main thread waited: for decode {t.wait_decode_s:.2f} s, for the server {t.wait_infer_s:.2f} s")
     print(f"client batches sent: {dict(sorted(t.batch_sizes.items()))}; requests {stats.requests}, retries {stats.retries}")

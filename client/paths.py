@@ -46,7 +46,8 @@ def iter_inputs(
     paths = [os.fsdecode(p) for p in paths]
     stats = stats if stats is not None else WalkStats()
     roots = [os.path.realpath(p) for p in paths if os.path.isdir(p)]
-    seen: set[str] = set()
+    # Only overlapping arguments can name a file twice; one root needs no memory of what it yielded.
+    seen: set[str] | None = set() if len(paths) > 1 else None
     for path in paths:
         if os.path.isdir(path):
             yield from _walk(path, roots, seen, stats, recursive=recursive, follow_symlinks=follow_symlinks)
@@ -54,7 +55,9 @@ def iter_inputs(
             yield path
 
 
-def _first_time(path: str, seen: set[str], stats: WalkStats) -> bool:
+def _first_time(path: str, seen: set[str] | None, stats: WalkStats) -> bool:
+    if seen is None:
+        return True
     key = os.path.normpath(path)
     if key in seen:
         stats.skipped_duplicates += 1
@@ -67,7 +70,7 @@ def _inside(real: str, roots: list[str]) -> bool:
     return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
-def _walk(top: str, roots: list[str], seen: set[str], stats: WalkStats, *, recursive: bool, follow_symlinks: bool) -> Iterator[str]:
+def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *, recursive: bool, follow_symlinks: bool) -> Iterator[str]:
     visited_dirs = {os.path.realpath(top)}
     stack = [top]
     while stack:
