@@ -36,6 +36,7 @@ def register(subparsers) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     import logging
+    import signal
 
     from facialattr.client.batching import EngineConfig
     from facialattr.client.bulk import score_paths
@@ -43,8 +44,6 @@ def _score(args: argparse.Namespace) -> int:
 
     from facialattr.cli import EXIT_FATAL
     from facialattr.errors import InputError
-
-    import signal
 
     def _terminate(signum, frame):  # SIGTERM ends the run as cleanly as Ctrl-C: rows so far are flushed
         raise KeyboardInterrupt
