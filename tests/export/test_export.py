@@ -175,16 +175,21 @@ def test_failed_parity_gate_writes_nothing_to_the_repository(runs, tmp_path, mon
     assert not (tmp_path / "repo" / MODEL_NAME).exists()
 
 
-def test_cli_replace_regenerates_the_model_folder_completely(exported, runs, tmp_path):
+def test_cli_replace_regenerates_the_model_folder_completely_with_the_requested_config(exported, runs, tmp_path):
     repo = tmp_path / "model_repository"
     shutil.copytree(exported[0], repo)
     (repo / INT8_MODEL_NAME).mkdir()  # a stale variant of the replaced model must go too
     code = cli.main(["export", str(runs[0][0] / "model.keras"), "--contract", str(runs[0][0] / "contract.json"),
-                     "--repository", str(repo), "--replace", "--max-batch-size", str(MAX_BATCH)])
+                     "--repository", str(repo), "--replace", "--max-batch-size", str(MAX_BATCH),
+                     "--tensorrt-fp16", "--instances", "2"])
     assert code == cli.EXIT_OK
     assert repository.version_numbers(repo / MODEL_NAME) == (1,)
     assert sorted(p.name for p in repo.iterdir()) == [MODEL_NAME]
-    assert repository.load_model(repo).contract.summary["export"]["source"].endswith("run0/model.keras")
+    entry = repository.load_model(repo)
+    assert entry.contract.summary["export"]["source"].endswith("run0/model.keras")
+    (accelerator,) = entry.config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert (accelerator.name, accelerator.parameters["precision_mode"]) == ("tensorrt", "FP16")
+    assert [g.count for g in entry.config.instance_group] == [2]
 
 
 def write_bad_run(folder: Path, case: str, runs) -> Path:
