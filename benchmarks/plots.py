@@ -52,7 +52,8 @@ def bars(rows: list[tuple[str, float, bool]], path: Path, *, title: str, xlabel:
         if extrapolated:
             bar.set_hatch("//")
             bar.set_facecolor("#c0c0c0")
-        ax.annotate(f"{value:,.1f}", (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(3, 0),
+        text = f"{value:,.1f}" if value >= 1 else f"{value:.3f}" + (" (extrapolated)" if extrapolated else "")
+        ax.annotate(text, (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(3, 0),
                     textcoords="offset points", va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -69,17 +70,17 @@ def trial_chart(trials: list[dict[str, Any]], path: Path, *, title: str, p99_bud
     """Per serving setting: concurrent-users throughput against p99, bulk throughput in the label."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for t in trials:
+    markers = "osD^vP*X"
+    for i, t in enumerate(trials):
         users = t["users"]
-        ax.scatter(users["p99_ms"], users["images_per_s"], s=40)
-        ax.annotate(f"{t['settings']['label']}\n(bulk {t['bulk']['images_per_s']:.0f}/s)",
-                    (users["p99_ms"], users["images_per_s"]), xytext=(5, -4), textcoords="offset points", fontsize=7)
+        ax.scatter(users["p99_ms"], users["images_per_s"], s=50, marker=markers[i % len(markers)],
+                   label=f"{t['settings']['label']} (bulk {t['bulk']['images_per_s']:.0f}/s)")
     ax.axvline(p99_budget_ms, color="red", linestyle=":", linewidth=1, label=f"p99 budget {p99_budget_ms:g} ms")
     ax.set_xlabel("p99 latency, concurrent single-face users (ms)")
     ax.set_ylabel("images / s")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -83,6 +83,7 @@ def _header(data: dict[str, Any]) -> list[str]:
         f"Measured {data['finished']} on this machine: {m['cpu']}, {m['logical_cores']} logical cores, "
         f"{m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ". No GPU.", "",
+        _load_line(data),
         f"Model: {kind}; input {h}x{w}, max batch {model['max_batch_size']}, repository `{data['model_repository']}`.",
         f"Images: the first {data['images']['count']} JPEGs of `{data['images']['folder']}` (CelebA aligned faces, "
         "not committed), decoded once for the serving measurements; the bulk and Keras runs decode them again.", "",
@@ -94,6 +95,16 @@ def _header(data: dict[str, Any]) -> list[str]:
         "dynamic batcher executed (from `batch_stats`).", "",
     ]
     return lines
+
+
+def _load_line(data: dict[str, Any]) -> str:
+    if "load_average_start" not in data:
+        return ""
+    start, end = data["load_average_start"], data["load_average_end"]
+    return (f"The machine was shared: load average (1/5/15 min) {start[0]:.1f}/{start[1]:.1f}/{start[2]:.1f} "
+            f"when the run began, {end[0]:.1f}/{end[1]:.1f}/{end[2]:.1f} when it ended, on "
+            f"{data['machine']['logical_cores']} cores (other people's training and tests). Absolute numbers "
+            "are lower than on an idle machine; the ratios below are measured side by side.\n")
 
 
 def _targets(data: dict[str, Any]) -> list[str]:
@@ -146,6 +157,11 @@ def _trial(data: dict[str, Any]) -> list[str]:
         *_table(["setting", "bulk images/s", "users images/s", "users p50 ms", "users p99 ms", "users formed batch"],
                 rows),
         f"![settings trial]({data['plot_dir']}/settings_trial.png)", "",
+        "What the knobs do on a CPU: *instances x threads* splits the cores: two one-thread instances let one "
+        "batch compute while the next one forms, but each batch runs at half speed; one two-thread instance "
+        "finishes each batch sooner. *Delay* (`max_queue_delay_microseconds`) holds a request back hoping for "
+        "company: with closed-loop users, requests arriving while a batch computes are merged anyway, so a "
+        "longer delay buys larger batches only at low load and costs latency at every load.", "",
         f"Chosen: **{c['label']}** — {data['chosen_reason']}", "",
         "Recommended `facialattr.triton_config.ModelConfig` defaults for this kind of machine: "
         f"`instance_group=(InstanceGroup(count={c['instances']}),)`, "
@@ -181,8 +197,8 @@ def _locust(data: dict[str, Any]) -> list[str]:
             f"`{loc['command']}`", "",
             *_table(["request", "requests", "failures", "requests/s", "p50 ms", "p95 ms", "p99 ms"], rows),
             "Locust rounds percentiles and its own gevent loop shares the CPU with the server, so its latencies "
-            "read a little higher than the sweep's. Full report: `benchmarks/results/locust.html` "
-            "(regenerated, not committed).", ""]
+            "read a little higher than the sweep's. Its HTML report lands next to the results "
+            "(`locust.html`, regenerated, not committed).", ""]
 
 
 GPU_SECTION = [

@@ -95,7 +95,8 @@ def measure_serving(repo: Path, frames, files, args, *, onnx_path: Path, paired_
         if args.locust_s:
             run = locust_run.run_locust(url, users=USERS, run_time_s=args.locust_s, csv_prefix=args.out / "locust",
                                         html=args.out / "locust.html", user_classes=("CctvUser",))
-            out["locust"] = {"command": run.command.replace(url, "127.0.0.1:8001"), "rows": run.rows}
+            shown = run.command.replace(url, "127.0.0.1:8001").replace(str(args.out), "out")
+            out["locust"] = {"command": shown, "rows": run.rows}
     return out
 
 
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": report.machine_info(), "model": report.model_info(contract), "model_repository": str(repo),
         "images": {"folder": str(args.images), "count": len(files)},
         "plot_dir": os.path.relpath(args.out, args.results_md.parent),
+        "load_average_start": os.getloadavg(),
     }
     log.info("model: %s (%s)", repo, "stand-in" if data["model"]["stand_in"] else "shipped")
     ort_batches = [b for b in (1, 8, 32, 64) if b <= contract.max_batch_size]
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     data["baselines"] = [b.to_dict() for b in table]
     data["targets"] = targets(data)
     data["finished"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    data["load_average_end"] = os.getloadavg()
     (args.out / "results.json").write_text(json.dumps(data, indent=2))
     draw(data, args.out)
     report.write_results_md(data, args.results_md)
