@@ -130,7 +130,7 @@ class Watcher:
 
     def _next_frames(self, *, wait: bool) -> list[Frame] | None:
         """The next frame of each camera that has one; [] when none is ready yet, None when all ended."""
-        frames = [f for f in (s.get() for s in self.sources) if f is not None]
+        frames = [f for f in (s.get() if s.spec.live else self._next_recorded(s) for s in self.sources) if f is not None]
         if frames:
             return frames
         live = [s for s in self.sources if not s.finished]
@@ -140,6 +140,14 @@ class Watcher:
             return []
         frame = live[0].get(timeout_s=0.05)
         return [frame] if frame is not None else []
+
+    def _next_recorded(self, source: FrameSource) -> Frame | None:
+        """Recorded sources advance in lockstep, one frame each per round, so runs are repeatable."""
+        while not source.finished and not self.stop_event.is_set():
+            frame = source.get(timeout_s=0.1)
+            if frame is not None:
+                return frame
+        return None
 
     def _detect_round(self, frames: list[Frame]) -> _Round:
         round_ = _Round(frames, {}, [])

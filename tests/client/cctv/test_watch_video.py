@@ -164,3 +164,14 @@ def test_faces_are_stored_only_when_asked(scene, triton_server, tmp_path):
     saved = sorted(p.name for p in (tmp_path / "faces" / "cam0").iterdir())
     assert saved == ["track00001_frame0000000.jpg", "track00001_frame0000015.jpg",
                      "track00002_frame0000000.jpg", "track00002_frame0000015.jpg"]
+
+
+def test_crops_from_all_cameras_go_to_the_server_in_one_request_per_round(scene, triton_server, tmp_path):
+    video = write_video(scene, tmp_path / "scene.mp4")
+    sources = [FrameSource(parse_source(f"cam{i}={video}", default_name="x")) for i in range(3)]
+    config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=RESCORE_EVERY))
+    with Scorer(triton_server.config.grpc_url) as scorer:
+        summary = Watcher(sources, make_detector("haar"), scorer, config=config).run()
+    rounds = len(range(0, len(scene.frames_bgr), RESCORE_EVERY))
+    assert summary.frames == 3 * len(scene.frames_bgr)
+    assert (summary.requests, summary.scored) == (rounds, rounds * 3 * 2)  # 3 cameras x 2 faces in each request
