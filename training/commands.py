@@ -1,0 +1,71 @@
+"""``facialattr analyze | train | evaluate``: thin wrappers; TensorFlow loads inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="stage-1 analysis of a CelebA-format data set (imbalance, co-occurrence)")
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--out", type=Path, default=Path("analysis"), help="output folder (default: %(default)s)")
+    p.add_argument("--split", default="train", help="partition to analyse (default: %(default)s)")
+    p.set_defaults(func=_analyze)
+
+    p = subparsers.add_parser("train", help="train the attribute model (cached-backbone schedule by default)")
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--config", type=Path, help="YAML/JSON TrainConfig (see training/config.py)")
+    p.add_argument("--out", type=Path, required=True, help="run directory; rerunning continues a killed run")
+    p.add_argument("--weights", help="'imagenet', 'none', or a local no-top .weights.h5 file")
+    p.add_argument("--size", type=int, help="square input size in pixels")
+    p.add_argument("--schedule", choices=("cached", "end_to_end"))
+    p.add_argument("--cache-dir", help="cache of lower-backbone activations (shareable between runs)")
+    p.add_argument("--loss", choices=("weighted_bce", "focal", "bce"))
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("evaluate", help="per-attribute metrics of a run or model.keras on a data set")
+    p.add_argument("model", type=Path, help="run directory or model.keras file")
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--split", default="val", help="partition to score (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="folder for metrics.json/metrics.md (default: beside the model)")
+    p.set_defaults(func=_evaluate)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from facialattr.training.analyze import analyze
+
+    outputs = analyze(args.data_dir, args.out, split=args.split)
+    print("\n".join(str(p) for p in outputs))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from facialattr.training.config import load_config
+    from facialattr.training.train import train
+
+    overrides = {"schedule": args.schedule, "cache_dir": args.cache_dir}
+    if args.weights is not None:
+        overrides["weights"] = None if args.weights.lower() == "none" else args.weights
+    if args.size is not None:
+        overrides["size_hw"] = (args.size, args.size)
+    config = load_config(args.config, **overrides)
+    if args.loss is not None:
+        import dataclasses
+
+        config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, kind=args.loss))
+    result = train(args.data_dir, args.out, config)
+    print(json.dumps(result["summary"], indent=1))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from facialattr.training.evaluate import evaluate
+
+    result = evaluate(args.model, args.data_dir, split=args.split, out_dir=args.out)
+    print(json.dumps(result["summary"], indent=1))
+    return 0

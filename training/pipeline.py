@@ -1,0 +1,99 @@
+"""tf.data input pipelines: parallel JPEG decode, the contract's face crop, resize, augment.
+
+The crop and resize here are the ones clients apply (``Preprocessing``: fractional
+crop box, area interpolation, uint8 RGB), so the model trains on what it will serve.
+Augmentation exists only in the training path; validation images are the plain view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from facialattr.training.config import Augmentation
+
+from facialattr.contract import CELEBA_FACE_CROP_XYXY
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def configure_threads(num_threads: int) -> None:
+    """Cap TensorFlow's thread pools; other people share these cores."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+    except RuntimeError:  # already initialised in this process; keep what it has
+        pass
+
+
+def load_face(path: tf.Tensor, size_hw: Sequence[int], crop_box_xyxy=CELEBA_FACE_CROP_XYXY) -> tf.Tensor:
+    """One JPEG file -> uint8 [H, W, 3] face crop at ``size_hw``."""
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    left, top, right, bottom = crop_box_xyxy
+    y0 = tf.cast(tf.round(top * shape[0]), tf.int32)
+    y1 = tf.cast(tf.round(bottom * shape[0]), tf.int32)
+    x0 = tf.cast(tf.round(left * shape[1]), tf.int32)
+    x1 = tf.cast(tf.round(right * shape[1]), tf.int32)
+    face = image[y0:y1, x0:x1]
+    resized = tf.image.resize(face, size_hw, method="area")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def augment(images: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.Tensor:
+    """Randomly transform a uint8 batch [N, H, W, 3]; returns uint8 (what a client would send)."""
+    x = tf.cast(images, tf.float32)
+    n = tf.shape(x)[0]
+    h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+    if aug.flip:
+        flip = tf.random.stateless_uniform([n, 1, 1, 1], seeds[0]) < 0.5
+        x = tf.where(flip, x[:, :, ::-1], x)
+    angle = tf.random.stateless_uniform([n], seeds[1], -1, 1) * aug.rotation_deg * np.pi / 180
+    scale = 1 + tf.random.stateless_uniform([n], seeds[2], -1, 1) * aug.zoom
+    dx = tf.random.stateless_uniform([n], seeds[3], -1, 1) * aug.translation * w
+    dy = tf.random.stateless_uniform([n], seeds[4], -1, 1) * aug.translation * h
+    x = _affine(x, angle, scale, dx, dy, h, w)
+    bright = tf.random.stateless_uniform([n, 1, 1, 1], seeds[5], -1, 1) * aug.brightness * 255
+    contrast = 1 + tf.random.stateless_uniform([n, 1, 1, 1], seeds[6], -1, 1) * aug.contrast
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - mean) * contrast + mean + bright
+    return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+
+
+def _affine(x, angle, scale, dx, dy, h, w):
+    """Rotate/zoom/shift about the centre; edges are filled by reflection (no black wedges)."""
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    # ImageProjectiveTransformV3 maps output (x, y) to input (a0 x + a1 y + a2, b0 x + b1 y + b2).
+    a2 = cx - cos * cx + sin * cy - dx
+    b2 = cy - sin * cx - cos * cy - dy
+    zeros = tf.zeros_like(angle)
+    transforms = tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT")
+
+
+def image_dataset(paths: Sequence, size_hw: Sequence[int], *, batch_size: int, labels: np.ndarray | None = None,
+                  shuffle_seed: int | None = None, augmentation: Augmentation | None = None,
+                  aug_seed: int = 0, parallel_calls: int = 2) -> tf.data.Dataset:
+    """Batches of uint8 faces (and 0/1 float labels when given), in file order unless shuffled."""
+    files = tf.constant([str(p) for p in paths])
+    ds = tf.data.Dataset.from_tensor_slices(files if labels is None else (files, labels.astype(np.float32)))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def _load(path, *rest):
+        return (load_face(path, size_hw), *rest)
+
+    ds = ds.map(_load, num_parallel_calls=parallel_calls, deterministic=True).batch(batch_size)
+    if augmentation is not None:
+        counter = tf.data.Dataset.counter()
+        ds = tf.data.Dataset.zip((ds, counter)).map(
+            lambda batch, i: (augment(batch[0], augmentation, tf.stack([tf.cast(aug_seed, tf.int64), i])), *batch[1:]),
+            num_parallel_calls=parallel_calls)
+    if labels is None:
+        ds = ds.map(lambda *b: b[0])
+    return ds.prefetch(AUTOTUNE)
