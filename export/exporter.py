@@ -140,7 +140,9 @@ def export_model(model: Path, options: ExportOptions, *, contract_path: Path | N
         if int8_report is not None and int8_report.passed:
             int8_contract = _with_summary(contract, export=export_info, int8=int8_report.as_dict(),
                                           quantized_from={"model": MODEL_NAME, "version": int(version_dir.name)})
-            int8_dir = _publish(int8_path, int8_contract, _int8_config(contract, options), options)
+            # Its own version sequence: an explicit --version names the FP32 model's version only.
+            int8_options = options if options.replace else dataclasses.replace(options, version=None)
+            int8_dir = _publish(int8_path, int8_contract, _int8_config(contract, options), int8_options)
         elif options.replace:
             _remove_model_folder(options.repository / INT8_MODEL_NAME)
     return ExportResult(version_dir=version_dir, parity=gate, int8=int8_report, int8_version_dir=int8_dir)
@@ -223,9 +225,15 @@ def _publish(onnx_path: Path, contract: ModelContract, config: triton_config.Mod
         staged = repository.write_model(staging, onnx_path, contract, model_config=config, version=options.version or 1)
         _write_version_record(staged, contract)
         final = repo / config.name
+        previous = staging / "previous"
         if final.exists():
-            os.replace(final, staging / "previous")
-        os.replace(staging / config.name, final)
+            os.replace(final, previous)
+        try:
+            os.replace(staging / config.name, final)
+        except OSError:
+            if previous.exists():
+                os.replace(previous, final)
+            raise
         log.info("replaced %s completely (now version %s only)", final, staged.name)
         return final / staged.name
     finally:

@@ -274,8 +274,9 @@ def celeba_folder(tmp_path_factory):
 ])
 def test_int8_variant_is_published_only_when_its_gate_passes(criteria, published, runs, celeba_folder, tmp_path):
     options = ExportOptions(repository=tmp_path / "repo", max_batch_size=MAX_BATCH, int8_calibration=celeba_folder,
-                            quantize=QuantizeOptions(calibration_images=16), int8_criteria=criteria)
+                            quantize=QuantizeOptions(calibration_images=16), int8_criteria=criteria, version=3)
     result = export_model(runs[0][0], options)
+    assert result.version_dir.name == "3"
     report = result.int8
     assert report.num_eval_images == 24 and report.num_calibration_images == 16
     assert report.fp32_images_per_s > 0 and report.int8_images_per_s > 0 and 0 <= report.int8_mean_accuracy <= 1
@@ -283,8 +284,9 @@ def test_int8_variant_is_published_only_when_its_gate_passes(criteria, published
     assert (tmp_path / "repo" / INT8_MODEL_NAME).exists() is published
     if published:
         entry = repository.load_model(tmp_path / "repo", INT8_MODEL_NAME)
+        assert entry.versions == (1,)  # its own sequence, not the FP32 model's --version
         assert [g.kind for g in entry.config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
-        assert entry.contract.summary["int8"]["passed"] and entry.contract.summary["quantized_from"]["version"] == 1
+        assert entry.contract.summary["int8"]["passed"] and entry.contract.summary["quantized_from"]["version"] == 3
         ops = {node.op_type for node in onnx.load(entry.onnx_path()).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
