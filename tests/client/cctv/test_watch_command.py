@@ -5,6 +5,12 @@ import pytest
 from facialattr.cli import EXIT_FATAL, build_parser, main
 
 
+def test_default_detector_is_the_one_the_measurements_chose():
+    from facialattr.client.cctv.detect import DEFAULT_DETECTOR
+
+    assert build_parser().parse_args(["watch", "0"]).detector == DEFAULT_DETECTOR == "mtcnn"
+
+
 def test_watch_is_registered_with_its_options():
     args = build_parser().parse_args(["watch", "0", "--events", "out.jsonl", "--metrics-port", "9100"])
     assert args.sources == ["0"] and args.events == "out.jsonl" and args.metrics_port == 9100

@@ -80,7 +80,7 @@ def _watch(url, triton_server, tmp_path, *extra):
     log = open(tmp_path / "watch.log", "w")  # noqa: SIM115 - closed by the test's end
     process = subprocess.Popen(
         [sys.executable, "-m", "facialattr.cli", "watch", f"door={url}", "--url", triton_server.config.grpc_url,
-         "--events", str(tmp_path / "events.jsonl"), "--rescore-every", "3", "--reconnect-max-s", "1",
+         "--events", str(tmp_path / "events.jsonl"), "--rescore-every", "3", "--detector", "haar", "--reconnect-max-s", "1",
          "--log-every", "1", "--camera", "door=47.37,8.54", *extra],
         stdout=log, stderr=subprocess.STDOUT)
     return process, tmp_path / "events.jsonl", tmp_path / "watch.log"

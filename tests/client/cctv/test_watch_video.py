@@ -140,7 +140,7 @@ def test_recommendations_follow_the_rules_once_per_track_and_category(watched, s
 def test_watch_command_on_an_image_folder_writes_events_video_and_metrics(scene, triton_server, tmp_path, read_events):
     folder = write_folder(scene, tmp_path / "frames")
     port = free_ports(1)[0]
-    code = main(["watch", f"gate={folder}", "--url", triton_server.config.grpc_url, "--events", str(tmp_path / "ev.jsonl"),
+    code = main(["watch", "--detector", "haar", f"gate={folder}", "--url", triton_server.config.grpc_url, "--events", str(tmp_path / "ev.jsonl"),
                  "--annotate", str(tmp_path / "out.avi"), "--metrics-port", str(port), "--camera", "gate=47.37,8.54",
                  "--rescore-every", "10"])
     assert code == 0
@@ -158,7 +158,7 @@ def test_watch_command_on_an_image_folder_writes_events_video_and_metrics(scene,
 
 def test_faces_are_stored_only_when_asked(scene, triton_server, tmp_path):
     folder = write_folder(scene, tmp_path / "frames")
-    code = main(["watch", str(folder), "--url", triton_server.config.grpc_url, "--events", str(tmp_path / "ev.jsonl"),
+    code = main(["watch", "--detector", "haar", str(folder), "--url", triton_server.config.grpc_url, "--events", str(tmp_path / "ev.jsonl"),
                  "--no-recommendations", "--save-faces", str(tmp_path / "faces"), "--rescore-every", "15", "--max-frames", "20"])
     assert code == 0
     saved = sorted(p.name for p in (tmp_path / "faces" / "cam0").iterdir())
