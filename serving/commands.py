@@ -37,16 +37,10 @@ def register(subparsers) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
-    import signal
 
     from facialattr.serving.embedded import EmbeddedTriton
 
     config = dataclasses.replace(server_config(args), log_verbose=args.log_verbose)
-
-    def _terminate(signum, frame):  # SIGTERM takes the same clean path as Ctrl-C
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
     server = EmbeddedTriton(config)
     try:
         server.start()

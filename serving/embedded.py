@@ -10,9 +10,11 @@ Python-backend twin of it in a private work folder at start-up.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import platform
+import secrets
 import shutil
 import signal
 import site
@@ -34,6 +36,8 @@ from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformEr
 log = logging.getLogger(__name__)
 
 _PYTHON_MODEL = Path(__file__).with_name("python_model.py")
+_ADMIN_APIS = "shared-memory,model-repository,trace,logging"
+_ADMIN_KEY_HEADER = "facialattr-admin-key"
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,11 @@ class ServerConfig:
     metrics_port: int = 8002
     startup_timeout_s: float = 180.0
     log_verbose: int = 0
-    # Bounds a single gRPC message (a batch of 64 224x224 images is ~9.6 MB).
-    grpc_max_message_bytes: int = 64 * 1024 * 1024
+    # Shared-memory registration, repository, trace and logging APIs need a per-start random
+    # key header: a local client cannot make the server map a /dev/shm region it names.
+    restrict_admin_apis: bool = True
+    # Further tritonserver flags, passed as given (e.g. TLS: --grpc-use-ssl=true ...; SECURITY.md).
+    extra_args: tuple[str, ...] = ()
 
     @property
     def grpc_url(self) -> str:
@@ -96,12 +103,23 @@ class EmbeddedTriton:
         self._process: subprocess.Popen | None = None
         self._workdir: Path | None = None
         self._shm_prefix = f"facialattr_{uuid.uuid4().hex[:12]}_"
+        # Header value that unlocks the restricted admin APIs of this server start only.
+        self.admin_key = secrets.token_urlsafe(24)
 
     def __enter__(self) -> EmbeddedTriton:
         return self if self.is_running() else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def grpc_admin_headers(self) -> dict[str, str]:
+        """gRPC headers that unlock the restricted admin protocols (Triton prefixes the key name)."""
+        return {f"triton-grpc-protocol-{_ADMIN_KEY_HEADER}": self.admin_key}
+
+    @property
+    def http_admin_headers(self) -> dict[str, str]:
+        return {_ADMIN_KEY_HEADER: self.admin_key}
 
     @property
     def pid(self) -> int | None:
@@ -139,10 +157,16 @@ class EmbeddedTriton:
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             f"--log-verbose={cfg.log_verbose}",
         ]
+        if cfg.restrict_admin_apis:
+            restricted = f"{_ADMIN_APIS}:{_ADMIN_KEY_HEADER}={self.admin_key}"
+            args += [f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}"]
+        args += list(cfg.extra_args)
         log.info("starting tritonserver on %s (gRPC %d, HTTP %d, metrics %d)", cfg.host, cfg.grpc_port, cfg.http_port, cfg.metrics_port)
         logfile = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         # Own process group: stop() signals tritonserver and its Python-backend stubs together.
-        self._process = subprocess.Popen(args, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+        self._process = subprocess.Popen(
+            args, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+        )
         logfile.close()
         try:
             self._wait_ready()
@@ -161,9 +185,10 @@ class EmbeddedTriton:
         stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.is_file():
             raise UnsupportedPlatformError(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
-        for item in (source / "backends" / "python" / "libtriton_python.so",
-                     source / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        for item in (source / "backends" / "python" / "libtriton_python.so", stub):
             (python_dir / item.name).symlink_to(item)
+        utils = source / "backends" / "python" / "triton_python_backend_utils.py"
+        (python_dir / utils.name).write_text(_utils_with_site_packages(utils))
         return python_dir.parent
 
     def _derive_repository(self, entry: repository.ModelEntry) -> Path:
@@ -174,8 +199,6 @@ class EmbeddedTriton:
         config.backend = "python"
         # Execution accelerators are ONNX Runtime (GPU) options; the Python backend rejects them.
         config.ClearField("optimization")
-        site_dirs = site.getsitepackages() + [site.getusersitepackages()]
-        config.parameters["facialattr_site_packages"].string_value = os.pathsep.join(site_dirs)
         target = self._workdir / "models" / config.name
         target.mkdir(parents=True)
         for version in entry.versions:
@@ -232,6 +255,40 @@ class EmbeddedTriton:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the launching thread dies, even by SIGKILL, so no server is orphaned.
+
+    The kernel ties this to the thread that forked; start servers from a thread that
+    outlives them (the main thread in the CLI and tests).
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _utils_with_site_packages(original: Path) -> str:
+    """triton_python_backend_utils.py, preceded by this environment's site-packages on sys.path.
+
+    The stub ignores PYTHONPATH and imports this module (and with it numpy) before any
+    model code, so this is the first point where the environment can win. Its own numpy
+    must win: the stub is built against numpy 1.x, and a numpy 2 from the base
+    interpreter's site-packages silently yields empty output tensors.
+    """
+    site_dirs = [d for d in site.getsitepackages() if Path(d).is_dir()]
+    return (
+        "# Generated by facialattr.serving.embedded; the original follows the prelude.\n"
+        "import site as _site, sys as _sys\n"
+        f"for _dir in {site_dirs!r}:\n"
+        "    _site.addsitedir(_dir)\n"
+        "    _sys.path.remove(_dir)\n"
+        "    _sys.path.insert(0, _dir)\n"
+        "del _site, _sys, _dir\n"
+        + original.read_text()
+    )
 
 
 def _signal_group(pgid: int, sig: int) -> None:

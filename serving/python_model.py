@@ -7,7 +7,6 @@ It is copied into a derived repository at start-up; do not import it elsewhere.
 
 import json
 import os
-import site
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -17,10 +16,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        # The stub ignores PYTHONPATH: the launcher passes the caller's site-packages here.
-        for path in params.get("facialattr_site_packages", "").split(os.pathsep):
-            if path:
-                site.addsitedir(path)
+        # Importable because the launcher put its environment's site-packages first on sys.path.
         import onnxruntime as ort
 
         options = ort.SessionOptions()

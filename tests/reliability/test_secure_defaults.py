@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -64,23 +65,28 @@ def _ready(ports) -> bool:
 
 
 @pytest.mark.parametrize("action", ["load_model", "unload_model"])
-def test_model_load_and_unload_over_grpc_are_refused(action, own_server):
+def test_model_load_and_unload_over_grpc_are_refused_even_with_the_admin_key(action, own_server):
     with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
         with pytest.raises(InferenceServerException) as caught:
             getattr(client, action)(MODEL_NAME)
+        assert "restricted" in caught.value.message()
+        with pytest.raises(InferenceServerException) as caught:
+            getattr(client, action)(MODEL_NAME, headers=own_server.grpc_admin_headers)
         assert caught.value.status() == "StatusCode.UNAVAILABLE"
         assert "load / unload is not allowed" in caught.value.message()
         assert client.is_model_ready(MODEL_NAME)
 
 
 @pytest.mark.parametrize("action", ["load", "unload"])
-def test_model_load_and_unload_over_http_are_refused(action, own_server):
+@pytest.mark.parametrize(("with_key", "refusal"), [(False, "restricted"), (True, "load / unload is not allowed")])
+def test_model_load_and_unload_over_http_are_refused_even_with_the_admin_key(action, with_key, refusal, own_server):
     request = urllib.request.Request(
         f"{own_server.config.http_url}/v2/repository/models/{MODEL_NAME}/{action}", data=b"{}", method="POST",
+        headers=own_server.http_admin_headers if with_key else {},
     )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
-    assert "load / unload is not allowed" in json.loads(caught.value.read())["error"]
+    assert refusal in json.loads(caught.value.read())["error"]
     with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
         assert client.is_model_ready(MODEL_NAME)
 
@@ -130,12 +136,16 @@ def test_follow_symlinks_reads_outside_files_but_never_a_device(folder_with_link
     assert zero["status"] == "error" and "not a regular file" in zero["error"]
 
 
-def test_shared_memory_api_is_open_to_any_local_client_by_default(own_server):
-    """Documents the default SECURITY.md warns about: the server tries to map a client-named /dev/shm region."""
+def test_shared_memory_api_is_restricted_by_default_and_opens_only_with_the_per_start_key(own_server):
+    """Without the key a local client cannot make the server map a /dev/shm region it names."""
     with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
         with pytest.raises(InferenceServerException) as caught:
             client.register_system_shared_memory("probe", "/facialattr_no_such_region", 64)
-    assert "Unable to open shared memory region" in caught.value.message()
+        assert "restricted" in caught.value.message()
+        with pytest.raises(InferenceServerException) as caught:
+            client.register_system_shared_memory("probe", "/facialattr_no_such_region", 64,
+                                                 headers=own_server.grpc_admin_headers)
+        assert "Unable to open shared memory region" in caught.value.message()
 
 
 @pytest.fixture
@@ -151,17 +161,15 @@ def certificate(tmp_path):
     return key, cert
 
 
-def test_the_exposure_flags_in_security_md_work_on_the_bundled_server(certificate, own_repository, monkeypatch):
+def test_the_exposure_flags_in_security_md_work_on_the_bundled_server(certificate, own_repository):
     """TLS on gRPC and a header key on the admin protocols, exactly as SECURITY.md tells operators."""
     import numpy as np
     from facialattr.serving import embedded
 
     key, cert = certificate
-    flags = ["--grpc-use-ssl=true", f"--grpc-server-cert={cert}", f"--grpc-server-key={key}",
-             "--grpc-restricted-protocol=shared-memory,model-repository,trace,logging:admin-key=s3cret"]
-    popen = subprocess.Popen
-    monkeypatch.setattr(embedded.subprocess, "Popen", lambda args, **kwargs: popen([*args, *flags], **kwargs))
-    server = support.start(own_repository, support.Ports.pick())
+    flags = ("--grpc-use-ssl=true", f"--grpc-server-cert={cert}", f"--grpc-server-key={key}")
+    config = dataclasses.replace(support.Ports.pick().server_config(own_repository), extra_args=flags)
+    server = embedded.EmbeddedTriton(config).start()
     url = f"localhost:{server.config.grpc_port}"
     try:
         with grpcclient.InferenceServerClient(url) as plain:

@@ -135,28 +135,47 @@ def test_unsupported_platform_points_to_docker_compose(monkeypatch):
         embedded.bundled_server()
 
 
-def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
-    repo = make_tiny_repository(tmp_path)
+def _start_serve_command(repo: Path) -> tuple[subprocess.Popen, int]:
     http, grpc, metrics = free_ports(3)
     cmd = [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo),
            "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    banner = proc.stdout.readline()
+    while "Triton serving" not in banner and proc.poll() is None:
         banner = proc.stdout.readline()
-        while "Triton serving" not in banner and proc.poll() is None:
-            banner = proc.stdout.readline()
-        assert f"127.0.0.1:{grpc}" in banner
-        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}").is_model_ready(MODEL_NAME)
+    assert f"127.0.0.1:{grpc}" in banner
+    assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}").is_model_ready(MODEL_NAME)
+    return proc, grpc
+
+
+def _assert_server_gone(grpc_port: int, *, timeout_s: float = 60.0) -> None:
+    """Within ``timeout_s`` (tritonserver's own graceful exit allows 30 s) nothing of it is left."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and (_listening(grpc_port) or _server_processes(grpc_port)):
+        time.sleep(0.2)
+    assert not _listening(grpc_port)
+    assert _server_processes(grpc_port) == ""
+
+
+def _server_processes(grpc_port: int) -> str:
+    return subprocess.run(["pgrep", "-f", f"grpc-port={grpc_port}"], capture_output=True, text=True).stdout.strip()
+
+
+def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
+    proc, grpc = _start_serve_command(make_tiny_repository(tmp_path))
+    try:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _listening(grpc):
-        time.sleep(0.2)
-    assert not _listening(grpc)
-    leftovers = subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True, text=True).stdout
-    assert leftovers.strip() == ""
+    _assert_server_gone(grpc)
+
+
+def test_server_dies_with_its_launcher_even_when_the_launcher_is_killed(tmp_path):
+    proc, grpc = _start_serve_command(make_tiny_repository(tmp_path))
+    proc.kill()  # SIGKILL: no finally block runs in the launcher
+    proc.wait(timeout=10)
+    _assert_server_gone(grpc)
 
 
 def _listening(port: int) -> bool:
