@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from facialattr.client.cctv.detect import make_detector
+from facialattr.client.cctv.detect import DEFAULT_DETECTOR, make_detector
 from facialattr.client.cctv.metrics import mean_batch, server_batch_counts
 from facialattr.client.cctv.pipeline import WatchConfig, Watcher
 from facialattr.client.cctv.sources import FrameSource, parse_source
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--frames", type=int, default=40, help="frames per stream")
     parser.add_argument("--size", default="320x240", help="frame size WxH")
-    parser.add_argument("--detector", default="haar")
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR)
     parser.add_argument("--rescore-every", type=int, default=5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

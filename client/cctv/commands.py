@@ -15,7 +15,9 @@ def register(subparsers) -> None:
         description="Sources: video files, rtsp:// or http:// URLs, webcam indexes, folders of images; "
                     "name one with NAME=SOURCE (default cam0, cam1, ...). Runs until the streams end or Ctrl-C.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address (default: %(default)s)")
+    p.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address, or several comma-separated (default: %(default)s)")
+    p.add_argument("--server-give-up-s", type=float, default=10.0,
+                   help="skip a batch the server has not answered within this long, and carry on (default: %(default)s)")
     p.add_argument("--model-name", default="facial_attributes")
     p.add_argument("--events", default="-", help="JSON-lines event file, '-' for stdout (default: %(default)s)")
     p.add_argument("--detector", default="mtcnn",
@@ -87,7 +89,7 @@ def _watch(args: argparse.Namespace) -> int:
     from facialattr.client.cctv.metrics import WatchMetrics
     from facialattr.client.cctv.pipeline import WatchConfig, Watcher
     from facialattr.client.cctv.track import TrackerConfig
-    from facialattr.client.scorer import Scorer
+    from facialattr.client.scorer import RetryPolicy, Scorer
 
     _validate(args)
     sources = _sources(args)
@@ -102,14 +104,18 @@ def _watch(args: argparse.Namespace) -> int:
     config = WatchConfig(
         tracker=TrackerConfig(rescore_every_frames=args.rescore_every, ema_alpha=args.ema_alpha),
         log_interval_s=args.log_every, max_frames=args.max_frames, save_faces_dir=args.save_faces,
-        annotate_path=args.annotate, annotate_fps=args.annotate_fps, server_url=args.url, model_name=args.model_name)
-    with Scorer(args.url, model_name=args.model_name) as scorer, EventWriter(args.events) as events:
+        annotate_path=args.annotate, annotate_fps=args.annotate_fps, server_url=args.url.split(",")[0].strip(),
+        model_name=args.model_name)
+    retry = RetryPolicy(give_up_after_s=args.server_give_up_s)
+    urls = [u.strip() for u in args.url.split(",") if u.strip()]
+    with Scorer(urls, model_name=args.model_name, retry=retry) as scorer, EventWriter(args.events) as events:
         watcher = Watcher(sources, detector, scorer, config=config, events=events,
                           recommender=_recommender(args, scorer.contract), locations=locations, metrics=metrics)
         summary = _run_until_interrupted(watcher)
-    log.info("watched %d frames (%d dropped, %.1f frames/s), %d faces, %d events, %d reconnects, tracks %s, "
-             "server batch sizes %s", summary.frames, summary.dropped, summary.fps, summary.faces, summary.events,
-             summary.reconnects, summary.tracks_per_camera, dict(sorted(summary.server_batches.items())))
+    log.info("watched %d frames (%d dropped, %.1f frames/s), %d faces, %d events, %d reconnects, %d failed requests, "
+             "tracks %s, server batch sizes %s", summary.frames, summary.dropped, summary.fps, summary.faces,
+             summary.events, summary.reconnects, summary.failed_requests, summary.tracks_per_camera,
+             dict(sorted(summary.server_batches.items())))
     return 0
 
 

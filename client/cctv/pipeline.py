@@ -8,6 +8,7 @@ being detected (one request in flight), so the CPU and the server overlap.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -26,6 +27,8 @@ from facialattr.client.cctv.metrics import WatchMetrics, mean_batch, server_batc
 from facialattr.client.cctv.recommend import Recommender
 from facialattr.client.cctv.sources import Frame, FrameSource
 from facialattr.client.cctv.track import IouTracker, Track, TrackerConfig
+
+from facialattr.errors import FacialAttrError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class WatchSummary:
     faces: int = 0
     scored: int = 0
     requests: int = 0
+    failed_requests: int = 0
     events: int = 0
     reconnects: int = 0
     tracks_per_camera: dict[str, int] = field(default_factory=dict)
@@ -89,6 +93,7 @@ class Watcher:
                        if config.annotate_path else None)
         self._server_start: Counter | None = None
         self._events_written = 0
+        self.failed_requests = 0
 
     def run(self) -> WatchSummary:
         """Until every source has ended, ``max_frames`` is reached, or ``stop_event`` is set."""
@@ -146,7 +151,9 @@ class Watcher:
         while not source.finished and not self.stop_event.is_set():
             frame = source.get(timeout_s=0.1)
             if frame is not None:
-                return frame
+                # A recorded frame's moment is when it is processed: time spent waiting in the read-ahead
+                # queue is not latency a viewer would see.
+                return dataclasses.replace(frame, time_s=time.time())
         return None
 
     def _detect_round(self, frames: list[Frame]) -> _Round:
@@ -180,7 +187,15 @@ class Watcher:
 
     def _finish_round(self, round_: _Round) -> None:
         if round_.future is not None:
-            probabilities = round_.future.result()
+            try:
+                probabilities = round_.future.result()
+            except FacialAttrError as exc:
+                # A camera must keep running through a server outage: these crops go unscored,
+                # the tracks are due again k sightings later.
+                log.warning("scoring %d face(s) failed, skipped: %s", len(round_.due), exc)
+                self.failed_requests += 1
+                probabilities = []
+                round_.due = []
             for (frame, track), p in zip(round_.due, probabilities, strict=True):
                 track.add_scores(p, ema_alpha=self.config.tracker.ema_alpha)
                 self._emit(frame, track)
@@ -247,7 +262,7 @@ class Watcher:
         self.metrics.set_server_mean_batch(mean_batch(batches))
         return WatchSummary(
             frames=snap.frames, dropped=sum(s.frames_dropped for s in self.sources), faces=snap.faces,
-            scored=snap.scored, requests=snap.requests, events=self._events_written,
+            scored=snap.scored, requests=snap.requests, failed_requests=self.failed_requests, events=self._events_written,
             reconnects=sum(s.reconnects for s in self.sources),
             tracks_per_camera={c: t._next_id - 1 for c, t in self.trackers.items()},
             fps=snap.fps, server_batches=batches,

@@ -175,3 +175,33 @@ def test_crops_from_all_cameras_go_to_the_server_in_one_request_per_round(scene,
     rounds = len(range(0, len(scene.frames_bgr), RESCORE_EVERY))
     assert summary.frames == 3 * len(scene.frames_bgr)
     assert (summary.requests, summary.scored) == (rounds, rounds * 3 * 2)  # 3 cameras x 2 faces in each request
+
+
+def test_watch_carries_on_through_a_server_outage_and_skips_the_unscored_faces(scene, tiny_repository, tmp_path, read_events):
+    from facialattr.client.scorer import RetryPolicy
+    from testsupport import start_server
+
+    long_scene = make_scene(n_frames=60)
+    video = write_video(long_scene, tmp_path / "scene.mp4")
+    server = start_server(tiny_repository)
+    config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=RESCORE_EVERY))
+    try:
+        with Scorer(server.config.grpc_url, retry=RetryPolicy(give_up_after_s=0.5)) as scorer, \
+                EventWriter(tmp_path / "ev.jsonl") as events:
+            watcher = Watcher([FrameSource(parse_source(str(video), default_name="cam0"))], make_detector("haar"),
+                              scorer, config=config, events=events)
+            # The server goes away once the first scores are in; the watch must still read the whole video.
+            original_emit = watcher._emit
+
+            def emit_then_stop_server(frame, track):
+                original_emit(frame, track)
+                if server.is_running():
+                    server.stop()
+
+            watcher._emit = emit_then_stop_server
+            summary = watcher.run()
+    finally:
+        server.stop()
+    assert summary.frames == len(long_scene.frames_bgr)
+    assert summary.failed_requests == summary.requests - 1 > 0
+    assert [len(v) for v in read_events(tmp_path / "ev.jsonl").values()] == [1, 1]
