@@ -45,7 +45,7 @@ def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, re
     config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=rescore_every), log_interval_s=3600)
     before = server_batch_counts(url)
     with Scorer(url) as scorer:
-        watcher = Watcher(sources, make_detector(detector_name), scorer, config=config)
+        watcher = Watcher(sources, lambda: make_detector(detector_name), scorer, config=config)
         start = time.perf_counter()
         summary = watcher.run()
         elapsed = time.perf_counter() - start

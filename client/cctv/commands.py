@@ -97,7 +97,11 @@ def _watch(args: argparse.Namespace) -> int:
     missing = [s.spec.name for s in sources if s.spec.name not in locations]
     if missing and not args.no_recommendations:
         log.warning("no location for camera(s) %s: recommendations name a category but no provider", ", ".join(missing))
-    detector = make_detector(args.detector, model_path=args.detector_model)
+    make_detector(args.detector, model_path=args.detector_model)  # a bad name or model file fails before connecting
+
+    def detector_factory():
+        return make_detector(args.detector, model_path=args.detector_model)
+
     metrics = WatchMetrics()
     if args.metrics_port:
         metrics.serve(args.metrics_port)
@@ -109,7 +113,7 @@ def _watch(args: argparse.Namespace) -> int:
     retry = RetryPolicy(give_up_after_s=args.server_give_up_s)
     urls = [u.strip() for u in args.url.split(",") if u.strip()]
     with Scorer(urls, model_name=args.model_name, retry=retry) as scorer, EventWriter(args.events) as events:
-        watcher = Watcher(sources, detector, scorer, config=config, events=events,
+        watcher = Watcher(sources, detector_factory, scorer, config=config, events=events,
                           recommender=_recommender(args, scorer.contract), locations=locations, metrics=metrics)
         summary = _run_until_interrupted(watcher)
     log.info("watched %d frames (%d dropped, %.1f frames/s), %d faces, %d events, %d reconnects, %d failed requests, "

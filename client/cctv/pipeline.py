@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class WatchConfig:
     # Where to read the batches Triton formed (its gRPC URL); None skips that statistic.
     server_url: str | None = None
     model_name: str = "facial_attributes"
+    # Threads detecting the cameras of a round when the Watcher gets a detector factory; None: one per CPU.
+    detect_threads: int | None = None
 
 
 @dataclass
@@ -73,12 +76,22 @@ class _Round:
 
 
 class Watcher:
-    def __init__(self, sources: list[FrameSource], detector: FaceDetector, scorer, *, config: WatchConfig = WatchConfig(),
+    def __init__(self, sources: list[FrameSource], detector: FaceDetector | Callable[[], FaceDetector], scorer, *,
+                 config: WatchConfig = WatchConfig(),
                  events: EventWriter | None = None, recommender: Recommender | None = None,
                  locations: dict[str, tuple[float, float]] | None = None, metrics: WatchMetrics | None = None,
                  clock: Callable[[], dt.datetime] = dt.datetime.now) -> None:
         self.sources = sources
-        self.detector = detector
+        # A detector instance is shared and runs the cameras one after another; a factory gives each
+        # camera its own (detectors hold state such as dnn nets that must not run concurrently) and
+        # detects all cameras of a round in parallel threads (OpenCV releases the GIL).
+        if isinstance(detector, FaceDetector):
+            self._detectors = {s.spec.name: detector for s in sources}
+            self._detect_threads = 1
+        else:
+            self._detectors = {s.spec.name: detector() for s in sources}
+            self._detect_threads = max(1, min(len(sources), config.detect_threads or os.cpu_count() or 1))
+        self._pool: ThreadPoolExecutor | None = None
         self.scorer = scorer
         self.contract = scorer.contract
         self.config = config
@@ -101,6 +114,8 @@ class Watcher:
 
         for s in self.sources:
             s.start()
+        if self._detect_threads > 1:
+            self._pool = ThreadPoolExecutor(self._detect_threads, thread_name_prefix="detect")
         self._server_start = self._server_counts()
         pending: _Round | None = None
         next_log = time.monotonic() + self.config.log_interval_s
@@ -126,6 +141,8 @@ class Watcher:
         finally:
             for s in self.sources:
                 s.stop()
+            if self._pool:
+                self._pool.shutdown()
             if self._video:
                 self._video.close()
         return self._summary()
@@ -158,8 +175,12 @@ class Watcher:
 
     def _detect_round(self, frames: list[Frame]) -> _Round:
         round_ = _Round(frames, {}, [])
-        for frame in frames:
-            detections = self.detector.detect(frame.image_bgr)
+
+        def detect(frame: Frame):
+            return self._detectors[frame.camera].detect(frame.image_bgr)
+
+        found = list(self._pool.map(detect, frames)) if self._pool and len(frames) > 1 else [detect(f) for f in frames]
+        for frame, detections in zip(frames, found, strict=True):
             tracker = self.trackers[frame.camera]
             seen = tracker.update(detections, frame.index)
             round_.seen[frame.camera] = seen
@@ -173,7 +194,7 @@ class Watcher:
     def _prepare(self, frame: Frame, track: Track) -> np.ndarray:
         from facialattr.client.preprocess import prepare
 
-        crop_rgb = crop_celeba_frame(frame.image_bgr, track.box_xyxy, self.detector.margins)
+        crop_rgb = crop_celeba_frame(frame.image_bgr, track.box_xyxy, self._detectors[frame.camera].margins)
         if self.config.save_faces_dir is not None:
             self._save_face(frame, track, crop_rgb)
         return prepare(crop_rgb, self.contract.preprocessing)

@@ -171,10 +171,12 @@ def test_crops_from_all_cameras_go_to_the_server_in_one_request_per_round(scene,
     sources = [FrameSource(parse_source(f"cam{i}={video}", default_name="x")) for i in range(3)]
     config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=RESCORE_EVERY))
     with Scorer(triton_server.config.grpc_url) as scorer:
-        summary = Watcher(sources, make_detector("haar"), scorer, config=config).run()
+        # A detector factory: one detector per camera, the cameras of a round detected in parallel threads.
+        summary = Watcher(sources, lambda: make_detector("haar"), scorer, config=config).run()
     rounds = len(range(0, len(scene.frames_bgr), RESCORE_EVERY))
     assert summary.frames == 3 * len(scene.frames_bgr)
     assert (summary.requests, summary.scored) == (rounds, rounds * 3 * 2)  # 3 cameras x 2 faces in each request
+    assert summary.tracks_per_camera == {"cam0": 2, "cam1": 2, "cam2": 2}
 
 
 def test_watch_carries_on_through_a_server_outage_and_skips_the_unscored_faces(scene, tiny_repository, tmp_path, read_events):
