@@ -61,12 +61,13 @@ def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, re
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| streams | frames | frames/s | faces/s | crops scored/s | requests | crops/request | "
+    print("\n| streams | frames | frames/s | frames/s per stream | faces/s | crops scored/s | requests | crops/request | "
           "server mean batch | server batches formed (size: count) | frame latency p50 / p95 ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         formed = ", ".join(f"{k}: {v}" for k, v in r["formed"].items())
-        print(f"| {r['streams']} | {r['frames']} | {r['frames_per_s']:.1f} | {r['faces_per_s']:.1f} | "
+        print(f"| {r['streams']} | {r['frames']} | {r['frames_per_s']:.1f} | {r['frames_per_s'] / r['streams']:.1f} | "
+              f"{r['faces_per_s']:.1f} | "
               f"{r['scored_per_s']:.1f} | {r['requests']} | {r['request_batch']:.1f} | {r['server_batch']:.1f} | "
               f"{formed} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} |")
     base = rows[0]["frames_per_s"]
