@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from facialattr.client.decode import DEFAULT_MAX_PIXELS, DecodeError
+from facialattr.client.paths import RefusedPath
 from facialattr.client.preprocess import load_and_prepare
 from facialattr.client.scorer import Scorer, ServerUnavailableError
 
@@ -78,6 +79,8 @@ class _Group:
 
 
 def _decode_one(path: str, preprocessing: Preprocessing, max_pixels: int) -> np.ndarray:
+    if isinstance(path, RefusedPath):
+        raise DecodeError(path, path.reason, kind=path.kind)
     try:
         return load_and_prepare(path, preprocessing, max_pixels=max_pixels)
     except InputError:

@@ -58,10 +58,8 @@ class Summary:
         if self.errors_by_kind:
             out.append("errors by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(self.errors_by_kind.items())))
         if self.walk.skipped_symlinks:
-            out.append(f"{self.walk.skipped_symlinks} symlinks leading outside the given folders not followed "
-                       "(--follow-symlinks to include them)")
-        if self.walk.unreadable_dirs:
-            out.append(f"{len(self.walk.unreadable_dirs)} folders could not be listed, e.g. {self.walk.unreadable_dirs[0]}")
+            out.append(f"{self.walk.skipped_symlinks} symlinks leading outside the given folders were not followed "
+                       "(error rows of kind outside_roots; --follow-symlinks to include them)")
         return out
 
 

@@ -44,6 +44,7 @@ class ParquetWriter(JsonlWriter):
         with open(tmp, "w", encoding="utf-8") as f:
             for batch in pq.ParquetFile(self.out).iter_batches(batch_size=PARQUET_ROWS_PER_GROUP):
                 for row in batch.to_pylist():
+                    row["path"] = os.fsdecode(row.pop("path_bytes"))
                     f.write(json.dumps(row, ensure_ascii=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -61,7 +62,10 @@ class ParquetWriter(JsonlWriter):
         import pyarrow as pa
 
         names = self.contract.attribute_names
+        # Parquet strings must be UTF-8; file names need not be. "path" is for reading (undecodable
+        # bytes shown as U+FFFD), "path_bytes" is the exact name, used when a run is resumed.
         fields = [pa.field(c, pa.string()) for c in ("path", "status", "error_kind", "error")]
+        fields.insert(1, pa.field("path_bytes", pa.binary()))
         fields += [pa.field(n, pa.float32()) for n in names]
         fields += [pa.field(f"{n}_present", pa.bool_()) for n in names]
         fields.append(pa.field("top10", pa.list_(pa.string())))
@@ -72,6 +76,9 @@ class ParquetWriter(JsonlWriter):
 
         rows: list[dict[str, Any]] = []
         for row in read_jsonl(self.path):
+            raw = os.fsencode(row["path"])
+            row["path_bytes"], row["path"] = raw, raw.decode("utf-8", "replace")
+            row["error"] = row["error"].encode("utf-8", "replace").decode("utf-8")
             rows.append(row)
             if len(rows) >= PARQUET_ROWS_PER_GROUP:
                 yield pa.RecordBatch.from_pylist(rows, schema=schema)

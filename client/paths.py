@@ -3,7 +3,9 @@
 Directories are walked one at a time (each listing sorted, so a resumed run
 meets files in the same order) and never materialised whole. Symbolic links
 are followed only while they stay inside the given roots, unless the caller
-allows otherwise; directory cycles are cut. Each file is yielded once.
+allows otherwise; directory cycles are cut. Each file is yielded once. What the
+walk will not read (a link leading outside, a folder it cannot list) is still
+yielded, as a :class:`RefusedPath`, so the output accounts for it as an error row.
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ class WalkStats:
     skipped_symlinks: int = 0
     skipped_duplicates: int = 0
     unreadable_dirs: list[str] = field(default_factory=list)
+
+
+class RefusedPath(str):
+    """A name the walk will not read; the engine turns it into an error row with this reason and kind."""
+
+    reason: str
+    kind: str
+
+    def __new__(cls, path: str, *, reason: str, kind: str) -> RefusedPath:
+        obj = super().__new__(cls, path)
+        obj.reason, obj.kind = reason, kind
+        return obj
 
 
 def is_image_name(name: str) -> bool:
@@ -79,27 +93,30 @@ def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
+            # An error row, so the output accounts for what could not be looked at (e.g. a path over PATH_MAX).
             log.warning("cannot list %s: %s", directory, exc.strerror or exc)
             stats.unreadable_dirs.append(directory)
+            yield RefusedPath(directory, reason=f"cannot list folder: {exc.strerror or exc}", kind="unreadable")
             continue
         subdirs = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue  # hidden files, including macOS "._x.jpg" resource forks
-            if entry.is_symlink() and not follow_symlinks and not _inside(os.path.realpath(entry.path), roots):
-                stats.skipped_symlinks += 1
-                log.debug("not following %s: it leads outside the given folders", entry.path)
-                continue
             try:
                 is_dir = entry.is_dir()
             except OSError:
                 is_dir = False
-            if is_dir:
-                real = os.path.realpath(entry.path)
-                if recursive and real not in visited_dirs:
-                    visited_dirs.add(real)
-                    subdirs.append(entry.path)
-            elif is_image_name(entry.name) and _first_time(entry.path, seen, stats):
+            wanted = recursive if is_dir else is_image_name(entry.name)
+            if not wanted or not _first_time(entry.path, seen, stats):
+                continue
+            if entry.is_symlink() and not follow_symlinks and not _inside(os.path.realpath(entry.path), roots):
+                stats.skipped_symlinks += 1
+                yield RefusedPath(entry.path, kind="outside_roots", reason="symbolic link leads outside the given "
+                                  "folders; not followed (--follow-symlinks to include it)")
+            elif not is_dir:
                 yield entry.path
+            elif (real := os.path.realpath(entry.path)) not in visited_dirs:
+                visited_dirs.add(real)
+                subdirs.append(entry.path)
         # Reversed onto the stack so subfolders are visited in name order.
         stack.extend(reversed(subdirs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from facialattr.client.paths import WalkStats, iter_inputs
+from facialattr.client.paths import RefusedPath, WalkStats, iter_inputs
 
 
 def _touch(path):
@@ -41,8 +41,11 @@ def test_symlinks_outside_the_roots_are_followed_only_when_asked(tmp_path):
     (root / "linkdir").symlink_to(outside, target_is_directory=True)
     (root / "inner.jpg").symlink_to(root / "in.jpg")
     stats = WalkStats()
-    names = [os.path.basename(p) for p in iter_inputs([root], recursive=True, stats=stats)]
-    assert names == ["in.jpg", "inner.jpg"] and stats.skipped_symlinks == 2
+    walked = list(iter_inputs([root], recursive=True, stats=stats))
+    assert [os.path.basename(p) for p in walked] == ["in.jpg", "inner.jpg", "link.jpg", "linkdir"]
+    refused = [p for p in walked if isinstance(p, RefusedPath)]
+    assert [os.path.basename(p) for p in refused] == ["link.jpg", "linkdir"] and stats.skipped_symlinks == 2
+    assert all(p.kind == "outside_roots" and "--follow-symlinks" in p.reason for p in refused)
     followed = [os.path.basename(p) for p in iter_inputs([root], recursive=True, follow_symlinks=True)]
     assert followed == ["in.jpg", "inner.jpg", "link.jpg", "secret.jpg"]
 
@@ -60,3 +63,28 @@ def test_the_walk_is_lazy(tmp_path):
     first = next(walk)
     (tmp_path / "d2" / "late.jpg").write_bytes(b"x")  # appears after the walk started, before d2 is listed
     assert os.path.basename(first) == "x.jpg" and "late.jpg" in [os.path.basename(p) for p in walk]
+
+
+def _make_deep_folder(root, component: str = "d" * 250) -> str:
+    """Nested folders whose full path exceeds PATH_MAX (made with dir_fd, as no path can name them)."""
+    depth = os.pathconf("/", "PC_PATH_MAX") // (len(component) + 1) + 1
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(component, dir_fd=fd)
+            child = os.open(component, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    return os.path.join(str(root), *[component] * depth)
+
+
+def test_a_folder_that_cannot_be_listed_becomes_a_refused_path(tmp_path):
+    _touch(tmp_path / "b.jpg")
+    deep = _make_deep_folder(tmp_path)
+    walked = list(iter_inputs([tmp_path], recursive=True))
+    refused = [p for p in walked if isinstance(p, RefusedPath)]
+    assert [os.path.basename(p) for p in walked if p not in refused] == ["b.jpg"]
+    assert len(refused) == 1 and deep.startswith(refused[0]) and len(refused[0]) > os.pathconf("/", "PC_PATH_MAX")
+    assert refused[0].kind == "unreadable" and "too long" in refused[0].reason

@@ -80,3 +80,20 @@ def test_resuming_a_file_with_other_columns_is_refused(tmp_path):
 def test_unknown_output_formats_are_refused(tmp_path, name):
     with pytest.raises(InputError, match=".csv, .jsonl or .parquet"):
         open_writer(tmp_path / name, CONTRACT)
+
+
+def test_parquet_keeps_a_non_utf8_file_name_exactly_and_resumes_on_it(tmp_path):
+    import os
+
+    import pyarrow.parquet as pq
+
+    name = os.fsdecode(b"caf\xe9-\xff.jpg")  # Latin-1 bytes: not UTF-8
+    out = tmp_path / "r.parquet"
+    writer = open_writer(out, CONTRACT)
+    writer.write(make_row(_ok(name), CONTRACT))
+    writer.write(make_row(ItemResult(name + "2", error=f"{name}2: corrupt", error_kind="corrupt"), CONTRACT))
+    writer.close(complete=True)
+    table = pq.read_table(out)
+    assert table.column("path_bytes").to_pylist() == [b"caf\xe9-\xff.jpg", b"caf\xe9-\xff.jpg2"]
+    assert table.column("path").to_pylist()[0] == "caf\ufffd-\ufffd.jpg"
+    assert open_writer(out, CONTRACT, resume=True).done == {name, name + "2"}

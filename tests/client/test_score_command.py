@@ -76,6 +76,19 @@ def test_corrupt_jpeg_becomes_error_row_and_run_continues(tmp_path, make_jpegs, 
     assert [n for n, r in rows.items() if r["status"] == "ok"] == [f"img0000{i}.jpg" for i in (0, 1, 3, 4, 5)]
 
 
+def test_links_leading_outside_the_folder_are_error_rows_unless_followed(tmp_path, make_jpegs, grpc_url):
+    (outside,) = make_jpegs(tmp_path / "elsewhere", 1)
+    make_jpegs(tmp_path / "in", 1)
+    (tmp_path / "in" / "link.jpg").symlink_to(outside)
+    out = tmp_path / "r.jsonl"
+    base = ["score", str(tmp_path / "in"), "--out", str(out), "--url", grpc_url, "--no-progress", "--overwrite"]
+    assert main(base) == EXIT_SOME_INPUTS_FAILED
+    rows = {os.path.basename(r["path"]): r for r in read_rows(out)}
+    assert rows["link.jpg"]["error_kind"] == "outside_roots" and rows["img00000.jpg"]["status"] == "ok"
+    assert main([*base, "--follow-symlinks"]) == EXIT_OK
+    assert [r["status"] for r in read_rows(out)] == ["ok", "ok"]
+
+
 def test_unreachable_server_is_a_fatal_error(tmp_path, make_jpegs):
     make_jpegs(tmp_path / "in", 1)
     url = f"127.0.0.1:{free_ports(1)[0]}"
