@@ -70,7 +70,13 @@ def soak(server, *, minutes: float, users: int, out: Path, sample_every_s: float
         "requests": requests, "failures": failures, "error_rate": failures / requests if requests else float("nan"),
         "rows": stats, "samples": samples,
         "command": " ".join(["nice python benchmarks/soak.py", *sys.argv[1:]]),
+        "load_average_end": os.getloadavg(),
     }
+
+
+def _steady_growth(samples: list[dict[str, float]]) -> float:
+    later = [s for s in samples if s["elapsed_s"] >= 60]
+    return later[-1]["rss_mib"] - later[0]["rss_mib"] if len(later) >= 2 else float("nan")
 
 
 def section(result: dict[str, Any], settings: ServingSettings, model: str, *, plot: str) -> str:
@@ -79,7 +85,7 @@ def section(result: dict[str, Any], settings: ServingSettings, model: str, *, pl
                      f"| {r['50%']} | {r['99%']} |" for r in result["rows"])
     return f"""## Soak ({result['minutes']:g} minutes of Locust load)
 
-`{result['command']}` — {result['users']} Locust users (CCTV single faces and bulk batches of 16, 4:1) against
+`{result['command']}`: {result['users']} Locust users (CCTV single faces and bulk batches of 16, 4:1) against
 the embedded server ({settings.label}) on {model}, measured {time.strftime('%Y-%m-%d %H:%M %Z')}.
 
 | | value |
@@ -88,11 +94,15 @@ the embedded server ({settings.label}) on {model}, measured {time.strftime('%Y-%
 | RSS of tritonserver + stubs before (after a 10 s warm-up) | {result['rss_before_mib']:.0f} MiB ({result['processes'][0]} processes) |
 | RSS after | {result['rss_after_mib']:.0f} MiB ({result['processes'][1]} processes) |
 | change / peak | {growth:+.0f} MiB / {result['rss_peak_mib']:.0f} MiB |
+| change from minute 1 to the end | {_steady_growth(result['samples']):+.0f} MiB |
 | server still running | {'yes' if result['server_alive'] else '**no**'} |
 
 | request | requests | failures | requests/s | p50 ms | p99 ms |
 | --- | --- | --- | --- | --- | --- |
 {rows}
+
+Load average at the end: {result['load_average_end'][1]:.1f} (5 min) on {os.cpu_count()} cores; the soak runs
+niced next to whatever else the machine does, so its request rate is not a throughput figure.
 
 ![RSS during the soak]({plot})
 """
