@@ -33,6 +33,10 @@ def sample_catalogue_path() -> Path:
     return Path(str(resources.files("facialattr.client.cctv") / "sample_providers.csv"))
 
 
+def sample_cameras_path() -> Path:
+    return Path(str(resources.files("facialattr.client.cctv") / "sample_cameras.yaml"))
+
+
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)

@@ -156,6 +156,10 @@ def test_bad_camera_locations_are_rejected(text):
         recommend.parse_camera_location(text)
 
 
+def test_shipped_sample_cameras_load():
+    assert set(recommend.load_cameras(recommend.sample_cameras_path())) == {"lobby", "door", "platform"}
+
+
 def test_cameras_yaml_gives_each_camera_its_location(tmp_path):
     (tmp_path / "c.yaml").write_text("cameras:\n  lobby: {latitude: 47.1, longitude: 8.2}\n  door: {latitude: 1, longitude: 2}\n")
     assert recommend.load_cameras(tmp_path / "c.yaml") == {"lobby": (47.1, 8.2), "door": (1.0, 2.0)}

@@ -67,3 +67,19 @@ def test_watcher_reconnects_to_a_dropped_http_camera_and_stops_when_it_stays_awa
     frames_scored = [e["frame"] for evs in read_events(tmp_path / "ev.jsonl").values() for e in evs]
     # Scored on both connections: frame indexes run on across the reconnect.
     assert min(frames_scored) < FRAMES_PER_CONNECTION <= max(frames_scored)
+
+
+def test_live_source_keeps_only_the_newest_frame_and_counts_the_skipped_ones(mjpeg_camera):
+    url, _ = mjpeg_camera
+    source = FrameSource(parse_source(url, default_name="cam0")).start()
+    try:
+        deadline = time.monotonic() + 30
+        while source.frames_read < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)  # a consumer busy elsewhere: frames pile up at the source
+        frame = source.get()
+        assert frame is not None and frame.index >= 5
+        # Every frame older than the one handed over was skipped and counted (frames that arrive
+        # after the hand-over may add to the count, never subtract).
+        assert source.frames_dropped >= frame.index
+    finally:
+        source.stop()
