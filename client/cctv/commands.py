@@ -120,6 +120,11 @@ def _watch(args: argparse.Namespace) -> int:
              "tracks %s, server batch sizes %s", summary.frames, summary.dropped, summary.fps, summary.faces,
              summary.events, summary.reconnects, summary.failed_requests, summary.tracks_per_camera,
              dict(sorted(summary.server_batches.items())))
+    if summary.source_errors:
+        from facialattr.cli import EXIT_SOME_INPUTS_FAILED
+
+        log.error("%d source(s) failed: %s", len(summary.source_errors), "; ".join(summary.source_errors.values()))
+        return EXIT_SOME_INPUTS_FAILED
     return 0
 
 

@@ -63,6 +63,8 @@ class WatchSummary:
     events: int = 0
     reconnects: int = 0
     tracks_per_camera: dict[str, int] = field(default_factory=dict)
+    # Sources that ended on an error (camera name -> message).
+    source_errors: dict[str, str] = field(default_factory=dict)
     fps: float = 0.0
     server_batches: Counter = field(default_factory=Counter)
 
@@ -287,4 +289,5 @@ class Watcher:
             reconnects=sum(s.reconnects for s in self.sources),
             tracks_per_camera={c: t._next_id - 1 for c, t in self.trackers.items()},
             fps=snap.fps, server_batches=batches,
+            source_errors={s.spec.name: s.error for s in self.sources if s.error},
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facialattr.errors import InputError
+from facialattr.errors import FacialAttrError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class FrameSource:
         self.frames_dropped = 0
         self.reconnects = 0
         self.connected = False
+        # Why the source ended early (unreadable file, ...); None when it ended normally.
+        self.error: str | None = None
         self._stop = threading.Event()
         self._done = threading.Event()
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize=options.file_queue_frames)
@@ -145,7 +147,11 @@ class FrameSource:
                 self._read_live()
             else:
                 self._read_capture_once()
-        except Exception:  # a reader thread must not die silently
+        except FacialAttrError as exc:
+            self.error = str(exc)
+            log.error("%s", exc)
+        except Exception as exc:  # a reader thread must not die silently
+            self.error = f"source {self.spec.name}: {exc!r}"
             log.exception("source %s failed", self.spec.name)
         finally:
             self._done.set()
@@ -181,7 +187,7 @@ class FrameSource:
     def _read_capture_once(self) -> None:
         cap = self._open()
         if not cap.isOpened():
-            raise InputError(f"source {self.spec.name}: cannot open {self.spec.target}")
+            raise InputError(f"source {self.spec.name}: cannot open {self.spec.target} as a video")
         self.connected = True
         try:
             while not self._stop.is_set():

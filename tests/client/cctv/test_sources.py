@@ -73,3 +73,10 @@ def test_unreadable_file_in_a_folder_is_skipped_and_the_rest_still_read(media, t
     frames = _drain(FrameSource(parse_source(str(tmp_path), default_name="cam0")).start())
     assert len(frames) == 2
     assert cv2.absdiff(frames[1].image_bgr, scene.frames_bgr[2]).max() == 0
+
+
+def test_unreadable_video_file_ends_its_source_with_an_error_naming_it(tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"this is not a video")
+    source = FrameSource(parse_source(str(tmp_path / "broken.mp4"), default_name="cam0")).start()
+    assert _drain(source) == []
+    assert "broken.mp4" in source.error

@@ -22,7 +22,7 @@ from facialattr.client.cctv.track import TrackerConfig
 from facialattr.client.scorer import Scorer
 from testsupport import free_ports
 
-from facialattr.cli import main
+from facialattr.cli import EXIT_SOME_INPUTS_FAILED, main
 from facialattr.contract import CELEBA_ATTRIBUTES
 
 RESCORE_EVERY = 5
@@ -207,3 +207,13 @@ def test_watch_carries_on_through_a_server_outage_and_skips_the_unscored_faces(s
     assert summary.frames == len(long_scene.frames_bgr)
     assert summary.failed_requests == summary.requests - 1 > 0
     assert [len(v) for v in read_events(tmp_path / "ev.jsonl").values()] == [1, 1]
+
+
+def test_watch_exits_with_some_inputs_failed_when_a_source_cannot_be_read(scene, triton_server, tmp_path, caplog):
+    (tmp_path / "broken.mp4").write_bytes(b"this is not a video")
+    folder = write_folder(make_scene(n_frames=3), tmp_path / "frames")
+    code = main(["watch", "--detector", "haar", f"bad={tmp_path / 'broken.mp4'}", f"good={folder}",
+                 "--url", triton_server.config.grpc_url, "--events", str(tmp_path / "ev.jsonl"), "--no-recommendations"])
+    assert code == EXIT_SOME_INPUTS_FAILED
+    assert "broken.mp4" in caplog.text
+    assert "watched 3 frames" in caplog.text  # the readable camera was still watched to its end
