@@ -16,7 +16,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        # Importable because the launcher put its environment's site-packages first on sys.path.
+        # Importable: the launcher makes the stub's interpreter use the launching environment.
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -183,3 +183,15 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_python_backend_stub_runs_with_this_environments_numpy(triton_server):
+    """The stub must not pick up the base interpreter's numpy: built for 1.x, it corrupts outputs under 2.x."""
+    children = subprocess.run(["pgrep", "-g", str(triton_server.pid), "-f", "triton_python_backend_stub"],
+                              capture_output=True, text=True).stdout.split()
+    assert children, "no Python-backend stub found in the server's process group"
+    numpy_dir = str(Path(np.__file__).parent)
+    for pid in children:
+        mapped = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                  if "_multiarray_umath" in line}
+        assert mapped and all(path.startswith(numpy_dir) for path in mapped), mapped
