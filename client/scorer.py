@@ -275,7 +275,12 @@ class Scorer:
         """Completion callback (gRPC thread): deliver the result or schedule the retry."""
         output, status = None, None
         if error is None:
-            output = result.as_numpy(self.contract.output_name)
+            try:
+                output = result.as_numpy(self.contract.output_name)
+            except ValueError as exc:  # payload that doesn't fit its shape: must not escape the callback
+                output = None
+                error = InferenceError(f"{endpoint.url} returned a malformed {self.contract.output_name!r} tensor: {exc}")
+        if error is None:
             if output is None or output.shape != (job.size, self.contract.num_attributes):
                 shape = None if output is None else output.shape
                 error, output = InferenceError(f"{endpoint.url} returned output of shape {shape} for {job.size} images"), None
