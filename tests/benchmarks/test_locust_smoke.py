@@ -31,3 +31,11 @@ def test_locust_cctv_user_alone_sends_only_single_faces(triton_server, tmp_path)
                                 csv_prefix=tmp_path / "cctv", user_classes=("CctvUser",))
     assert [row["Name"] for row in run.rows] == ["infer 1 face", "Aggregated"]
     assert run.requests > 0 and run.failures == 0
+
+
+def test_soak_memory_probe_counts_the_server_and_its_python_backend_stub(triton_server):
+    from facialattr.benchmarks.soak import server_rss_mib
+
+    rss_mib, processes = server_rss_mib(triton_server.pid)
+    assert processes >= 2  # tritonserver + one stub per model instance
+    assert rss_mib > 10

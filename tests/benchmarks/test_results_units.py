@@ -75,3 +75,14 @@ def test_soak_section_is_replaced_in_place_and_kept_by_a_rewrite(tmp_path):
 def test_aggregate_averages_passes_and_sums_errors():
     a = Aggregate.of([_result(300, 80), _result(200, 120, errors=2)])
     assert (a.images_per_s, a.p99_ms, a.errors, len(a.passes)) == (250, 100, 2, 2)
+
+
+@pytest.mark.parametrize("samples, expected", [
+    ([(0, 500), (30, 550), (60, 560), (300, 565), (600, 570)], 10),
+    ([(0, 500), (30, 550)], float("nan")),
+])
+def test_soak_growth_is_measured_after_the_first_minute(samples, expected):
+    from facialattr.benchmarks.soak import _steady_growth
+
+    growth = _steady_growth([{"elapsed_s": t, "rss_mib": m} for t, m in samples])
+    assert growth == expected or (math.isnan(growth) and math.isnan(expected))
