@@ -116,6 +116,8 @@ def score_files(
     batch_size = max(1, min(config.batch_size or scorer.chunk_size, scorer.chunk_size))
     decode_ahead = config.decode_ahead or max(2 * batch_size, 4 * config.decode_workers)
     preprocessing = scorer.contract.preprocessing
+    # Threads, not processes: decoding scaled to 1.5x on 2 threads here, and a process pool measured slower
+    # (about 300 vs 570 images/s, median of 4 alternating runs on the placeholder model).
     pool = concurrent.futures.ThreadPoolExecutor(config.decode_workers, thread_name_prefix="facialattr-decode")
     chunk = max(1, min(config.decode_chunk, batch_size))
     decoding: deque[tuple[list[str], concurrent.futures.Future]] = deque()
