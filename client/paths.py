@@ -1,7 +1,8 @@
 """Lazy, deterministic enumeration of the image files under the paths a user gives.
 
-Directories are walked one at a time (each listing sorted, so a resumed run
-meets files in the same order) and never materialised whole. Symbolic links
+Directories are walked one at a time, each listed in name order (streamed in the
+file system's order when it holds more than ``SORTED_LISTING_LIMIT`` entries), so
+memory does not grow with the number of files. Symbolic links
 are followed only while they stay inside the given roots, unless the caller
 allows otherwise; directory cycles are cut. Each file is yielded once. What the
 walk will not read (a link leading outside, a folder it cannot list) is still
@@ -10,12 +11,17 @@ yielded, as a :class:`RefusedPath`, so the output accounts for it as an error ro
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
+
+# Folders up to this many entries are listed in name order (about 25 MB of entries at most);
+# bigger ones are streamed in the file system's order, so memory stays bounded.
+SORTED_LISTING_LIMIT = 100_000
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 
@@ -84,14 +90,31 @@ def _inside(real: str, roots: list[str]) -> bool:
     return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
+def _entries(directory: str) -> Iterable[os.DirEntry]:
+    """A folder's entries, sorted by name; a huge folder is streamed in directory order instead."""
+    with os.scandir(directory) as it:
+        head = list(itertools.islice(it, SORTED_LISTING_LIMIT))
+        if len(head) < SORTED_LISTING_LIMIT:
+            return sorted(head, key=lambda e: e.name)
+    return _stream(directory)
+
+
+def _stream(directory: str) -> Iterator[os.DirEntry]:
+    # Rescanned rather than kept open: the first pass only learned that the folder is huge.
+    try:
+        with os.scandir(directory) as it:
+            yield from it
+    except OSError as exc:
+        log.error("listing %s failed part-way: %s; files after that point are not scored", directory, exc)
+
+
 def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *, recursive: bool, follow_symlinks: bool) -> Iterator[str]:
     visited_dirs = {os.path.realpath(top)}
     stack = [top]
     while stack:
         directory = stack.pop()
         try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            entries = _entries(directory)
         except OSError as exc:
             # An error row, so the output accounts for what could not be looked at (e.g. a path over PATH_MAX).
             log.warning("cannot list %s: %s", directory, exc.strerror or exc)

@@ -88,3 +88,12 @@ def test_a_folder_that_cannot_be_listed_becomes_a_refused_path(tmp_path):
     assert [os.path.basename(p) for p in walked if p not in refused] == ["b.jpg"]
     assert len(refused) == 1 and deep.startswith(refused[0]) and len(refused[0]) > os.pathconf("/", "PC_PATH_MAX")
     assert refused[0].kind == "unreadable" and "too long" in refused[0].reason
+
+
+def test_a_folder_larger_than_the_sorting_limit_is_streamed_whole(tmp_path, monkeypatch):
+    from facialattr.client import paths
+
+    for i in range(7):
+        _touch(tmp_path / f"{i}.jpg")
+    monkeypatch.setattr(paths, "SORTED_LISTING_LIMIT", 3)
+    assert sorted(os.path.basename(p) for p in iter_inputs([tmp_path])) == [f"{i}.jpg" for i in range(7)]
