@@ -2,7 +2,7 @@
 
 Runs under the system Python (``/usr/bin/python3``) with GStreamer's RTSP server
 bindings (Debian: python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
-gstreamer1.0-plugins-good gstreamer1.0-plugins-bad). Usage:
+gstreamer1.0-plugins-good). Usage:
 ``rtsp_server.py PORT VIDEO.avi``; serves rtsp://127.0.0.1:PORT/cam and prints
 ``ready`` once listening.
 """

@@ -4,7 +4,7 @@ The server is restarted mid-stream: the watcher must notice, reconnect with
 backoff and carry on; Ctrl-C (SIGINT) then stops it cleanly with a summary.
 A live stream that ends for good stops the watcher after --give-up-after-s.
 Needs the Debian packages python3-gi gir1.2-gst-rtsp-server-1.0
-gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad.
+gstreamer1.0-plugins-base gstreamer1.0-plugins-good.
 """
 
 import json
