@@ -22,9 +22,11 @@ def train_end_to_end(train_split, val_split, run_dir: Path, config) -> dict:
     from facialattr.training.model import build_model
     from facialattr.training.pipeline import image_dataset
     from facialattr.training.report import finish_run
-    from facialattr.training.train import fit_phases, model_spec
+    from facialattr.training.train import fit_phases, init_from_images, model_spec
 
     model = build_model(model_spec(config))
+    if config.weights is None:
+        init_from_images(model, train_split, config)
     size_hw = model.spec.size_hw
 
     def set_trainable(trainable: bool) -> None:

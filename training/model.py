@@ -101,5 +101,22 @@ def build_model(spec: ModelSpec) -> AttributeModel:
     return model
 
 
+def init_batchnorm_from_data(model: AttributeModel, images) -> None:
+    """Set every BatchNorm's statistics from one batch, for randomly initialised backbones.
+
+    Untrained statistics are (0, 1) while a random MobileNetV2's activations shrink
+    layer by layer, so in inference mode its output is a constant. One forward pass
+    in training mode with momentum 0 (data-dependent initialisation) fixes that.
+    """
+    layers = [layer for layer in model.lower.get_layer("backbone_lower").layers + model.upper.layers
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [(layer.trainable, layer.momentum) for layer in layers]
+    for layer in layers:
+        layer.trainable, layer.momentum = True, 0.0
+    model.full(images, training=True)
+    for layer, (trainable, momentum) in zip(layers, saved, strict=True):
+        layer.trainable, layer.momentum = trainable, momentum
+
+
 def split_shape(model: AttributeModel) -> tuple[int, ...]:
     return tuple(int(d) for d in model.trainer.input.shape[1:])

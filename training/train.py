@@ -66,6 +66,8 @@ def _train_cached(train_split, val_split, run_dir: Path, config: TrainConfig) ->
     from facialattr.training.report import finish_run
 
     model = build_model(model_spec(config))
+    if config.weights is None:
+        init_from_images(model, train_split, config)
     cache_dir = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
     _sync_lower_weights(model, cache_dir)
     t0 = time.monotonic()
@@ -87,6 +89,15 @@ def _train_cached(train_split, val_split, run_dir: Path, config: TrainConfig) ->
     max_diff = verify_assembly(model, val_split, val_features, val_scores)
     timings.update(cache_build_s=round(cache_s, 1), assembled_vs_cached_max_abs_diff=max_diff)
     return finish_run(run_dir, model.full, config, train_split, val_split, val_scores, timings)
+
+
+def init_from_images(model, train_split, config: TrainConfig, *, n: int = 64) -> None:
+    """Data-dependent BatchNorm initialisation for a randomly initialised backbone."""
+    from facialattr.training.model import init_batchnorm_from_data
+    from facialattr.training.pipeline import image_dataset
+
+    images = next(iter(image_dataset(train_split.paths[:n], model.spec.size_hw, batch_size=n)))
+    init_batchnorm_from_data(model, images)
 
 
 def _sync_lower_weights(model, cache_dir: Path) -> None:
@@ -118,6 +129,7 @@ def fit_phases(trainer, set_upper_trainable, make_data, predict_val, val_split, 
                 "mean_balanced_accuracy": float(calibrated["balanced_accuracy"].mean())}
 
     timings: dict = {}
+    finished: list[tuple[float, str, object]] = []
     phases = (("head", config.head_epochs, config.head_lr, False),
               ("finetune", config.finetune_epochs, config.finetune_lr, True))
     for name, epochs, lr, upper in phases:
@@ -132,15 +144,20 @@ def fit_phases(trainer, set_upper_trainable, make_data, predict_val, val_split, 
         state = phase.read()
         if state.get("stopped") or state["epoch"] + 1 >= epochs:
             log.info("phase %s already finished; loading its best weights", name)
-            trainer.load_weights(phase.best)
-            continue
-        start = phase.restore(trainer)
-        callback = ResumableEpochs(phase, score, monitor=config.monitor, patience=config.patience)
-        t0 = time.monotonic()
-        trainer.fit(data, epochs=epochs, initial_epoch=start, verbose=2, callbacks=[
-            callback, keras.callbacks.CSVLogger(str(run_dir / f"history_{name}.csv"), append=True)])
-        timings[f"{name}_s_per_epoch"] = round((time.monotonic() - t0) / max(epochs - start, 1), 1)
+        else:
+            start = phase.restore(trainer)
+            callback = ResumableEpochs(phase, score, monitor=config.monitor, patience=config.patience)
+            t0 = time.monotonic()
+            trainer.fit(data, epochs=epochs, initial_epoch=start, verbose=2, callbacks=[
+                callback, keras.callbacks.CSVLogger(str(run_dir / f"history_{name}.csv"), append=True)])
+            timings[f"{name}_s_per_epoch"] = round((time.monotonic() - t0) / max(epochs - start, 1), 1)
         trainer.load_weights(phase.best)
+        finished.append((phase.read()["best"], name, phase))
+    best, name, phase = max(finished, key=lambda f: f[0])
+    if name != finished[-1][1]:  # fine-tuning did not help: ship the head-only weights
+        log.info("phase %s scored best (val %s %.4f); using its weights", name, config.monitor, best)
+        trainer.load_weights(phase.best)
+    timings["chosen_phase"] = name
     return timings
 
 

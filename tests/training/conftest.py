@@ -2,7 +2,7 @@
 
 Each 178x218 JPEG is grey noise; a bright band across the top of the face crop
 means ``Bangs``, a red tint means ``Male``, a dark bottom band means ``Goatee``.
-Every other attribute is random, so a model can learn exactly three of them.
+Every other attribute is a noisy copy of one of those three.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ def make_celeba(root: Path, *, n_train: int = 96, n_val: int = 48, seed: int = 0
     rng = np.random.default_rng(seed)
     (root / "img_align_celeba").mkdir(parents=True, exist_ok=True)
     n = n_train + n_val
-    labels = (rng.random((n, len(CELEBA_ATTRIBUTES))) < 0.3).astype(int)
+    # The learnable three are drawn; every other attribute copies one of them with 10 % of
+    # its labels flipped, so validation means reflect learning rather than 37 coin flips.
+    drawn = (rng.random((n, len(LEARNABLE))) < 0.4).astype(int)
+    source = [LEARNABLE.index(a) if a in LEARNABLE else i % len(LEARNABLE) for i, a in enumerate(CELEBA_ATTRIBUTES)]
+    flips = (rng.random((n, len(CELEBA_ATTRIBUTES))) < 0.1) & ~np.isin(CELEBA_ATTRIBUTES, LEARNABLE)
+    labels = drawn[:, source] ^ flips.astype(int)
     files = [f"{i + 1:06d}.jpg" for i in range(n)]
     for i, name in enumerate(files):
         _image(labels[i], rng).save(root / "img_align_celeba" / name, quality=92)
