@@ -28,6 +28,8 @@ def register(subparsers) -> None:
                    help="deadline of one inference request (default: %(default)s)")
     p.add_argument("--max-in-flight", type=int, default=4, help="concurrent requests (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="decode threads (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per request (default: the server's max_batch_size; larger values are capped to it)")
     p.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                    help="stop (resumable) when the server stays unreachable this long (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,8 +52,8 @@ def _score(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     log = logging.getLogger("facialattr.score")
-    if args.workers < 1 or args.max_in_flight < 1:
-        raise InputError("--workers and --max-in-flight must be at least 1")
+    if args.workers < 1 or args.max_in_flight < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise InputError("--workers, --max-in-flight and --batch-size must be at least 1")
     retry = RetryPolicy(give_up_after_s=args.give_up_after)
     scorer = Scorer(args.urls or [DEFAULT_URL], timeout_s=args.timeout_s, max_in_flight=args.max_in_flight,
                     retry=retry, connect_timeout_s=args.give_up_after)
@@ -59,7 +61,7 @@ def _score(args: argparse.Namespace) -> int:
         summary = score_paths(
             args.paths, out=args.out, recursive=args.recursive, resume=args.resume, overwrite=args.overwrite,
             follow_symlinks=args.follow_symlinks, progress=not args.no_progress,
-            engine=EngineConfig(decode_workers=args.workers), scorer=scorer,
+            engine=EngineConfig(decode_workers=args.workers, batch_size=args.batch_size), scorer=scorer,
         )
     except ServerUnavailableError as exc:
         log.error("%s", exc)

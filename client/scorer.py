@@ -263,13 +263,22 @@ class Scorer:
         try:
             endpoint.client.async_infer(
                 self.model_name, job.inputs,
-                lambda result, error: self._finish(job, endpoint, started, result, error),
+                lambda result, error: self._finish_safely(job, endpoint, started, result, error),
                 model_version=self.model_version,
                 outputs=[grpcclient.InferRequestedOutput(self.contract.output_name)],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
             self._finish(job, endpoint, started, None, exc)
+
+    def _finish_safely(self, job: _Job, endpoint: Endpoint, started: float, result, error) -> None:
+        """An exception escaping a gRPC callback is lost, and the job's caller would wait forever."""
+        try:
+            self._finish(job, endpoint, started, result, error)
+        except BaseException as exc:
+            log.exception("completing a request from %s failed", endpoint.url)
+            if not job.future.done():
+                job.future.set_exception(InferenceError(f"{endpoint.url}: completing the request failed: {exc!r}"))
 
     def _finish(self, job: _Job, endpoint: Endpoint, started: float, result, error) -> None:
         """Completion callback (gRPC thread): deliver the result or schedule the retry."""
