@@ -40,12 +40,15 @@ def _start_server(model_repository: Path):
     return EmbeddedTriton(ServerConfig(model_repository, http_port=http, grpc_port=grpc, metrics_port=metrics)).start()
 
 
-def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, rescore_every: int) -> dict:
+def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, rescore_every: int,
+                parallel: bool = True) -> dict:
     sources = [FrameSource(parse_source(f"cam{i}={video}", default_name=f"cam{i}")) for i in range(n_streams)]
     config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=rescore_every), log_interval_s=3600)
     before = server_batch_counts(url)
     with Scorer(url) as scorer:
-        watcher = Watcher(sources, lambda: make_detector(detector_name), scorer, config=config)
+        # A factory: one detector per camera, detected in parallel; an instance: shared, one camera after another.
+        detector = (lambda: make_detector(detector_name)) if parallel else make_detector(detector_name)
+        watcher = Watcher(sources, detector, scorer, config=config)
         start = time.perf_counter()
         summary = watcher.run()
         elapsed = time.perf_counter() - start
@@ -71,7 +74,7 @@ def print_table(rows: list[dict]) -> None:
               f"{r['scored_per_s']:.1f} | {r['requests']} | {r['request_batch']:.1f} | {r['server_batch']:.1f} | "
               f"{formed} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} |")
     base = rows[0]["frames_per_s"]
-    print("\nframes/s relative to 1 stream: " + ", ".join(f"{r['streams']}: {r['frames_per_s'] / base:.2f}x" for r in rows))
+    print(f"\nframes/s relative to {rows[0]['streams']} stream(s): " + ", ".join(f"{r['streams']}: {r['frames_per_s'] / base:.2f}x" for r in rows))
 
 
 def main() -> None:
@@ -82,6 +85,8 @@ def main() -> None:
     parser.add_argument("--size", default="320x240", help="frame size WxH")
     parser.add_argument("--detector", default=DEFAULT_DETECTOR)
     parser.add_argument("--rescore-every", type=int, default=5)
+    parser.add_argument("--compare-sequential", action="store_true",
+                        help="also run each multi-stream case with one shared detector, side by side")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     w, h = (int(v) for v in args.size.split("x"))
@@ -99,11 +104,22 @@ def main() -> None:
         try:
             url = server.config.grpc_url
             run_streams(video, 1, url=url, detector_name=args.detector, rescore_every=args.rescore_every)  # warm-up
-            rows = [run_streams(video, n, url=url, detector_name=args.detector, rescore_every=args.rescore_every)
-                    for n in args.streams]
+            rows, sequential = [], []
+            for n in args.streams:
+                rows.append(run_streams(video, n, url=url, detector_name=args.detector, rescore_every=args.rescore_every))
+                if args.compare_sequential and n > 1:
+                    sequential.append(run_streams(video, n, url=url, detector_name=args.detector,
+                                                  rescore_every=args.rescore_every, parallel=False))
         finally:
             server.stop()
+    print("\nCameras of a round detected in parallel threads (one detector each):")
     print_table(rows)
+    if sequential:
+        print("\nSame, one shared detector, cameras one after another:")
+        print_table(sequential)
+        by_n = {r["streams"]: r for r in rows}
+        print("\nparallel / sequential frames/s: " + ", ".join(
+            f"{r['streams']} streams: {by_n[r['streams']]['frames_per_s'] / r['frames_per_s']:.2f}x" for r in sequential))
 
 
 if __name__ == "__main__":
