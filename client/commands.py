@@ -21,8 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--url", action="append", dest="urls", metavar="HOST:PORT",
                    help=f"Triton gRPC endpoint; repeat for several (default: {DEFAULT_URL})")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into subfolders")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run: score only inputs not in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue an interrupted run: score only inputs not in --out")
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--follow-symlinks", action="store_true", help="also follow links that lead outside the given folders")
     p.add_argument("--timeout", type=float, default=30.0, dest="timeout_s", metavar="SECONDS",
                    help="deadline of one inference request (default: %(default)s)")
