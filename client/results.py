@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 TOP_K = 10
-PARQUET_ROWS_PER_GROUP = 50_000
+# Rows per Parquet row group; also bounds the Python row objects held while converting (~60 MB).
+PARQUET_ROWS_PER_GROUP = 10_000
 
 
 def output_format(out: Path) -> str:
