@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from facialattr.benchmarks.cpu import CpuMeter
 
 from facialattr.errors import FacialAttrError
 
@@ -34,9 +35,18 @@ class Throughput:
     batch_size: int | None = None
     extrapolated: bool = False
     note: str = ""
+    cpu_s: float | None = None  # CPU seconds of everything involved (this process, children, local server)
+
+    @property
+    def images_per_cpu_s(self) -> float | None:
+        return self.images / self.cpu_s if self.cpu_s else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "images_per_cpu_s": self.images_per_cpu_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Throughput:
+        return cls(**{k: v for k, v in d.items() if k != "images_per_cpu_s"})
 
 
 def ort_session(onnx_path: Path, *, threads: int):
@@ -54,16 +64,16 @@ def ort_throughput(session, images: np.ndarray, batch_size: int, *, duration_s: 
     """Images/s of one ONNX Runtime session at one batch size (after one warm-up batch)."""
     input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
     session.run([output_name], {input_name: images[:batch_size]})
-    done, cursor, start = 0, 0, time.perf_counter()
+    done, cursor, start, cpu_start = 0, 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < duration_s:
         idx = np.arange(cursor, cursor + batch_size) % len(images)
         cursor = (cursor + batch_size) % len(images)
         session.run([output_name], {input_name: images[idx]})
         done += batch_size
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     log.info("ONNX Runtime in-process batch %d: %.1f images/s", batch_size, done / elapsed)
     return Throughput(f"onnxruntime in-process, batch {batch_size}", done, elapsed, done / elapsed,
-                      batch_size=batch_size)
+                      batch_size=batch_size, cpu_s=cpu_s)
 
 
 def ort_in_process(onnx_path: Path, images: np.ndarray, batch_sizes: list[int], *, threads: int,
@@ -91,34 +101,36 @@ def keras_predict_loop(keras_path: Path, files: list[Path], *, size: int, batch_
     log.info("Keras predict loop: %.1f images/s", out["images_per_s"])
     return Throughput("Keras model.predict over tf.data (decode included)", out["images"], out["seconds"],
                       out["images_per_s"], batch_size=batch_size,
-                      note=f"model load {out['model_load_s']:.1f} s not counted")
+                      note=f"model load {out['model_load_s']:.1f} s not counted", cpu_s=out["cpu_s"])
 
 
 def per_image_process(keras_path: Path, files: list[Path], *, size: int, sample: int = 5,
                       extrapolate_to: int, timeout_s: float = 300) -> Throughput:
     """Wall time of one fresh process per image over ``sample`` images, extrapolated to ``extrapolate_to``."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), CpuMeter().read()
     for f in files[:sample]:
         _run_json(["one-image", "--model", str(keras_path), "--image", str(f), "--size", str(size)],
                   timeout_s=timeout_s)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_s = time.perf_counter() - start, CpuMeter().read() - cpu_start
     per_image_s = elapsed / sample
     log.info("one process per image: %.2f s per image", per_image_s)
     return Throughput("one process per image (seed's run.py way)", extrapolate_to, per_image_s * extrapolate_to,
-                      1.0 / per_image_s, batch_size=1, extrapolated=True,
+                      1.0 / per_image_s, batch_size=1, extrapolated=True, cpu_s=cpu_s / sample * extrapolate_to,
                       note=f"measured on {sample} images ({per_image_s:.2f} s each), extrapolated to {extrapolate_to}")
 
 
-def bulk_scoring(url: str, files: list[Path], *, batch_size: int | None = None) -> Throughput:
+def bulk_scoring(url: str, files: list[Path], *, batch_size: int | None = None,
+                 server_pid: int | None = None) -> Throughput:
     """The product's bulk path (client.batching.score_files, its defaults): decode overlaps inference."""
     from facialattr.client.batching import EngineConfig, EngineTimings, score_files
     from facialattr.client.scorer import Scorer
 
     timings = EngineTimings()
+    meter = CpuMeter(server_pid)
     with Scorer(url) as scorer:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), meter.read()
         results = list(score_files(files, scorer, config=EngineConfig(batch_size=batch_size), timings=timings))
-        elapsed = time.perf_counter() - start
+        elapsed, cpu_s = time.perf_counter() - start, meter.read() - cpu_start
     failed = [r for r in results if not r.ok]
     if failed:
         raise FacialAttrError(f"bulk scoring failed on {len(failed)} images, e.g. {failed[0].error}")
@@ -126,4 +138,5 @@ def bulk_scoring(url: str, files: list[Path], *, batch_size: int | None = None) 
     log.info("bulk scoring through Triton: %.1f images/s", len(results) / elapsed)
     return Throughput("facialattr bulk scoring via Triton (decode included)", len(results), elapsed,
                       len(results) / elapsed, batch_size=max(timings.batch_sizes, default=None),
-                      note=f"client.batching.score_files defaults; batches sent: {sizes}")
+                      note=f"client.batching.score_files defaults; batches sent: {sizes}",
+                      cpu_s=cpu_s if server_pid is not None else None)

@@ -47,11 +47,11 @@ def predict_loop(model_path: Path, files: list[str], *, size: int, batch_size: i
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     model.predict(dataset().take(2), verbose=0)  # builds the predict function; not timed
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     probabilities = model.predict(dataset(), verbose=0)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     return {"images": len(probabilities), "seconds": elapsed, "images_per_s": len(probabilities) / elapsed,
-            "batch_size": batch_size, "model_load_s": load_s}
+            "batch_size": batch_size, "model_load_s": load_s, "cpu_s": cpu_s}
 
 
 def one_image(model_path: Path, image: str, *, size: int) -> dict:

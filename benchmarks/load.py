@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from facialattr.benchmarks import serverstats
+from facialattr.benchmarks.cpu import CpuMeter
 
 from facialattr import MODEL_NAME
 from facialattr.contract import INPUT_NAME, OUTPUT_NAME
@@ -45,10 +46,17 @@ class LoadResult:
     p99_ms: float
     mean_ms: float
     server: serverstats.ServerStats | None
+    # CPU seconds of the load generator + the server's process tree in the window (None: server not local)
+    cpu_s: float | None = None
+
+    @property
+    def images_per_cpu_s(self) -> float | None:
+        return self.requests * self.batch_size / self.cpu_s if self.cpu_s else None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["server"] = self.server.to_dict() if self.server else None
+        d["images_per_cpu_s"] = self.images_per_cpu_s
         return d
 
 
@@ -99,8 +107,12 @@ class _Worker(threading.Thread):
             client.close()
 
 
-def run_load(url: str, images: np.ndarray, spec: LoadSpec, *, model_name: str = MODEL_NAME) -> LoadResult:
-    """Drive ``spec.concurrency`` closed-loop clients for warm-up + duration; measure the window after warm-up."""
+def run_load(url: str, images: np.ndarray, spec: LoadSpec, *, model_name: str = MODEL_NAME,
+             server_pid: int | None = None) -> LoadResult:
+    """Drive ``spec.concurrency`` closed-loop clients for warm-up + duration; measure the window after warm-up.
+
+    With ``server_pid`` (a local server) the CPU time of client + server in the window is recorded too.
+    """
     import tritonclient.grpc as grpcclient
 
     if len(images) < spec.batch_size:
@@ -115,9 +127,12 @@ def run_load(url: str, images: np.ndarray, spec: LoadSpec, *, model_name: str = 
         for w in workers:
             w.start()
         time.sleep(max(0.0, window_start - time.perf_counter()))
+        meter = CpuMeter(server_pid)
+        cpu_before = meter.read()
         before = serverstats.snapshot(stats_client, model_name)
         time.sleep(max(0.0, window_end - time.perf_counter()))
         after = serverstats.snapshot(stats_client, model_name)
+        cpu_s = meter.read() - cpu_before
         for w in workers:
             w.join(spec.timeout_s + 5)
     latencies = [lat for w in workers for end, lat in w.done if window_start <= end <= window_end]
@@ -132,6 +147,7 @@ def run_load(url: str, images: np.ndarray, spec: LoadSpec, *, model_name: str = 
         images_per_s=len(latencies) * spec.batch_size / spec.duration_s,
         p50_ms=p50, p95_ms=p95, p99_ms=p99, mean_ms=mean,
         server=serverstats.difference(before, after),
+        cpu_s=cpu_s if server_pid is not None else None,
     )
     log.info("batch %3d x %2d clients: %7.1f images/s, p50 %.1f ms, p99 %.1f ms, formed batch %.1f, errors %d",
              spec.batch_size, spec.concurrency, result.images_per_s, p50, p99,

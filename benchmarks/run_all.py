@@ -87,11 +87,12 @@ def measure_serving(repo: Path, frames, files, args, *, onnx_path: Path, paired_
     concurrencies = [1, USERS] if quick else [1, 4, USERS]
     with serve_with(repo, best.settings) as server:
         url = server.config.grpc_url
-        out["sweep"] = [p.to_dict() for p in run_sweep(url, frames, batch_sizes=batch_sizes,
+        out["sweep"] = [p.to_dict() for p in run_sweep(url, frames, batch_sizes=batch_sizes, server_pid=server.pid,
                                                         concurrencies=concurrencies, duration_s=args.duration_s)]
         out["paired"] = paired.paired_rounds(onnx_path, url, frames, batch_size=paired_batch, users=USERS,
-                                             threads=2, rounds=2 if quick else 3, duration_s=args.duration_s)
-        out["bulk"] = baselines.bulk_scoring(url, files).to_dict()
+                                             threads=2, server_pid=server.pid, rounds=2 if quick else 3,
+                                             duration_s=args.duration_s)
+        out["bulk"] = baselines.bulk_scoring(url, files, server_pid=server.pid).to_dict()
         if args.locust_s:
             run = locust_run.run_locust(url, users=USERS, run_time_s=args.locust_s, csv_prefix=args.out / "locust",
                                         html=args.out / "locust.html", user_classes=("CctvUser",))
@@ -120,42 +121,59 @@ def other_size(size: int, settings: dict[str, Any], folder: Path, limit: int, du
     chosen = ServingSettings(**{k: settings[k] for k in ("instances", "intra_op_threads", "max_queue_delay_us")})
     with serve_with(extra.repository, chosen) as server:
         url = server.config.grpc_url
-        bulk = run_load(url, frames, LoadSpec(batch_size=64, concurrency=2, duration_s=duration_s))
-        users = run_load(url, frames, LoadSpec(batch_size=1, concurrency=USERS, duration_s=duration_s))
-    return {"size": size, "ort_best": best.images_per_s, "triton_bulk": bulk.images_per_s, "users": users.to_dict()}
+        bulk = run_load(url, frames, LoadSpec(batch_size=64, concurrency=2, duration_s=duration_s), server_pid=server.pid)
+        users = run_load(url, frames, LoadSpec(batch_size=1, concurrency=USERS, duration_s=duration_s),
+                         server_pid=server.pid)
+    return {"size": size, "ort_best": best.images_per_s, "triton_bulk": bulk.images_per_s, "users": users.to_dict(),
+            "ort_best_per_cpu_s": best.images_per_cpu_s, "triton_bulk_per_cpu_s": bulk.images_per_cpu_s}
+
+
+def _verdict(value: float | None, threshold: float) -> bool | None:
+    return None if value is None else value >= threshold
 
 
 def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its wall-clock ratio and, where it applies, its images-per-CPU-second ratio."""
     pr = data["paired"]
     rounds = pr["rounds"]
     n, b = len(rounds), pr["batch_size"]
 
-    def each(values) -> str:
-        return ", ".join(f"{v:.2f}" for v in values)
+    def each(key: str) -> str:
+        return ", ".join("–" if r[key] is None else f"{r[key]:.2f}" for r in rounds)
+
+    def ratio_text(value: float | None, key: str) -> str:
+        return "–" if value is None else f"{value:.2f} (median of {n} alternating rounds: {each(key)})"
 
     result = [{
-        "name": f"embedded Triton (batches of {b}, 2 clients) / in-process ONNX Runtime (batches of {b}), "
-                "pre-decoded",
-        "measured": f"{pr['median_bulk_over_ort']:.2f} (median of {n} alternating rounds: "
-                    f"{each(r['bulk_over_ort'] for r in rounds)})",
-        "target": "≥ 0.90", "passed": pr["median_bulk_over_ort"] >= 0.9,
+        "name": f"embedded Triton (batches of {b}, 2 clients) / in-process ONNX Runtime (batches of {b}), pre-decoded",
+        "wall": ratio_text(pr["median_bulk_over_ort"], "bulk_over_ort"),
+        "cpu": ratio_text(pr["median_bulk_over_ort_cpu"], "bulk_over_ort_cpu"),
+        "target": "≥ 0.90", "passed_wall": pr["median_bulk_over_ort"] >= 0.9,
+        "passed_cpu": _verdict(pr["median_bulk_over_ort_cpu"], 0.9),
     }]
     keras = next((x for x in data["baselines"] if x["name"].startswith("Keras")), None)
     if keras:
-        ratio = data["bulk"]["images_per_s"] / keras["images_per_s"]
+        bulk = data["bulk"]
+        wall = bulk["images_per_s"] / keras["images_per_s"]
+        cpu = (bulk["images_per_cpu_s"] / keras["images_per_cpu_s"]
+               if bulk.get("images_per_cpu_s") and keras.get("images_per_cpu_s") else None)
         result.append({"name": "bulk scoring from JPEGs via Triton / Keras predict over tf.data (same JPEGs)",
-                       "measured": f"{ratio:.1f}x ({data['bulk']['images_per_s']:.0f} vs {keras['images_per_s']:.1f} images/s)",
-                       "target": "≥ 3x", "passed": ratio >= 3})
+                       "wall": f"{wall:.1f}x ({bulk['images_per_s']:.0f} vs {keras['images_per_s']:.1f} images/s)",
+                       "cpu": "–" if cpu is None else f"{cpu:.1f}x ({bulk['images_per_cpu_s']:.0f} vs "
+                                                      f"{keras['images_per_cpu_s']:.1f} images per CPU-s)",
+                       "target": "≥ 3x", "passed_wall": wall >= 3, "passed_cpu": _verdict(cpu, 3)})
     result.append({
         "name": f"{USERS} concurrent single-face users (dynamic batching) / offline batches of {b} on the same server",
-        "measured": f"{pr['median_users_over_bulk']:.2f} (median of {n} rounds: "
-                    f"{each(r['users_over_bulk'] for r in rounds)})",
-        "target": "≥ 0.80", "passed": pr["median_users_over_bulk"] >= 0.8,
+        "wall": ratio_text(pr["median_users_over_bulk"], "users_over_bulk"),
+        "cpu": ratio_text(pr["median_users_over_bulk_cpu"], "users_over_bulk_cpu"),
+        "target": "≥ 0.80", "passed_wall": pr["median_users_over_bulk"] >= 0.8,
+        "passed_cpu": _verdict(pr["median_users_over_bulk_cpu"], 0.8),
     })
+    p99s = ", ".join(f"{r['users']['p99_ms']:.0f}" for r in rounds)
     result.append({"name": f"p99 latency at {USERS} concurrent single-face users",
-                   "measured": f"{pr['median_users_p99_ms']:.0f} ms median of {n} rounds "
-                               f"({each(r['users']['p99_ms'] for r in rounds)} ms)",
-                   "target": f"≤ {P99_BUDGET_MS:g} ms", "passed": pr["median_users_p99_ms"] <= P99_BUDGET_MS})
+                   "wall": f"{pr['median_users_p99_ms']:.0f} ms (median of {n} rounds: {p99s} ms)", "cpu": "–",
+                   "target": f"≤ {P99_BUDGET_MS:g} ms", "passed_wall": pr["median_users_p99_ms"] <= P99_BUDGET_MS,
+                   "passed_cpu": None})
     return result
 
 
@@ -193,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     data.update(measure_serving(repo, frames, files, args, onnx_path=entry.onnx_path(),
                                 paired_batch=ort_best([r for r in ort if r.batch_size >= 8] or ort).batch_size))
     data["other_sizes"] = [other_size(s, data["chosen"], args.images, args.limit, args.duration_s) for s in extra_sizes]
-    table = [ort_best(ort), baselines.Throughput(**data["bulk"])]
+    table = [ort_best(ort), baselines.Throughput.from_dict(data["bulk"])]
     if keras_path:
         size = contract.preprocessing.size_hw[0]
         table.append(baselines.keras_predict_loop(keras_path, files, size=size))
@@ -209,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     draw(data, args.out)
     report.write_results_md(data, args.results_md)
     for t in data["targets"]:
-        print(f"{'PASS' if t['passed'] else 'FAIL'}  {t['name']}: {t['measured']} (required {t['target']})")
+        print(f"{report.verdict(t['passed_wall'])} / {report.verdict(t['passed_cpu'])}  {t['name']}: "
+              f"{t['wall']}; per CPU-s {t['cpu']} (required {t['target']})")
     print(f"wrote {args.results_md} and {args.out}/")
     return 0
 

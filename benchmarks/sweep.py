@@ -91,7 +91,8 @@ def serve_with(source: Path, settings: ServingSettings) -> Iterator[Any]:
 
 
 def run_sweep(url: str, images: np.ndarray, *, batch_sizes: list[int], concurrencies: list[int],
-              duration_s: float, warmup_s: float = 1.0, max_batch_size: int | None = None) -> list[LoadResult]:
+              duration_s: float, warmup_s: float = 1.0, max_batch_size: int | None = None,
+              server_pid: int | None = None) -> list[LoadResult]:
     results = []
     for batch_size in batch_sizes:
         if max_batch_size and batch_size > max_batch_size:
@@ -99,7 +100,7 @@ def run_sweep(url: str, images: np.ndarray, *, batch_sizes: list[int], concurren
             continue
         for concurrency in concurrencies:
             spec = LoadSpec(batch_size=batch_size, concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s)
-            results.append(run_load(url, images, spec))
+            results.append(run_load(url, images, spec, server_pid=server_pid))
     return results
 
 
@@ -113,6 +114,7 @@ class Aggregate:
     errors: int
     mean_formed_batch: float
     passes: tuple[LoadResult, ...]
+    images_per_cpu_s: float | None = None
 
     @classmethod
     def of(cls, passes: list[LoadResult]) -> Aggregate:
@@ -123,11 +125,14 @@ class Aggregate:
             errors=sum(p.errors for p in passes),
             mean_formed_batch=float(np.mean([p.server.mean_formed_batch if p.server else 0.0 for p in passes])),
             passes=tuple(passes),
+            images_per_cpu_s=float(np.mean(per_cpu)) if (per_cpu := [p.images_per_cpu_s for p in passes
+                                                                     if p.images_per_cpu_s]) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {"images_per_s": self.images_per_s, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
                 "errors": self.errors, "server": {"mean_formed_batch": self.mean_formed_batch},
+                "images_per_cpu_s": self.images_per_cpu_s,
                 "passes": [p.to_dict() for p in self.passes]}
 
 
@@ -151,13 +156,14 @@ def trial(source: Path, images: np.ndarray, candidates: list[ServingSettings], *
     """
     measured: dict[ServingSettings, tuple[list[LoadResult], list[LoadResult]]] = {s: ([], []) for s in candidates}
     with contextlib.ExitStack() as stack:
-        urls = {s: stack.enter_context(serve_with(source, s)).config.grpc_url for s in candidates}
+        servers = {s: stack.enter_context(serve_with(source, s)) for s in candidates}
         for i in range(passes):
             order = candidates if i % 2 == 0 else candidates[::-1]
             for settings in order:
                 log.info("trial pass %d/%d: %s", i + 1, passes, settings.label)
-                measured[settings][0].append(run_load(urls[settings], images, bulk))
-                measured[settings][1].append(run_load(urls[settings], images, users))
+                url, pid = servers[settings].config.grpc_url, servers[settings].pid
+                measured[settings][0].append(run_load(url, images, bulk, server_pid=pid))
+                measured[settings][1].append(run_load(url, images, users, server_pid=pid))
     return [TrialResult(s, Aggregate.of(b), Aggregate.of(u)) for s, (b, u) in measured.items()]
 
 
@@ -204,16 +210,18 @@ def sweep_command(*, url: str | None, model_repository: Path, images_dir: Path |
 
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        settings = None
+        settings, pid = None, None
         if url is None:
             entry = repository.load_model(model_repository)
             settings = dataclasses.replace(settings_of(entry.config),
                                            **{k: v for k, v in overrides.items() if v is not None})
-            url = stack.enter_context(serve_with(model_repository, settings)).config.grpc_url
+            server = stack.enter_context(serve_with(model_repository, settings))
+            url, pid = server.config.grpc_url, server.pid
         contract = server_contract(url)
         frames = images.benchmark_images(images_dir, contract.preprocessing, limit=limit)
         points = run_sweep(url, frames, batch_sizes=batch_sizes, concurrencies=concurrencies,
-                           duration_s=duration_s, warmup_s=warmup_s, max_batch_size=contract.max_batch_size)
+                           duration_s=duration_s, warmup_s=warmup_s, max_batch_size=contract.max_batch_size,
+                           server_pid=pid)
     data = {
         "machine": report.machine_info(),
         "model": report.model_info(contract),

@@ -34,6 +34,7 @@ def test_quick_run_writes_results_md_with_targets_plots_and_a_soak_placeholder(t
     assert all(p["errors"] == 0 and p["requests"] > 0 for p in data["sweep"])
     assert len(data["paired"]["rounds"]) == 2 and data["paired"]["errors"] == 0
     assert {t["name"].split(" ")[0] for t in data["targets"]} >= {"embedded", "16", "p99"}
+    assert data["targets"][0]["passed_cpu"] is not None and data["bulk"]["images_per_cpu_s"] > 0
     assert int(data["locust"]["rows"][-1]["Request Count"]) > 0
     for png in ("sweep.png", "baselines.png", "settings_trial.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

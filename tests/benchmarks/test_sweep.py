@@ -15,7 +15,7 @@ from facialattr.cli import main as cli_main
 def test_sweep_measures_every_point_with_server_statistics(triton_server):
     frames = images.synthetic_images(32, (64, 64))
     points = run_sweep(triton_server.config.grpc_url, frames, batch_sizes=[1, 4, 32], concurrencies=[1, 3],
-                       duration_s=1.0, warmup_s=0.3, max_batch_size=16)
+                       duration_s=1.0, warmup_s=0.3, max_batch_size=16, server_pid=triton_server.pid)
 
     assert [(p.batch_size, p.concurrency) for p in points] == [(1, 1), (1, 3), (4, 1), (4, 3)]  # 32 > max batch
     for p in points:
@@ -24,6 +24,7 @@ def test_sweep_measures_every_point_with_server_statistics(triton_server):
         assert p.server.requests > 0 and p.server.formed_batches
         assert p.server.mean_formed_batch >= p.batch_size
         assert max(p.server.formed_batches) <= 16
+        assert p.cpu_s > 0 and p.images_per_cpu_s > 0
 
 
 def test_a_request_the_server_rejects_is_counted_as_an_error_not_a_crash(triton_server):
@@ -31,6 +32,7 @@ def test_a_request_the_server_rejects_is_counted_as_an_error_not_a_crash(triton_
     result = run_load(triton_server.config.grpc_url, wrong_size, LoadSpec(batch_size=1, concurrency=1,
                                                                           duration_s=0.5, warmup_s=0.1))
     assert result.requests == 0 and result.errors > 0
+    assert result.cpu_s is None  # no server pid: CPU cannot be accounted
 
 
 def test_configured_repository_carries_the_settings_and_keeps_the_contract(tiny_repository, tmp_path):
