@@ -92,3 +92,16 @@ def test_rerun_with_more_epochs_continues_after_the_last_finished_epoch(run, dat
     assert len(head) == SMOKE_CONFIG["head_epochs"]  # the finished head phase was not trained again
     assert [int(r["epoch"]) for r in finetune] == list(range(before + 1))
     assert json.loads((run / "checkpoints" / "finetune" / "state.json").read_text())["epoch"] == before
+
+
+def test_end_to_end_schedule_trains_through_the_images_and_writes_the_same_outputs(data_dir, tmp_path):
+    config = tmp_path / "e2e.yaml"
+    config.write_text(yaml.safe_dump(dict(SMOKE_CONFIG, schedule="end_to_end", size_hw=[48, 48], head_epochs=1,
+                                          finetune_epochs=1, max_train_images=32, max_val_images=16)))
+    run_dir = tmp_path / "run"
+    assert main(["train", str(data_dir), "--config", str(config), "--out", str(run_dir)]) == 0
+    contract = ModelContract.from_parameters(json.loads((run_dir / "contract.json").read_text()))
+    assert contract.preprocessing.size_hw == (48, 48)
+    assert contract.summary["data"].startswith("CelebA subset: 32 train / 16 val")
+    assert not (run_dir / "cache").exists()  # nothing cached on this schedule
+    assert len(_history(run_dir, "finetune")) == 1
