@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from facialattr.export import images
 from facialattr.export.parity import onnx_session, run_onnx
-from facialattr.export.quantize import QuantizeOptions, mean_accuracies, quantize_int8, throughput_side_by_side
+from facialattr.export.quantize import DEFAULT_RECIPES, mean_accuracies, quantize_int8, throughput_side_by_side
 from facialattr.training.data import load_celeba, require_splits
 
 from facialattr import triton_config
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--celeba", type=Path, required=True, help="CelebA folder (its val split is used)")
     parser.add_argument("--int8", type=Path, help="INT8 model to compare (default: quantize the FP32 model here)")
     parser.add_argument("--calibration-images", type=int, default=256)
+    parser.add_argument("--recipe", type=int, default=0, choices=range(len(DEFAULT_RECIPES)),
+                        help="which of export's INT8 recipes to build: " + "; ".join(
+                            f"{i}: {r.describe()}" for i, r in enumerate(DEFAULT_RECIPES)))
     parser.add_argument("--eval-images", type=int, help="at most this many val images grade (default: the rest)")
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--plot", type=Path, help="write a PNG of per-attribute accuracy change and speed")
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if int8 is None:
             int8 = quantize_int8(args.fp32, Path(tmp) / "int8.onnx",
                                  images.load_files(split.paths[:n_cal], contract.preprocessing),
-                                 options=QuantizeOptions(calibration_images=n_cal))
+                                 options=DEFAULT_RECIPES[args.recipe])
         probs = [run_onnx(onnx_session(p), eval_images, batch_size=64) for p in (args.fp32, int8)]
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
         speeds = [throughput_side_by_side([args.fp32, int8], eval_images, batch_size=b) for b in batch_sizes]

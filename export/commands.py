@@ -40,23 +40,21 @@ def register(subparsers) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from facialattr.export.exporter import ExportOptions, export_model
-    from facialattr.export.quantize import QuantizeOptions
 
     options = ExportOptions(
         repository=args.repository, version=args.version, replace=args.replace, opset=args.opset,
         max_batch_size=args.max_batch_size, instance_count=args.instances, tensorrt_fp16=args.tensorrt_fp16,
         parity_images=args.parity_images, parity_tolerance=args.parity_tolerance,
         int8_calibration=args.int8_calibration, int8_eval_images=args.int8_eval_images,
-        quantize=QuantizeOptions(calibration_images=args.int8_calibration_images),
+        int8_calibration_images=args.int8_calibration_images,
     )
     result = export_model(args.model, options, contract_path=args.contract)
     diffs = ", ".join(f"batch {b}: {d:.1e}" for b, d in result.parity.max_abs_diff_by_batch.items())
     print(f"exported {result.version_dir} (parity max |diff| {diffs}; tolerance {result.parity.tolerance:.0e})")
-    if result.int8 is not None:
-        print(f"INT8: {result.int8.describe()}")
-        if result.int8_version_dir is not None:
-            print(f"INT8 gate passed: exported {result.int8_version_dir}")
-        else:
-            print(f"INT8 gate failed, no INT8 model written: {'; '.join(result.int8.failures())}")
+    for report in result.int8_attempts:
+        verdict = "passed" if report.passed else f"failed ({'; '.join(report.failures())})"
+        print(f"INT8 gate {verdict}: {report.describe()}")
+    if result.int8_attempts:
+        print(f"INT8 model: {result.int8_version_dir or 'none written'}")
     print("restart `facialattr serve` to serve the new version (Triton serves the highest version)")
     return 0

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from facialattr.export import convert, images, parity
-from facialattr.export.quantize import Int8Criteria, Int8Report, QuantizeOptions, compare_int8, quantize_int8
+from facialattr.export.quantize import (
+    DEFAULT_RECIPES,
+    Int8Criteria,
+    Int8Report,
+    QuantizeOptions,
+    compare_int8,
+    quantize_int8,
+)
 
 from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.contract import ModelContract
@@ -45,14 +52,17 @@ class ExportOptions:
     parity_tolerance: float = parity.DEFAULT_TOLERANCE
     int8_calibration: Path | None = None
     int8_eval_images: int | None = None
-    quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
+    int8_calibration_images: int = 256
+    int8_recipes: tuple[QuantizeOptions, ...] = DEFAULT_RECIPES
     int8_criteria: Int8Criteria = field(default_factory=Int8Criteria)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "instance_count", "version", "int8_eval_images"):
+        for name in ("max_batch_size", "instance_count", "version", "int8_eval_images", "int8_calibration_images"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ExportError(f"{name} must be at least 1, got {value}")
+        if not self.int8_recipes:
+            raise ExportError("int8_recipes must name at least one quantization recipe")
         if self.parity_tolerance <= 0:
             raise ExportError(f"parity_tolerance must be positive, got {self.parity_tolerance}")
 
@@ -61,8 +71,13 @@ class ExportOptions:
 class ExportResult:
     version_dir: Path
     parity: parity.ParityReport
-    int8: Int8Report | None = None
+    # Every INT8 recipe tried, in order; the last one passed the gate if int8_version_dir is set.
+    int8_attempts: tuple[Int8Report, ...] = ()
     int8_version_dir: Path | None = None
+
+    @property
+    def int8(self) -> Int8Report | None:
+        return self.int8_attempts[-1] if self.int8_attempts else None
 
 
 def resolve_sources(model: Path, contract: Path | None = None) -> tuple[Path, Path]:
@@ -129,23 +144,23 @@ def export_model(model: Path, options: ExportOptions, *, contract_path: Path | N
         convert.check_onnx_interface(onnx_path, contract)
         gate = parity.check_parity(keras_model, onnx_path, _parity_images(contract, options),
                                    max_batch_size=contract.max_batch_size, tolerance=options.parity_tolerance)
-        int8_report, int8_path = None, None
+        attempts, int8_path = (), None
         if options.int8_calibration is not None:
             int8_path = Path(tmp) / "model_int8.onnx"
-            int8_report = _quantize_and_compare(onnx_path, int8_path, contract, options)
+            attempts = _quantize_and_compare(onnx_path, int8_path, contract, options)
         export_info = _export_info(keras_path, options, gate)
         fp32_contract = _with_summary(contract, export=export_info)
         version_dir = _publish(onnx_path, fp32_contract, _fp32_config(contract, options), options)
         int8_dir = None
-        if int8_report is not None and int8_report.passed:
-            int8_contract = _with_summary(contract, export=export_info, int8=int8_report.as_dict(),
+        if attempts and attempts[-1].passed:
+            int8_contract = _with_summary(contract, export=export_info, int8=attempts[-1].as_dict(),
                                           quantized_from={"model": MODEL_NAME, "version": int(version_dir.name)})
             # Its own version sequence: an explicit --version names the FP32 model's version only.
             int8_options = options if options.replace else dataclasses.replace(options, version=None)
             int8_dir = _publish(int8_path, int8_contract, _int8_config(contract, options), int8_options)
         elif options.replace:
             _remove_model_folder(options.repository / INT8_MODEL_NAME)
-    return ExportResult(version_dir=version_dir, parity=gate, int8=int8_report, int8_version_dir=int8_dir)
+    return ExportResult(version_dir=version_dir, parity=gate, int8_attempts=attempts, int8_version_dir=int8_dir)
 
 
 def _parity_images(contract: ModelContract, options: ExportOptions):
@@ -155,14 +170,16 @@ def _parity_images(contract: ModelContract, options: ExportOptions):
     return images.sample_photos(contract.preprocessing, count=count)
 
 
-def _quantize_and_compare(onnx_path: Path, int8_path: Path, contract: ModelContract, options: ExportOptions) -> Int8Report:
+def _quantize_and_compare(onnx_path: Path, int8_path: Path, contract: ModelContract,
+                          options: ExportOptions) -> tuple[Int8Report, ...]:
+    """Try each recipe until one passes the gate; ``int8_path`` then holds that one. Returns every attempt."""
     import numpy as np
     from facialattr.training.data import load_celeba, require_splits
 
     (split,) = require_splits(load_celeba(options.int8_calibration), "val")
     if split.attribute_names != contract.attribute_names:
         raise ExportError(f"{options.int8_calibration}: its attributes differ from the model contract's")
-    n_cal = options.quantize.calibration_images
+    n_cal = options.int8_calibration_images
     if len(split) < n_cal + 1:
         raise ExportError(f"{options.int8_calibration}: the val split has {len(split)} images, INT8 needs more than {n_cal}")
     # Calibrate and evaluate on disjoint parts of val, so the gate does not grade its own homework.
@@ -170,15 +187,20 @@ def _quantize_and_compare(onnx_path: Path, int8_path: Path, contract: ModelContr
     evaluation = split.subset(np.arange(n_cal, stop))
     log.info("loading %d calibration and %d evaluation images", n_cal, len(evaluation))
     calibration = images.load_files(split.paths[:n_cal], contract.preprocessing)
-    quantize_int8(onnx_path, int8_path, calibration, options=options.quantize)
     eval_images = images.load_files(evaluation.paths, contract.preprocessing)
-    report = compare_int8(onnx_path, int8_path, eval_images, evaluation.labels, contract.thresholds,
-                          num_calibration_images=n_cal, criteria=options.int8_criteria)
-    if report.passed:
-        log.info("INT8 gate passed: %s", report.describe())
-    else:
-        log.warning("INT8 gate failed (%s), no INT8 model is published: %s", "; ".join(report.failures()), report.describe())
-    return report
+    fp32_probabilities = parity.run_onnx(parity.onnx_session(onnx_path), eval_images, batch_size=64)
+    reports = []
+    for recipe in options.int8_recipes:
+        quantize_int8(onnx_path, int8_path, calibration, options=recipe)
+        report = compare_int8(onnx_path, int8_path, eval_images, evaluation.labels, contract.thresholds,
+                              num_calibration_images=n_cal, recipe=recipe.describe(),
+                              fp32_probabilities=fp32_probabilities, criteria=options.int8_criteria)
+        reports.append(report)
+        if report.passed:
+            log.info("INT8 gate passed: %s", report.describe())
+            break
+        log.warning("INT8 gate failed (%s): %s", "; ".join(report.failures()), report.describe())
+    return tuple(reports)
 
 
 def _export_info(keras_path: Path, options: ExportOptions, gate: parity.ParityReport) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from facialattr.export import convert, exporter, images, parity
 from facialattr.export.exporter import INT8_MODEL_NAME, ExportOptions, export_model
-from facialattr.export.quantize import Int8Criteria, Int8Report, QuantizeOptions, mean_accuracies
+from facialattr.export.quantize import DEFAULT_RECIPES, Int8Criteria, Int8Report, mean_accuracies
 from testsupport import start_server
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -274,9 +274,11 @@ def celeba_folder(tmp_path_factory):
 ])
 def test_int8_variant_is_published_only_when_its_gate_passes(criteria, published, runs, celeba_folder, tmp_path):
     options = ExportOptions(repository=tmp_path / "repo", max_batch_size=MAX_BATCH, int8_calibration=celeba_folder,
-                            quantize=QuantizeOptions(calibration_images=16), int8_criteria=criteria, version=3)
+                            int8_calibration_images=16, int8_criteria=criteria, version=3)
     result = export_model(runs[0][0], options)
     assert result.version_dir.name == "3"
+    # A failing recipe hands over to the next one; the first passing one stops the search.
+    assert len(result.int8_attempts) == (1 if published else len(DEFAULT_RECIPES))
     report = result.int8
     assert report.num_eval_images == 24 and report.num_calibration_images == 16
     assert report.fp32_images_per_s > 0 and report.int8_images_per_s > 0 and 0 <= report.int8_mean_accuracy <= 1
