@@ -42,7 +42,7 @@ CANDIDATES = [
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=Path, required=True, help="folder of face JPEGs (CelebA aligned)")
+    p.add_argument("--images", type=Path, help="folder of face JPEGs (CelebA aligned); required unless --render-only")
     p.add_argument("--limit", type=int, default=2000, help="images used (default: %(default)s)")
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     p.add_argument("--keras-model", type=Path, help="the same model as .keras, for the Keras baselines")
@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--locust-s", type=int, default=20, help="seconds of the Locust run (0 skips it)")
     p.add_argument("--per-image-sample", type=int, default=5, help="images timed one process each")
     p.add_argument("--quick", action="store_true", help="a smoke run: two candidates, small sweep, short loads")
+    p.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md and plots from OUT/results.json")
     return p.parse_args(argv)
 
 
@@ -191,6 +192,13 @@ def draw(data: dict[str, Any], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.render_only:
+        data = json.loads((args.out / "results.json").read_text())
+        draw(data, args.out)
+        report.write_results_md(data, args.results_md)
+        return 0
+    if args.images is None:
+        raise SystemExit("run_all.py: --images DIR is required (unless --render-only)")
     args.out.mkdir(parents=True, exist_ok=True)
     repo, keras_path, extra_sizes = resolve_models(args)
     entry = repository.load_model(repo)
