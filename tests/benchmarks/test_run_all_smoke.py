@@ -41,3 +41,7 @@ def test_quick_run_writes_results_md_with_targets_plots_and_a_soak_placeholder(t
     text = md.read_text()
     assert "## Targets (one run)" in text and "results/sweep.png" in text
     assert report.SOAK_BEGIN in text and "GPU: not measured" in text
+
+    md.unlink()
+    assert run_all.main(["--render-only", "--out", str(out), "--results-md", str(md)]) == 0
+    assert md.read_text() == text
