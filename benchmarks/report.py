@@ -267,8 +267,11 @@ MEANING = [
     "can only merge what is waiting; the server statistics show how large the batches it formed were.",
     "- The one-process-per-image row is dominated by starting Python and TensorFlow and loading the model; it "
     "was timed on a few images and multiplied out, as labelled.",
-    "- Everything shares 2 cores with the load generator (and with whatever else runs on the machine). Absolute "
-    "numbers move by ±25 % between runs; ratios within one run are what the targets use.", "",
+    "- Everything shares the cores with the load generator and with whatever else runs on the machine. On a "
+    "busy shared machine absolute numbers can move by a factor of two between windows a minute apart (see the "
+    "rounds above); the targets therefore use ratios of alternating windows, in images/s and per CPU-second.",
+    "- *Cores busy* and the load average say how much of the machine the run actually got; rerun on an idle "
+    "machine for absolute throughput and latency.", "",
 ]
 
 
