@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.DEADLINE_EXCEEDED"})
 # The endpoint itself is unreachable (as opposed to busy): try another one.
 ENDPOINT_DOWN_STATUSES = frozenset({"StatusCode.UNAVAILABLE"})
+SLOW_SERVER_STATUSES = frozenset({"StatusCode.RESOURCE_EXHAUSTED", "StatusCode.DEADLINE_EXCEEDED"})
+
+
+def _is_overload_message(error) -> bool:
+    """Triton answers a full queue or an expired queue deadline with UNAVAILABLE: busy, not down."""
+    text = str(error).lower()
+    return "maximum queue size" in text or "timeout expired" in text
 
 
 class ServerUnavailableError(InferenceError):
@@ -105,6 +112,9 @@ class Scorer:
         self._ready: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()
         self._in_flight = 0
+        # Congestion window (AIMD): halved when the server times out or sheds load, grown back
+        # by one request per window of successes, so retries don't pile onto a slow server.
+        self._window = float(max_in_flight)
         self._closed = False
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="facialattr-scorer", daemon=True)
         self._dispatcher.start()
@@ -224,7 +234,7 @@ class Scorer:
 
     def _next_wait_s(self) -> float:
         """0 when a job can go now; else how long to sleep (capped by the caller)."""
-        if not self._ready or self._in_flight >= self.max_in_flight:
+        if not self._ready or self._in_flight >= max(1, int(self._window)):
             return 1.0
         now = time.monotonic()
         job_wait = self._ready[0][0] - now
@@ -303,6 +313,7 @@ class Scorer:
             failure = None
             if output is not None:
                 endpoint.failures = 0
+                self._window = min(float(self.max_in_flight), self._window + 1.0 / self._window)
                 self.stats.images += job.size
             else:
                 failure = self._handle_error(job, endpoint, error, status)
@@ -322,7 +333,10 @@ class Scorer:
             if isinstance(error, InferenceError):
                 return error
             return InferenceError(f"{endpoint.url}: inference failed: {error}")
-        if status in ENDPOINT_DOWN_STATUSES:
+        overloaded = status in SLOW_SERVER_STATUSES or _is_overload_message(error)
+        if overloaded:
+            self._window = max(1.0, self._window / 2)
+        if status in ENDPOINT_DOWN_STATUSES and not overloaded:
             endpoint.failures += 1
             endpoint.mark_down(self.retry.backoff_s(endpoint.failures))
             endpoint.verified = False  # it may come back serving another model: check before using it again
