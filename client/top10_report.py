@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from facialattr.client.ranking import Ranker, top_by_probability
+from facialattr.client.ranking import Ranker, lift_scores, top_by_probability
 
 from facialattr.contract import ModelContract
 
@@ -41,37 +41,52 @@ def read_labels(celeba: Path, *, partition: int, count: int) -> Iterator[tuple[s
                 return
 
 
-def compare(probabilities: np.ndarray, truth: np.ndarray, contract: ModelContract, k: int = 10) -> dict[str, np.ndarray]:
-    """Per-image measures of both rules; arrays over images."""
-    ranker = Ranker(contract)
-    names = contract.attribute_names
-    index = {n: i for i, n in enumerate(names)}
-    rare = np.asarray(contract.priors) < RARE_PRIOR
-    common = [index[n] for n in ("No_Beard", "Young") if n in index]
-    out: dict[str, list[float]] = {f"{m}_{rule}": [] for m in ("precision", "rare_recall", "common_top3", "mean_prior")
-                                   for rule in ("lift", "raw")}
-    for p, t in zip(probabilities, truth, strict=True):
-        lists = {"lift": [index[n] for n in ranker.top_names(p, k)],
-                 "raw": [index[n] for n in top_by_probability(p, contract, k=k)]}
-        for rule, top in lists.items():
-            out[f"precision_{rule}"].append(t[top].mean())
-            wanted = np.flatnonzero(t & rare)
-            out[f"rare_recall_{rule}"].append(np.isin(wanted, top).mean() if len(wanted) else np.nan)
-            out[f"common_top3_{rule}"].append(len(set(top[:3]) & set(common)))
-            out[f"mean_prior_{rule}"].append(np.asarray(contract.priors)[top].mean())
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+def rule_orders(probabilities: np.ndarray, contract: ModelContract, k: int = 10) -> dict[str, np.ndarray]:
+    """[N, k] attribute indices per rule; the shipped rule first, raw probability second."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    lift = lift_scores(p, contract.priors)
+    present = p >= np.asarray(contract.thresholds)
+    keys = {
+        "lift, present first (shipped)": np.where(present, -1e9, 0.0) - lift,
+        "raw probability": -p,
+        "lift only": -lift,
+        "probability, present first": np.where(present, -1e9, 0.0) - p,
+        "lift, present at p >= 0.5 first": np.where(p >= 0.5, -1e9, 0.0) - lift,
+    }
+    # Stable sort: ties keep the contract's attribute order, as Ranker does.
+    return {name: np.argsort(key, axis=1, kind="stable")[:, :k] for name, key in keys.items()}
 
 
-def markdown(measures: dict[str, np.ndarray], examples: list[tuple[str, list[str], list[str], list[str]]], n: int) -> str:
-    rows = [
-        ("precision@10 (share of the list truly present)", "precision"),
-        (f"truly present rare attributes (prior < {RARE_PRIOR:.0%}) that make the list", "rare_recall"),
-        ("No_Beard/Young among the top 3 (mean count)", "common_top3"),
-        ("mean training prior of the listed attributes", "mean_prior"),
-    ]
-    lines = [f"Measured on {n} CelebA validation images.", "", "| measure | lift over prior | raw probability |", "| --- | --- | --- |"]
-    for label, key in rows:
-        lines.append(f"| {label} | {np.nanmean(measures[key + '_lift']):.3f} | {np.nanmean(measures[key + '_raw']):.3f} |")
+def compare(probabilities: np.ndarray, truth: np.ndarray, contract: ModelContract, k: int = 10) -> dict[str, dict[str, float]]:
+    """rule -> {precision, rare_recall, common_top3, mean_prior}, averaged over images."""
+    priors = np.asarray(contract.priors)
+    rare = priors < RARE_PRIOR
+    names = list(contract.attribute_names)
+    common = [names.index(n) for n in ("No_Beard", "Young") if n in names]
+    out = {}
+    for rule, order in rule_orders(probabilities, contract, k).items():
+        wanted = truth & rare
+        found = np.zeros_like(truth)
+        np.put_along_axis(found, order, True, axis=1)
+        has_rare = wanted.sum(1) > 0
+        out[rule] = {
+            "precision": float(np.take_along_axis(truth, order, 1).mean()),
+            "rare_recall": float(((found & wanted).sum(1)[has_rare] / wanted.sum(1)[has_rare]).mean()) if has_rare.any() else float("nan"),
+            "common_top3": float(np.isin(order[:, :3], common).sum(1).mean()),
+            "mean_prior": float(priors[order].mean()),
+        }
+    return out
+
+
+def markdown(measures: dict[str, dict[str, float]], examples: list[tuple[str, list[str], list[str], list[str]]], n: int,
+             flags: tuple[float, float, float] | None = None) -> str:
+    lines = [f"Measured on {n} CelebA validation images.", "",
+             f"| rule | precision@10 | truly present rare (prior < {RARE_PRIOR:.0%}) attributes listed "
+             "| No_Beard/Young in top 3 | mean prior of listed |", "| --- | --- | --- | --- | --- |"]
+    for rule, m in measures.items():
+        lines.append(f"| {rule} | {m['precision']:.3f} | {m['rare_recall']:.3f} | {m['common_top3']:.2f} | {m['mean_prior']:.3f} |")
+    if flags:
+        lines += ["", f"Present flags: {flags[0]:.1f} per face (labelled present: {flags[1]:.1f}), precision {flags[2]:.2f}."]
     lines += ["", "| image | top-10 by lift | top-10 by raw probability | labelled present |", "| --- | --- | --- | --- |"]
     for name, lift, raw, truth in examples:
         lines.append(f"| {name} | {', '.join(lift)} | {', '.join(raw)} | {', '.join(truth)} |")
@@ -96,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     probabilities = np.stack([results[i].probabilities for i in keep])
     truth = np.stack([labelled[i][1] for i in keep])
     measures = compare(probabilities, truth, contract)
+    present = probabilities >= np.asarray(contract.thresholds)
+    flags = (present.sum(1).mean(), truth.sum(1).mean(), (present & truth).sum() / max(present.sum(), 1))
     ranker = Ranker(contract)
     examples = [
         (labelled[i][0], ranker.top_names(results[i].probabilities), top_by_probability(results[i].probabilities, contract),
@@ -103,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in keep[: args.examples]
     ]
     print(f"model: {dict(contract.summary)}\n")
-    print(markdown(measures, examples, len(keep)))
+    print(markdown(measures, examples, len(keep), flags))
     return 0
 
 

@@ -27,9 +27,21 @@ def test_lift_surfaces_the_present_rare_attribute_that_raw_ranking_drops():
     truth = np.zeros(40, bool)
     truth[[index["No_Beard"], index["Young"], index["Eyeglasses"]]] = True
     measures = compare(p[None], truth[None], _contract(), k=3)
-    assert measures["rare_recall_lift"][0] == 1.0 and measures["rare_recall_raw"][0] == 0.0
-    assert measures["common_top3_raw"][0] == 2 and measures["common_top3_lift"][0] == 0
-    assert "| precision@10" in markdown(measures, [], 1)
+    lift, raw = measures["lift, present first (shipped)"], measures["raw probability"]
+    assert lift["rare_recall"] == 1.0 and raw["rare_recall"] == 0.0
+    assert raw["common_top3"] == 2 and lift["common_top3"] == 0
+    assert "| raw probability | " in markdown(measures, [], 1)
+
+
+def test_the_shipped_rule_in_the_report_is_the_ranker():
+    from facialattr.client.ranking import Ranker
+    from facialattr.client.top10_report import rule_orders
+
+    contract = _contract()
+    probabilities = np.random.default_rng(3).random((20, 40))
+    orders = rule_orders(probabilities, contract)["lift, present first (shipped)"]
+    ranker = Ranker(contract)
+    assert [[CELEBA_ATTRIBUTES[i] for i in row] for row in orders] == [ranker.top_names(p) for p in probabilities]
 
 
 @pytest.mark.parametrize("partition,expected", [(1, ["b.jpg"]), (0, ["a.jpg", "c.jpg"])])
