@@ -104,7 +104,12 @@ class Scorer:
         self.retry = retry or RetryPolicy()
         self.stats = ScorerStats()
         self._endpoints = open_endpoints(urls, max_message_bytes=max_message_bytes)
-        self.contract: ModelContract = self._connect(connect_timeout_s)
+        try:
+            self.contract: ModelContract = self._connect(connect_timeout_s)
+        except BaseException:
+            for endpoint in self._endpoints:
+                endpoint.close()
+            raise
         h, w = self.contract.preprocessing.size_hw
         # Bound each message: a chunk never exceeds the channel's limit (leaving room for framing).
         self.chunk_size = max(1, min(self.contract.max_batch_size or 1, (max_message_bytes - 65536) // (h * w * 3)))
