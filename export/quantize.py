@@ -34,6 +34,10 @@ class QuantizeOptions:
     weight_type: str = "int8"
     # Percentile (99.999) clips rare activation outliers; it beat MinMax and Entropy here.
     calibrate_method: str = "Percentile"
+    # Logits and probabilities in 8 bits move scores by ~0.004 steps, right where calibrated
+    # thresholds sit; the head is a few kFLOPs, so it stays FP32 (128 px model: accuracy drop
+    # 0.33 pt on 1,000 val images with it, 0.45 pt on all 2,744 without).
+    keep_head_fp32: bool = True
 
     def __post_init__(self) -> None:
         if self.calibrate_method not in ("MinMax", "Entropy", "Percentile", "Distribution"):
@@ -43,7 +47,8 @@ class QuantizeOptions:
 
     def describe(self) -> str:
         bits = "7-bit" if self.reduce_range else "8-bit"
-        return f"{self.weight_type} {bits} {'per-channel' if self.per_channel else 'per-tensor'} weights, {self.calibrate_method}"
+        head = ", FP32 head" if self.keep_head_fp32 else ""
+        return f"{self.weight_type} {bits} {'per-channel' if self.per_channel else 'per-tensor'} weights, {self.calibrate_method}{head}"
 
 
 # Tried in order until one passes the gate: the fastest first, then the saturation-free one
@@ -137,15 +142,35 @@ def quantize_int8(fp32_path: Path, target: Path, calibration: np.ndarray, *, opt
     # Shape inference and graph cleanup first, as onnxruntime recommends before quantizing.
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     input_name = onnx_session(fp32_path).get_inputs()[0].name
+    excluded = head_nodes(prepared) if options.keep_head_fp32 else []
     log.info("quantizing to INT8 (QDQ, %s calibration on %d images)", options.describe(), len(calibration))
     quantize_static(
         str(prepared), str(target), _Reader(input_name, calibration),
         quant_format=QuantFormat.QDQ, per_channel=options.per_channel, reduce_range=options.reduce_range,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8 if options.weight_type == "int8" else QuantType.QUInt8,
-        calibrate_method=getattr(CalibrationMethod, options.calibrate_method),
+        calibrate_method=getattr(CalibrationMethod, options.calibrate_method), nodes_to_exclude=excluded,
     )
     prepared.unlink(missing_ok=True)
     return target
+
+
+HEAD_OP_TYPES = ("Sigmoid", "Gemm", "MatMul", "Add")
+
+
+def head_nodes(path: Path) -> list[str]:
+    """Names of the nodes from the output back through the sigmoid and the dense layer."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    names, tensor = [], graph.output[0].name
+    while tensor in producer and producer[tensor].op_type in HEAD_OP_TYPES:
+        node = producer[tensor]
+        names.append(node.name)
+        if node.op_type in ("Gemm", "MatMul"):
+            break
+        tensor = node.input[0]
+    return names
 
 
 def mean_accuracies(probabilities: np.ndarray, labels: np.ndarray, thresholds: Sequence[float]) -> tuple[float, float]:

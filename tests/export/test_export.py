@@ -289,8 +289,13 @@ def test_int8_variant_is_published_only_when_its_gate_passes(criteria, published
         assert entry.versions == (1,)  # its own sequence, not the FP32 model's --version
         assert [g.kind for g in entry.config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
         assert entry.contract.summary["int8"]["passed"] and entry.contract.summary["quantized_from"]["version"] == 3
-        ops = {node.op_type for node in onnx.load(entry.onnx_path()).graph.node}
-        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        graph = onnx.load(entry.onnx_path()).graph
+        assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+        producer = {out: node for node in graph.node for out in node.output}
+        sigmoid = producer["probabilities"]
+        dense = producer[sigmoid.input[0]]
+        assert (sigmoid.op_type, dense.op_type) == ("Sigmoid", "Gemm")
+        assert dense.input[1] not in producer  # the head stays FP32: its weights are a plain initializer, no DequantizeLinear
 
 
 @pytest.mark.parametrize(("probabilities", "labels", "expected"), [
