@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from facialattr.contract import Preprocessing
-from facialattr.errors import InputError
+from facialattr.errors import ExportError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,13 @@ def sample_photos(preprocessing: Preprocessing, *, count: int, seed: int = 0) ->
     Real photographs exercise the network the way faces do (edges, textures, saturated
     regions), which constant or uniform-noise inputs do not.
     """
-    import skimage.data
     from facialattr.client.preprocess import prepare
+
+    try:
+        import skimage.data
+    except ImportError as exc:
+        raise ExportError("the default parity images need scikit-image: pip install scikit-image, "
+                          "or pass --parity-images DIR") from exc
 
     rng = np.random.default_rng(seed)
     photos = []
