@@ -274,9 +274,10 @@ def celeba_folder(tmp_path_factory):
 ])
 def test_int8_variant_is_published_only_when_its_gate_passes(criteria, published, runs, celeba_folder, tmp_path):
     options = ExportOptions(repository=tmp_path / "repo", max_batch_size=MAX_BATCH, int8_calibration=celeba_folder,
-                            int8_calibration_images=16, int8_criteria=criteria, version=3)
+                            int8_calibration_images=16, int8_criteria=criteria, version=3,
+                            parity_images=celeba_folder / "img_align_celeba")
     result = export_model(runs[0][0], options)
-    assert result.version_dir.name == "3"
+    assert result.version_dir.name == "3" and result.parity.passed and result.parity.num_images == MAX_BATCH
     # A failing recipe hands over to the next one; the first passing one stops the search.
     assert len(result.int8_attempts) == (1 if published else len(DEFAULT_RECIPES))
     report = result.int8
