@@ -247,7 +247,7 @@ def _report(results: dict, n: int) -> None:
     print(f"  decode+crop+resize (client workers)   {1e3 * t.decode_s / n:7.3f}")
     print(f"  transfer+serialisation (request time - server queue - compute) {1e3 * transfer_s / n:7.3f}")
     print(f"  server queue (waiting, overlaps the rest) {1e3 * queue_s / n:7.3f}")
-    print(f"  server inference (compute)             {1e3 * compute_s / n:7.3f}")
+    print(f"  server inference (compute; requests merged into one execution each count it) {1e3 * compute_s / n:7.3f}")
     print(f"  main thread waited: for decode {t.wait_decode_s:.2f} s, for the server {t.wait_infer_s:.2f} s")
     print(f"client batches sent: {dict(sorted(t.batch_sizes.items()))}; requests {stats.requests}, retries {stats.retries}")
     print(f"server formed batches (size: executions): {server.formed_batches}; mean {server.mean_formed_batch:.1f}")
