@@ -75,19 +75,7 @@ def test_the_corpus_has_at_least_twenty_kinds_of_trouble():
 
 
 # Rows the client does not yet handle as the issue asks; proposed to the client's owner (see docs/RELIABILITY.md).
-PENDING_CLIENT_CHANGE = {
-    "symlink to a file outside the scored folder": "client/paths.py leaves it out of the walk (counted only in the summary); it should be an error row",
-    "path longer than PATH_MAX": "client/paths.py logs an unlistable folder and moves on; it should be an error row",
-}
-
-
-def _table_with_pending_marks():
-    for row in corpus.TABLE:
-        marks = [pytest.mark.xfail(strict=True, reason=PENDING_CLIENT_CHANGE[row.kind])] if row.kind in PENDING_CLIENT_CHANGE else []
-        yield pytest.param(row, id=row.kind, marks=marks)
-
-
-@pytest.mark.parametrize("row", list(_table_with_pending_marks()))
+@pytest.mark.parametrize("row", [pytest.param(row, id=row.kind) for row in corpus.TABLE])
 def test_each_input_becomes_a_correct_score_or_an_error_row_with_a_clear_reason(row, corpus_run):
     if reason := corpus.skip_reason(row):
         pytest.skip(reason)
