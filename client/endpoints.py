@@ -26,6 +26,8 @@ class Endpoint:
     down_until: float = 0.0
     verified: bool = False  # its contract was read and matched
     disabled: bool = False  # serves a different contract: never used
+    # The largest dynamic_batching.preferred_batch_size the server declares (None: none declared).
+    preferred_batch: int | None = None
     _closed: bool = field(default=False, repr=False)
 
     def mark_down(self, backoff_s: float) -> None:
@@ -83,6 +85,8 @@ def read_contract(endpoint: Endpoint, model_name: str, model_version: str, timeo
     except ContractError as exc:
         raise ContractError(f"{endpoint.url}: {exc}") from None
     check_metadata(contract, metadata, url=endpoint.url)
+    preferred = [int(b) for b in config.dynamic_batching.preferred_batch_size if int(b) > 0]
+    endpoint.preferred_batch = max(preferred) if preferred else None
     return contract
 
 

@@ -111,8 +111,12 @@ class Scorer:
                 endpoint.close()
             raise
         h, w = self.contract.preprocessing.size_hw
-        # Bound each message: a chunk never exceeds the channel's limit (leaving room for framing).
-        self.chunk_size = max(1, min(self.contract.max_batch_size or 1, (max_message_bytes - 65536) // (h * w * 3)))
+        # Requests fill up to the server's max_batch_size, or to the largest preferred_batch_size
+        # it declares (on 2 CPU cores MobileNetV2 runs faster at 8-16 than at 64), and never
+        # exceed the channel's message limit (leaving room for framing).
+        preferred = [e.preferred_batch for e in self._endpoints if e.verified and e.preferred_batch]
+        server_batch = min([self.contract.max_batch_size or 1, *preferred])
+        self.chunk_size = max(1, min(server_batch, (max_message_bytes - 65536) // (h * w * 3)))
         self._cond = threading.Condition()
         self._ready: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()

@@ -85,3 +85,25 @@ def test_empty_batch_returns_empty_probabilities(grpc_url):
 def test_malformed_urls_are_refused(urls):
     with pytest.raises(InputError):
         Scorer(urls)
+
+
+def test_requests_fill_up_to_the_preferred_batch_size_the_server_declares(tmp_path, prepared):
+    from facialattr.export.tiny_model import build_tiny_onnx
+    from testsupport import start_server
+
+    from facialattr import triton_config
+    from facialattr.contract import ModelContract, Preprocessing
+
+    contract = ModelContract(preprocessing=Preprocessing(size_hw=(64, 64)), max_batch_size=16)
+    config = triton_config.ModelConfig(max_batch_size=16, dynamic_batching=triton_config.DynamicBatching(preferred_batch_size=(4,)))
+    repository.write_model(tmp_path / "repo", build_tiny_onnx(tmp_path / "m.onnx", size_hw=(64, 64)), contract, model_config=config)
+    paths, expected = prepared
+    server = start_server(tmp_path / "repo")
+    try:
+        with Scorer(server.config.grpc_url) as scorer:
+            assert scorer.chunk_size == 4
+            got = scorer.infer(_batch(paths[:10], scorer.contract))
+            assert scorer.stats.requests == 3  # 4 + 4 + 2
+    finally:
+        server.stop()
+    np.testing.assert_allclose(got, np.stack([expected[str(p)] for p in paths[:10]]), rtol=0, atol=1e-6)
