@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--replace", action="store_true",
                    help="regenerate the model folder completely: earlier versions are removed")
     p.add_argument("--max-batch-size", type=int, default=64, help="Triton max_batch_size (default: %(default)s)")
-    p.add_argument("--instances", type=int, default=1, help="model instances per device (default: %(default)s)")
+    p.add_argument("--instances", type=int, default=2, help="model instances per device (default: %(default)s)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
     p.add_argument("--tensorrt-fp16", action="store_true",
                    help="GPU container: run through ONNX Runtime's TensorRT provider in FP16")

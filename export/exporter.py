@@ -46,7 +46,7 @@ class ExportOptions:
     replace: bool = False
     opset: int = convert.OPSET
     max_batch_size: int = 64
-    instance_count: int = 1
+    instance_count: int = 2
     tensorrt_fp16: bool = False
     parity_images: Path | None = None
     parity_tolerance: float = parity.DEFAULT_TOLERANCE

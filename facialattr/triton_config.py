@@ -46,11 +46,14 @@ class ModelConfig:
     platform: str = "onnxruntime_onnx"
     max_batch_size: int = 64
     dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
-    instance_group: tuple[InstanceGroup, ...] = (InstanceGroup(),)
+    # Two one-thread instances: one batch computes while the next forms. On 2 CPU cores this gave
+    # the best 16-user p99 and bulk throughput of the settings tried (benchmarks/RESULTS.md).
+    instance_group: tuple[InstanceGroup, ...] = (InstanceGroup(count=2),)
     # TensorRT FP16 through ONNX Runtime's TensorRT execution provider: faster on GPU,
     # numerics change slightly and the first load builds engines (minutes). Off by default.
     tensorrt_fp16: bool = False
-    intra_op_thread_count: int = 2
+    # Read by ONNX Runtime in both the GPU container's backend and the embedded Python-backend model.
+    intra_op_thread_count: int = 1
 
     def to_proto(self, contract: ModelContract) -> mc.ModelConfig:
         h, w = contract.preprocessing.size_hw
