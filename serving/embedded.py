@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from facialattr import repository, triton_config
+from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,19 @@ class EmbeddedTriton:
     def start(self) -> EmbeddedTriton:
         cfg = self.config
         binary, libs = bundled_server()
-        entry = repository.load_model(cfg.model_repository)
+        # The served model must be valid; any other model folder (e.g. facial_attributes_int8) too.
+        entries = [repository.load_model(cfg.model_repository)] + [
+            repository.load_model(cfg.model_repository, path.name)
+            for path in sorted(Path(cfg.model_repository).iterdir())
+            if path.name != MODEL_NAME and (path / "config.pbtxt").is_file()
+        ]
         for port in (cfg.http_port, cfg.grpc_port, cfg.metrics_port):
             check_port_free(cfg.host, port)
         self._workdir = Path(tempfile.mkdtemp(prefix="facialattr-triton-"))
         backends = self._prepare_backends(binary)
-        derived = self._derive_repository(entry)
+        derived = self._workdir / "models"
+        for entry in entries:
+            self._derive_model(entry)
         env = dict(os.environ)
         # The stub ignores PYTHONPATH; its embedded interpreter finds its prefix by looking up
         # "python3" on PATH. Putting this interpreter first makes a venv (via its pyvenv.cfg) the
@@ -194,7 +201,7 @@ class EmbeddedTriton:
             (python_dir / item.name).symlink_to(item)
         return python_dir.parent
 
-    def _derive_repository(self, entry: repository.ModelEntry) -> Path:
+    def _derive_model(self, entry: repository.ModelEntry) -> Path:
         """The ONNX Runtime model as a Python-backend model: same tensors, batching and contract."""
         config = type(entry.config)()
         config.CopyFrom(entry.config)
@@ -211,7 +218,7 @@ class EmbeddedTriton:
             shutil.copyfile(_PYTHON_MODEL, vdir / "model.py")
         shutil.copyfile(entry.path / triton_config.LABEL_FILENAME, target / triton_config.LABEL_FILENAME)
         (target / "config.pbtxt").write_text(triton_config.render(config))
-        return target.parent
+        return target
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.startup_timeout_s

@@ -52,6 +52,8 @@ def make_repository(root: Path, *, max_batch_size: int = 16, max_queue_size: int
     config = triton_config.ModelConfig(
         max_batch_size=max_batch_size,
         dynamic_batching=triton_config.DynamicBatching(max_queue_size=max_queue_size),
+        # One instance: the overload tests count what one running batch plus the queue admits.
+        instance_group=(triton_config.InstanceGroup(count=1),),
         intra_op_thread_count=1,
     )
     repository.write_model(root / "repo", onnx_path, contract, model_config=config)
@@ -65,9 +67,9 @@ class SlowEmbeddedTriton(EmbeddedTriton):
         super().__init__(config)
         self.delay_s = delay_s
 
-    def _derive_repository(self, entry):
-        derived = super()._derive_repository(entry)
-        for model_py in derived.glob("*/*/model.py"):
+    def _derive_model(self, entry):
+        derived = super()._derive_model(entry)
+        for model_py in derived.glob("*/model.py"):
             model_py.write_text(model_py.read_text() + _SLOW_SUFFIX.format(delay_s=self.delay_s))
         return derived
 

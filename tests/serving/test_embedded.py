@@ -17,7 +17,7 @@ from facialattr.serving import embedded
 from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 from testsupport import free_ports, make_tiny_repository, start_server
 
-from facialattr import MODEL_NAME
+from facialattr import MODEL_NAME, repository
 from facialattr.contract import ModelContract
 from facialattr.errors import ModelRepositoryError, PortInUseError, UnsupportedPlatformError
 
@@ -38,7 +38,6 @@ def test_model_is_ready_and_metadata_names_tensors_shapes_and_dtypes(triton_serv
 
 
 def test_contract_read_from_server_equals_contract_on_disk(triton_server, tiny_repository):
-    from facialattr import repository
 
     client = grpcclient.InferenceServerClient(triton_server.config.grpc_url)
     served = ModelContract.from_model_config(client.get_model_config(MODEL_NAME).config)
@@ -195,3 +194,19 @@ def test_python_backend_stub_runs_with_this_environments_numpy(triton_server):
         mapped = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
                   if "_multiarray_umath" in line}
         assert mapped and all(path.startswith(numpy_dir) for path in mapped), mapped
+
+
+def test_every_model_folder_in_the_repository_is_served(tmp_path):
+    """A second model (e.g. the INT8 variant export publishes) is served beside facial_attributes."""
+    from facialattr.export.tiny_model import build_tiny_onnx
+
+    from facialattr import triton_config
+
+    repo = make_tiny_repository(tmp_path)
+    contract = repository.load_model(repo).contract
+    onnx_path = build_tiny_onnx(tmp_path / "second.onnx", size_hw=(64, 64), seed=1)
+    repository.write_model(repo, onnx_path, contract,
+                           model_config=triton_config.ModelConfig(name="facial_attributes_int8", max_batch_size=16))
+    with start_server(repo) as server:
+        client = grpcclient.InferenceServerClient(server.config.grpc_url)
+        assert client.is_model_ready(MODEL_NAME) and client.is_model_ready("facial_attributes_int8")
