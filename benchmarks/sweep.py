@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 class ServingSettings:
     """The Triton knobs that matter on a CPU: how many model copies, threads each, batching wait."""
 
-    instances: int = 1
-    intra_op_threads: int = 2
-    max_queue_delay_us: int = 2000
+    # Defaults are the shipped ModelConfig's, so "no override" means "what export writes".
+    instances: int = triton_config.ModelConfig().instance_group[0].count
+    intra_op_threads: int = triton_config.ModelConfig().intra_op_thread_count
+    max_queue_delay_us: int = triton_config.DynamicBatching().max_queue_delay_microseconds
 
     @property
     def label(self) -> str:
