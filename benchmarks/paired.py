@@ -27,13 +27,16 @@ def _median(values) -> float | None:
 
 
 def paired_rounds(onnx_path: Path, url: str, frames: np.ndarray, *, batch_size: int, users: int, threads: int,
-                  server_pid: int | None = None, rounds: int = 3, duration_s: float = 4.0) -> dict[str, Any]:
+                  bulk_batch_size: int | None = None, bulk_concurrency: int = 2, server_pid: int | None = None,
+                  rounds: int = 3, duration_s: float = 4.0) -> dict[str, Any]:
     """Alternating windows; ratios of images/s and of images per CPU-second (client + server CPU)."""
     session = ort_session(onnx_path, threads=threads)
     rows = []
     for _ in range(rounds):
         ort = ort_throughput(session, frames, batch_size, duration_s=duration_s)
-        bulk = run_load(url, frames, LoadSpec(batch_size=batch_size, concurrency=2, duration_s=duration_s),
+        bulk_spec = LoadSpec(batch_size=bulk_batch_size or batch_size, concurrency=bulk_concurrency,
+                             duration_s=duration_s)
+        bulk = run_load(url, frames, bulk_spec,
                         server_pid=server_pid)
         crowd = run_load(url, frames, LoadSpec(batch_size=1, concurrency=users, duration_s=duration_s),
                          server_pid=server_pid)
@@ -47,6 +50,7 @@ def paired_rounds(onnx_path: Path, url: str, frames: np.ndarray, *, batch_size: 
         })
     return {
         "batch_size": batch_size, "users": users, "rounds": rows, "duration_s": duration_s,
+        "bulk_batch_size": bulk_batch_size or batch_size, "bulk_concurrency": bulk_concurrency,
         "median_bulk_over_ort": statistics.median(r["bulk_over_ort"] for r in rows),
         "median_users_over_bulk": statistics.median(r["users_over_bulk"] for r in rows),
         "median_bulk_over_ort_cpu": _median(r["bulk_over_ort_cpu"] for r in rows),

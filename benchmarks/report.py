@@ -157,7 +157,8 @@ def _paired(data: dict[str, Any]) -> list[str]:
     return [
         "### The rounds behind the ratios", "",
         f"Under the shipped settings, {pr['duration_s']:g} s windows alternate: ONNX Runtime in-process at batch "
-        f"{pr['batch_size']} (the server idle), Triton with batches of {pr['batch_size']} from 2 clients, then "
+        f"{pr['batch_size']} (the server idle), Triton with batches of {pr.get('bulk_batch_size', pr['batch_size'])} "
+        f"from {pr.get('bulk_concurrency', 2)} clients (its best bulk point of the sweep), then "
         f"{pr['users']} clients sending one face each. Other jobs on the machine change all three together, so "
         "the ratios hold better than the absolute numbers.", "",
         "Throughput cells read *images/s (images per CPU-second)*.", "",

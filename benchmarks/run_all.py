@@ -90,7 +90,12 @@ def measure_serving(repo: Path, frames, files, args, *, onnx_path: Path, paired_
         url = server.config.grpc_url
         out["sweep"] = [p.to_dict() for p in run_sweep(url, frames, batch_sizes=batch_sizes, server_pid=server.pid,
                                                         concurrencies=concurrencies, duration_s=args.duration_s)]
+        # Triton's side of the ratio is its best bulk point of the sweep: with several one-thread instances
+        # it needs as many requests in flight to use every core.
+        best = max((p for p in out["sweep"] if p["batch_size"] >= 8), key=lambda p: p["images_per_s"],
+                   default={"batch_size": paired_batch, "concurrency": 2})
         out["paired"] = paired.paired_rounds(onnx_path, url, frames, batch_size=paired_batch, users=USERS,
+                                             bulk_batch_size=best["batch_size"], bulk_concurrency=best["concurrency"],
                                              threads=2, server_pid=server.pid, rounds=2 if quick else 3,
                                              duration_s=args.duration_s)
         out["bulk"] = baselines.bulk_scoring(url, files, server_pid=server.pid).to_dict()
@@ -138,6 +143,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     pr = data["paired"]
     rounds = pr["rounds"]
     n, b = len(rounds), pr["batch_size"]
+    bb, bc = pr.get("bulk_batch_size", b), pr.get("bulk_concurrency", 2)
 
     def each(key: str) -> str:
         return ", ".join("–" if r[key] is None else f"{r[key]:.2f}" for r in rounds)
@@ -146,7 +152,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         return "–" if value is None else f"{value:.2f} (median of {n} alternating rounds: {each(key)})"
 
     result = [{
-        "name": f"embedded Triton (batches of {b}, 2 clients) / in-process ONNX Runtime (batches of {b}), pre-decoded",
+        "name": f"embedded Triton (batches of {bb}, {bc} clients) / in-process ONNX Runtime (batches of {b}), pre-decoded",
         "wall": ratio_text(pr["median_bulk_over_ort"], "bulk_over_ort"),
         "cpu": ratio_text(pr["median_bulk_over_ort_cpu"], "bulk_over_ort_cpu"),
         "target": "≥ 0.90", "passed_wall": pr["median_bulk_over_ort"] >= 0.9,
@@ -164,7 +170,8 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
                                                       f"{keras['images_per_cpu_s']:.1f} images per CPU-s)",
                        "target": "≥ 3x", "passed_wall": wall >= 3, "passed_cpu": _verdict(cpu, 3)})
     result.append({
-        "name": f"{USERS} concurrent single-face users (dynamic batching) / offline batches of {b} on the same server",
+        "name": f"{USERS} concurrent single-face users (dynamic batching) / offline batches of {bb} from {bc} clients, "
+                "same server",
         "wall": ratio_text(pr["median_users_over_bulk"], "users_over_bulk"),
         "cpu": ratio_text(pr["median_users_over_bulk_cpu"], "users_over_bulk_cpu"),
         "target": "≥ 0.80", "passed_wall": pr["median_users_over_bulk"] >= 0.8,
