@@ -115,7 +115,7 @@ def reason(best, trials) -> str:
                 f"the lowest p99 ({u.p99_ms:.0f} ms at {u.images_per_s:.0f} images/s).")
     return (f"the highest throughput for {USERS} concurrent single-face users within the {P99_BUDGET_MS:g} ms p99 "
             f"budget ({u.images_per_s:.0f} images/s, p99 {u.p99_ms:.0f} ms, formed batches of "
-            f"{u.mean_formed_batch:.1f}); bulk throughput differs little between candidates "
+            f"{u.mean_formed_batch:.1f}); bulk throughput of the candidates ranged "
             f"({min(t.bulk.images_per_s for t in trials):.0f}-{max(t.bulk.images_per_s for t in trials):.0f} images/s).")
 
 
