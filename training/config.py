@@ -50,7 +50,9 @@ class TrainConfig:
     split_layer: str = "block_12_add"
     dropout: float = 0.2
     trainable_from: str | None = None  # first upper-backbone layer to fine-tune (None: all above split_layer)
-    train_batchnorm: bool = False  # True only for randomly initialised backbones (smoke runs)
+    train_batchnorm: bool = False  # False: BatchNorm frozen in inference mode (ImageNet statistics)
+    bn_momentum: float | None = None  # None keeps Keras' 0.999, which lags badly in a short fine-tune
+    bn_reestimate_batches: int = 0  # >0: recompute BatchNorm statistics on plain train views before scoring
     schedule: str = "cached"
     cache_dir: str | None = None  # default: RUN_DIR/cache; share one between runs of the same recipe
     cache_views: int = 2
@@ -73,6 +75,10 @@ class TrainConfig:
             raise FacialAttrError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.monitor not in ("mean_auc", "mean_accuracy", "mean_balanced_accuracy"):
             raise FacialAttrError(f"unknown monitor {self.monitor!r}")
+        if self.bn_momentum is not None and not 0.0 <= self.bn_momentum < 1.0:
+            raise FacialAttrError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if self.bn_reestimate_batches < 0:
+            raise FacialAttrError("bn_reestimate_batches must be >= 0")
         if self.cache_views < 1 or self.batch_size < 1 or self.threads < 1:
             raise FacialAttrError("cache_views, batch_size and threads must be >= 1")
 

@@ -23,6 +23,7 @@ class LossSpec:
     max_pos_weight: float = 20.0
     focal_gamma: float = 2.0
     focal_alpha_from_priors: bool = False
+    label_smoothing: float = 0.0  # targets become y (1 - s) + s / 2
 
 
 def positive_weights(priors: np.ndarray, *, power: float, max_weight: float) -> np.ndarray:
@@ -40,6 +41,8 @@ def make_loss(spec: LossSpec, priors: np.ndarray):
     elif spec.kind == "weighted_bce":
         weights = positive_weights(priors, power=spec.pos_weight_power, max_weight=spec.max_pos_weight)
     elif spec.kind == "focal":
+        if spec.label_smoothing:
+            raise FacialAttrError("label_smoothing applies to bce/weighted_bce, not focal")
         p = np.clip(np.asarray(priors, np.float32), 0.01, 0.99)
         alpha = (1 - p) if spec.focal_alpha_from_priors else np.full(len(priors), 0.5, np.float32)
         gamma = spec.focal_gamma
@@ -56,8 +59,12 @@ def make_loss(spec: LossSpec, priors: np.ndarray):
     else:
         raise FacialAttrError(f"unknown loss {spec.kind!r} (weighted_bce, focal, bce)")
 
+    smoothing = float(spec.label_smoothing)
+    if not 0.0 <= smoothing < 1.0:
+        raise FacialAttrError(f"label_smoothing must be in [0, 1), got {smoothing}")
+
     def weighted_bce(y_true, y_pred):
-        y = ops.cast(y_true, "float32")
+        y = ops.cast(y_true, "float32") * (1 - smoothing) + smoothing / 2
         q = ops.clip(y_pred, EPSILON, 1 - EPSILON)
         return ops.mean(-(weights * y * ops.log(q) + (1 - y) * ops.log(1 - q)), axis=-1)
 

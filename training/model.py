@@ -101,21 +101,50 @@ def build_model(spec: ModelSpec) -> AttributeModel:
     return model
 
 
+def batchnorm_layers(model: AttributeModel) -> list[keras.layers.BatchNormalization]:
+    return [layer for layer in model.lower.get_layer("backbone_lower").layers + model.upper.layers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def set_batchnorm_momentum(model: AttributeModel, momentum: float) -> None:
+    """Keras' MobileNetV2 ships momentum 0.999: after a fine-tune of ~1,000 steps its moving
+    statistics still describe ImageNet-era activations (shared/notes/training-on-this-cpu.md)."""
+    if not 0.0 <= momentum < 1.0:
+        raise FacialAttrError(f"BatchNorm momentum must be in [0, 1), got {momentum}")
+    for layer in batchnorm_layers(model):
+        layer.momentum = momentum
+
+
+def reestimate_batchnorm(model: AttributeModel, batches) -> int:
+    """Replace every BatchNorm's moving statistics by their average over ``batches`` (uint8 images).
+
+    Forward passes in training mode, no weight update; momentum (k-1)/k at the k-th batch
+    makes the moving value the plain mean of the batch statistics. Returns the batch count.
+    """
+    layers = batchnorm_layers(model)
+    saved = [(layer.trainable, layer.momentum) for layer in layers]
+    count = 0
+    try:
+        for layer in layers:
+            layer.trainable = True
+        for count, images in enumerate(batches, start=1):
+            for layer in layers:
+                layer.momentum = (count - 1) / count
+            model.full(images, training=True)
+    finally:
+        for layer, (trainable, momentum) in zip(layers, saved, strict=True):
+            layer.trainable, layer.momentum = trainable, momentum
+    return count
+
+
 def init_batchnorm_from_data(model: AttributeModel, images) -> None:
     """Set every BatchNorm's statistics from one batch, for randomly initialised backbones.
 
     Untrained statistics are (0, 1) while a random MobileNetV2's activations shrink
     layer by layer, so in inference mode its output is a constant. One forward pass
-    in training mode with momentum 0 (data-dependent initialisation) fixes that.
+    in training mode (data-dependent initialisation) fixes that.
     """
-    layers = [layer for layer in model.lower.get_layer("backbone_lower").layers + model.upper.layers
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    saved = [(layer.trainable, layer.momentum) for layer in layers]
-    for layer in layers:
-        layer.trainable, layer.momentum = True, 0.0
-    model.full(images, training=True)
-    for layer, (trainable, momentum) in zip(layers, saved, strict=True):
-        layer.trainable, layer.momentum = trainable, momentum
+    reestimate_batchnorm(model, [images])
 
 
 def split_shape(model: AttributeModel) -> tuple[int, ...]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,14 +66,26 @@ class ResumableEpochs(keras.callbacks.Callback):
     """After each epoch: score val, save last/best, decide on early stopping, persist it all."""
 
     def __init__(self, phase: PhaseState, score_fn: Callable[[], dict[str, float]], *,
-                 monitor: str, patience: int) -> None:
+                 monitor: str, patience: int, images_per_epoch: int = 0) -> None:
         super().__init__()
         self.phase, self.score_fn, self.monitor, self.patience = phase, score_fn, monitor, patience
+        self.images_per_epoch = images_per_epoch
+        self._epoch_t0 = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_t0 = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # Training speed is only meaningful next to the machine's load: other jobs halve it.
+        train_s = time.monotonic() - self._epoch_t0
+        speed = {"train_s": round(train_s, 1), "images_per_s": round(self.images_per_epoch / max(train_s, 1e-9), 1),
+                 "load_avg_1m": round(os.getloadavg()[0], 2)}
         scores = self.score_fn()
         if logs is not None:
             logs.update({f"val_{k}": v for k, v in scores.items()})
+            logs.update(speed)
+        log.info("epoch %d: %.0f s, %.1f images/s, load average %.2f", epoch + 1, train_s, speed["images_per_s"],
+                 speed["load_avg_1m"])
         state = self.phase.read()
         value = scores[self.monitor]
         if state["best"] is None or value > state["best"]:

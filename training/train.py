@@ -146,7 +146,8 @@ def fit_phases(trainer, set_upper_trainable, make_data, predict_val, val_split, 
             log.info("phase %s already finished; loading its best weights", name)
         else:
             start = phase.restore(trainer)
-            callback = ResumableEpochs(phase, score, monitor=config.monitor, patience=config.patience)
+            callback = ResumableEpochs(phase, score, monitor=config.monitor, patience=config.patience,
+                                       images_per_epoch=len(data) * config.batch_size)
             t0 = time.monotonic()
             trainer.fit(data, epochs=epochs, initial_epoch=start, verbose=2, callbacks=[
                 callback, keras.callbacks.CSVLogger(str(run_dir / f"history_{name}.csv"), append=True)])
