@@ -13,12 +13,16 @@ import signal
 import sys
 
 from facialattr import __version__
-from facialattr.errors import FacialAttrError
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_USAGE = 2
-EXIT_SOME_INPUTS_FAILED = 3
+from facialattr.errors import (  # noqa: F401  (re-exported: tests and parts read the codes here too)
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_NO_INPUTS,
+    EXIT_OK,
+    EXIT_SOME_INPUTS_FAILED,
+    EXIT_USAGE,
+    FacialAttrError,
+)
+from facialattr.extras import check_extra
 
 # Modules with a ``register(subparsers)`` function; each added subparser sets ``func``.
 COMMAND_MODULES = (
@@ -58,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM takes the same path as Ctrl-C, so servers and files are closed cleanly.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
+        check_extra(args.command)
         return int(args.func(args) or EXIT_OK)
     except FacialAttrError as exc:
         logging.getLogger("facialattr").error("%s", exc)
         return EXIT_FATAL
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -47,3 +47,16 @@ class ExportError(FacialAttrError):
 
 class ParityError(ExportError):
     """The exported ONNX model does not reproduce the Keras model within the stated tolerance."""
+
+
+class MissingExtraError(FacialAttrError):
+    """A command needs an optional dependency group (a pip "extra") that is not installed."""
+
+
+# Exit statuses of the ``facialattr`` command, one home for every subcommand and test.
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+EXIT_SOME_INPUTS_FAILED = 3
+EXIT_NO_INPUTS = 4  # the given paths held no image to score
+EXIT_INTERRUPTED = 130
