@@ -28,6 +28,7 @@ from facialattr.extras import check_extra
 COMMAND_MODULES = (
     "facialattr.serving.commands",
     "facialattr.client.commands",
+    "facialattr.client.predict",
     "facialattr.client.cctv.commands",
     "facialattr.training.commands",
     "facialattr.export.commands",
