@@ -59,32 +59,17 @@ class ParquetWriter(JsonlWriter):
         self.path.unlink()
 
     def schema(self):
-        import pyarrow as pa
-
-        names = self.contract.attribute_names
-        # Parquet strings must be UTF-8; file names need not be. "path" is for reading (undecodable
-        # bytes shown as U+FFFD), "path_bytes" is the exact name, used when a run is resumed.
-        fields = [pa.field(c, pa.string()) for c in ("path", "status", "error_kind", "error")]
-        fields.insert(1, pa.field("path_bytes", pa.binary()))
-        fields += [pa.field(n, pa.float32()) for n in names]
-        fields += [pa.field(f"{n}_present", pa.bool_()) for n in names]
-        fields.append(pa.field("top10", pa.list_(pa.string())))
-        return pa.schema(fields)
+        return parquet_schema(self.contract)
 
     def _batches(self, schema) -> Iterator:
-        import pyarrow as pa
-
         rows: list[dict[str, Any]] = []
         for row in read_jsonl(self.path):
-            raw = os.fsencode(row["path"])
-            row["path_bytes"], row["path"] = raw, raw.decode("utf-8", "replace")
-            row["error"] = row["error"].encode("utf-8", "replace").decode("utf-8")
             rows.append(row)
             if len(rows) >= PARQUET_ROWS_PER_GROUP:
-                yield pa.RecordBatch.from_pylist(rows, schema=schema)
+                yield record_batch(rows, schema)
                 rows = []
         if rows:
-            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+            yield record_batch(rows, schema)
 
     def _write_parquet(self) -> None:
         import pyarrow.parquet as pq
@@ -102,3 +87,29 @@ class ParquetWriter(JsonlWriter):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def parquet_schema(contract: ModelContract):
+    """The Parquet columns of a result row (the Ray engine's shards use it too)."""
+    import pyarrow as pa
+
+    names = contract.attribute_names
+    # Parquet strings must be UTF-8; file names need not be. "path" is for reading (undecodable
+    # bytes shown as U+FFFD), "path_bytes" is the exact name, used when a run is resumed.
+    fields = [pa.field(c, pa.string()) for c in ("path", "status", "error_kind", "error")]
+    fields.insert(1, pa.field("path_bytes", pa.binary()))
+    fields += [pa.field(n, pa.float32()) for n in names]
+    fields += [pa.field(f"{n}_present", pa.bool_()) for n in names]
+    fields.append(pa.field("top10", pa.list_(pa.string())))
+    return pa.schema(fields)
+
+
+def record_batch(rows: list[dict[str, Any]], schema):
+    """Result rows (as RowMaker makes them; modified in place) as one Arrow record batch of ``schema``."""
+    import pyarrow as pa
+
+    for row in rows:
+        raw = os.fsencode(row["path"])
+        row["path_bytes"], row["path"] = raw, raw.decode("utf-8", "replace")
+        row["error"] = row["error"].encode("utf-8", "replace").decode("utf-8")
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
