@@ -14,9 +14,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Triton model repository (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind; 0.0.0.0 exposes the server to the network (default: %(default)s)")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--grpc-port", type=int, default=8001,
+                        help="gRPC port, what clients use; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--metrics-port", type=int, default=8002,
+                        help="Prometheus metrics port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--http", action="store_true",
+                        help="also serve Triton's HTTP/REST API (off by default: Triton 2.51's HTTP frontend can be "
+                             "crashed by one request, see SECURITY.md; clients and health checks use gRPC)")
+    parser.add_argument("--http-port", type=int, default=8000,
+                        help="HTTP port, used only with --http; 0 picks a free one (default: %(default)s)")
 
 
 def server_config(args: argparse.Namespace):
@@ -24,34 +30,41 @@ def server_config(args: argparse.Namespace):
 
     return ServerConfig(
         model_repository=args.model_repository, host=args.host,
-        http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+        http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port, allow_http=args.http,
     )
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="run the embedded Triton server on a model repository")
+    p = subparsers.add_parser(
+        "serve", help="run the embedded Triton server on a model repository, restarted whenever it dies",
+        description="Run the embedded Triton under a supervisor: when tritonserver or a Python-backend stub "
+                    "dies, or a probe inference fails, it is restarted on the same ports (docs/RELIABILITY.md).")
     add_server_arguments(p)
     p.add_argument("--log-verbose", type=int, default=0, help="tritonserver --log-verbose level")
+    p.add_argument("--supervisor-port", type=int, default=8003,
+                   help="port of the supervisor's /metrics (restart counter) and /ready endpoints, "
+                        "bound on --host; 0 picks a free one (default: %(default)s)")
     p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from facialattr.serving.embedded import EmbeddedTriton
+    from facialattr.serving.supervisor import Supervisor
 
     config = dataclasses.replace(server_config(args), log_verbose=args.log_verbose)
-    server = EmbeddedTriton(config)
+    supervisor = Supervisor(config, endpoint_port=args.supervisor_port)
     try:
-        server.start()
-        print(f"Triton serving {config.model_repository} — gRPC {config.grpc_url}, HTTP {config.http_url}, "
-              f"metrics http://{config.grpc_url.split(':')[0]}:{config.metrics_port}/metrics (Ctrl-C stops)",
-              flush=True)
-        code = server.wait()
-        if code != 0:
-            print(server.log_tail(), flush=True)
-        return code
+        supervisor.run(on_first_ready=_print_banner)
     except KeyboardInterrupt:
-        return 0
-    finally:
-        server.stop()
+        pass
+    return 0
+
+
+def _print_banner(supervisor) -> None:
+    config = supervisor.config
+    host = config.grpc_url.rsplit(":", 1)[0]
+    http = f"HTTP {config.http_url}, " if getattr(config, "allow_http", True) else ""  # HTTP may be opt-in
+    print(f"Triton serving {config.model_repository} — gRPC {config.grpc_url}, {http}"
+          f"metrics http://{host}:{config.metrics_port}/metrics, supervisor http://{host}:{supervisor.endpoint_port}"
+          "/metrics and /ready (restarted when it dies; Ctrl-C stops)", flush=True)

@@ -1,0 +1,367 @@
+"""Keep the embedded Triton serving: restart it when it dies, when a stub dies, or when it stops answering.
+
+tritonserver 2.51 can die on its own (SIGSEGV, ``boost::interprocess::lock_exception``
+aborts; docs/RELIABILITY.md), and a Python-backend stub killed under it is never
+replaced while the server keeps answering "ready". The :class:`Supervisor` drives
+:class:`~facialattr.serving.embedded.EmbeddedTriton` through its public API and
+watches three things: the server process, its stub processes (from ``/proc``) and a
+real one-image inference. On a problem it marks itself not ready, stops what is left
+of the server (process group, ``/dev/shm`` regions, work folder) and starts a fresh
+one on the same ports, with exponential backoff when restarts come in quick
+succession. Restarts are counted in the log and on a small Prometheus endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
+
+from facialattr import MODEL_NAME, repository
+from facialattr.errors import FacialAttrError, PortInUseError
+
+log = logging.getLogger(__name__)
+
+# /proc/<pid>/stat truncates a command name to 15 characters.
+_STUB_COMM = "triton_python_backend_stub"[:15]
+RESTART_REASONS = ("exited", "stub", "probe")
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    """How often the watchdog looks, how patient it is, how it backs off (all seconds)."""
+
+    check_interval_s: float = 0.5  # server process and stub processes: cheap, /proc only
+    probe_interval_s: float = 2.0  # one real inference of one image
+    # A busy server queues the probe behind real work: generous, and several misses in a row.
+    probe_timeout_s: float = 10.0
+    probe_failures_to_restart: int = 3
+    stop_timeout_s: float = 5.0  # graceful drain allowed to a server being replaced
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    # A server that stayed healthy this long resets the backoff: its next crash restarts at once.
+    stable_after_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str  # one of RESTART_REASONS
+    detail: str
+
+
+def stub_processes(server_pid: int) -> list[tuple[int, str]]:
+    """(pid, state letter) of each Python-backend stub whose parent is ``server_pid``.
+
+    A stub killed under tritonserver stays a zombie (state ``Z``): the server never reaps it.
+    """
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited while we looked
+            continue
+        comm = text[text.find("(") + 1:text.rfind(")")]
+        state, ppid = text[text.rfind(")") + 2:].split()[:2]
+        if int(ppid) == server_pid and comm == _STUB_COMM:
+            found.append((int(stat.parent.name), state))
+    return found
+
+
+def stub_problem(server_pid: int, expected: int) -> str | None:
+    """Why the stubs of ``server_pid`` are unhealthy (dead, zombie, missing), or None."""
+    stubs = stub_processes(server_pid)
+    dead = [pid for pid, state in stubs if state in ("Z", "X")]
+    if dead:
+        return f"Python-backend stub(s) {dead} died"
+    if len(stubs) < expected:
+        return f"{expected - len(stubs)} of {expected} Python-backend stubs are gone"
+    return None
+
+
+class InferenceProbe:
+    """One real inference of one black image against the served model, with a deadline."""
+
+    def __init__(self, config: ServerConfig, *, timeout_s: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        contract = repository.load_model(config.model_repository).contract
+        self._client = grpcclient.InferenceServerClient(config.grpc_url)
+        self._input = grpcclient.InferInput(contract.input_name, [1, *contract.preprocessing.size_hw, 3], "UINT8")
+        self._input.set_data_from_numpy(np.zeros((1, *contract.preprocessing.size_hw, 3), np.uint8))
+        self._output = grpcclient.InferRequestedOutput(contract.output_name)
+        self.timeout_s = timeout_s
+
+    def check(self) -> tuple[str, str]:
+        """("ok" | "busy" | "failed" | "unhealthy", detail). Busy is a full queue: alive, not failing."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            self._client.infer(MODEL_NAME, [self._input], outputs=[self._output], client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            message = str(exc)
+            if "not healthy" in message:  # the Python backend's own verdict on a stub
+                return "unhealthy", message
+            if "queue" in message.lower():  # "Exceeds maximum queue size": overloaded, answering
+                return "busy", message
+            return "failed", message
+        return "ok", ""
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class SupervisorEndpoint:
+    """``GET /metrics`` (Prometheus text format) and ``GET /ready`` (200 or 503) of a Supervisor.
+
+    Its own small HTTP server, because tritonserver's metrics endpoint goes away exactly
+    while the server restarts. It only reads counters; it controls nothing.
+    """
+
+    def __init__(self, supervisor: Supervisor, host: str, port: int) -> None:
+        handler = type("Handler", (_EndpointHandler,), {"supervisor": supervisor})
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise PortInUseError(f"supervisor port {port} on {host} is already taken ({exc.strerror}); "
+                                 "pick another with --supervisor-port") from exc
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="supervisor-endpoint", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def render_metrics(supervisor: Supervisor) -> str:
+    """The supervisor's counters in the Prometheus text exposition format."""
+    lines = [
+        "# HELP facialattr_triton_restarts_total Times the supervisor restarted tritonserver, by reason.",
+        "# TYPE facialattr_triton_restarts_total counter",
+        *(f'facialattr_triton_restarts_total{{reason="{reason}"}} {count}' for reason, count in supervisor.restarts.items()),
+        "# HELP facialattr_triton_start_failures_total Restart attempts whose start failed (retried with backoff).",
+        "# TYPE facialattr_triton_start_failures_total counter",
+        f"facialattr_triton_start_failures_total {supervisor.start_failures}",
+        "# HELP facialattr_triton_ready 1 while tritonserver passes the supervisor's checks, 0 while it (re)starts.",
+        "# TYPE facialattr_triton_ready gauge",
+        f"facialattr_triton_ready {int(supervisor.ready)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class _EndpointHandler(BaseHTTPRequestHandler):
+    supervisor: Supervisor
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.path == "/metrics":
+            self._answer(200, render_metrics(self.supervisor), "text/plain; version=0.0.4")
+        elif self.path == "/ready":
+            ready = self.supervisor.ready
+            self._answer(200 if ready else 503, "ready\n" if ready else "not ready\n", "text/plain")
+        else:
+            self._answer(404, "not found: try /metrics or /ready\n", "text/plain")
+
+    def _answer(self, status: int, body: str, content_type: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
+        log.debug("supervisor endpoint: " + format, *args)
+
+
+class Supervisor:
+    """Runs an EmbeddedTriton and replaces it whenever it dies or turns unhealthy.
+
+    ``run()`` blocks (the ``serve`` command runs it in the main thread); as a context
+    manager it runs in a thread of its own that lives as long as the servers it starts
+    (the servers die with the thread that started them, see embedded._die_with_parent).
+    ``endpoint_port`` (None: no endpoint; 0: any free port) serves ``/metrics`` and
+    ``/ready`` on the server's host.
+    """
+
+    def __init__(self, config: ServerConfig, *, settings: SupervisorSettings | None = None,
+                 server_factory: Callable[[ServerConfig], EmbeddedTriton] = EmbeddedTriton,
+                 endpoint_port: int | None = None) -> None:
+        self.config = config
+        self.settings = settings or SupervisorSettings()
+        self._factory = server_factory
+        self.restarts = dict.fromkeys(RESTART_REASONS, 0)
+        self.start_failures = 0
+        self.server: EmbeddedTriton | None = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._first_start_done = threading.Event()
+        self._first_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._quick_restarts = 0  # restarts since the last stable period: the backoff exponent
+        self._endpoint = SupervisorEndpoint(self, config.host, endpoint_port) if endpoint_port is not None else None
+
+    @property
+    def ready(self) -> bool:
+        """True while a started server passes every check; False while starting or restarting."""
+        return self._ready.is_set()
+
+    @property
+    def endpoint_port(self) -> int | None:
+        return self._endpoint.port if self._endpoint else None
+
+    @property
+    def restarts_total(self) -> int:
+        return sum(self.restarts.values())
+
+    def run(self, *, on_first_ready: Callable[[Supervisor], None] | None = None) -> None:
+        """Start the server, then watch and restart it until ``stop()`` or KeyboardInterrupt.
+
+        The first start is not retried: its errors (a broken repository, a taken port)
+        are the user's to fix and propagate (:class:`ServerError` and friends).
+        """
+        if self._endpoint:
+            self._endpoint.start()
+        try:
+            self.server = self._factory(self.config).start()
+            # Restarts reuse the ports this start got, so clients reconnect to the same URLs.
+            self.config = self.server.config
+            self._first_start_done.set()
+            if on_first_ready:
+                on_first_ready(self)
+            self._supervise()
+        finally:
+            self._ready.clear()
+            self._stop_server(timeout_s=30.0)
+            if self._endpoint:
+                self._endpoint.close()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to stop the server and return; joins the thread of a context manager."""
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Supervisor:
+        self._thread = threading.Thread(target=self._run_in_thread, name="triton-supervisor")
+        self._thread.start()
+        self._first_start_done.wait()
+        if self._first_error is not None:
+            self._thread.join()
+            raise self._first_error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self, *, timeout_s: float) -> bool:
+        """Block until the server is ready (True) or ``timeout_s`` passed (False)."""
+        return self._ready.wait(timeout_s)
+
+    def _run_in_thread(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that called __enter__
+            self._first_error = exc
+            self._first_start_done.set()
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            self._ready.set()
+            problem = self._watch(self.server)
+            if problem is None:  # asked to stop
+                return
+            self._restart(problem)
+
+    def _watch(self, server: EmbeddedTriton) -> Problem | None:
+        """Check until something is wrong (the Problem) or a stop is asked for (None)."""
+        s = self.settings
+        expected_stubs = len(stub_processes(server.pid))
+        probe = InferenceProbe(server.config, timeout_s=s.probe_timeout_s)
+        started, failures, next_probe = time.monotonic(), 0, time.monotonic() + s.probe_interval_s
+        try:
+            while not self._stopping.wait(s.check_interval_s):
+                if not server.is_running():
+                    return Problem("exited", f"tritonserver exited with code {server.wait()}")
+                detail = stub_problem(server.pid, expected_stubs)
+                if detail:
+                    return Problem("stub", detail)
+                if time.monotonic() < next_probe:
+                    continue
+                verdict, detail = probe.check()
+                next_probe = time.monotonic() + s.probe_interval_s
+                failures = failures + 1 if verdict == "failed" else 0
+                if verdict == "unhealthy" or failures >= s.probe_failures_to_restart:
+                    return Problem("probe", f"inference probe: {detail}")
+                if verdict == "failed":
+                    log.warning("inference probe failed (%d of %d before a restart): %s",
+                                failures, s.probe_failures_to_restart, detail)
+                if time.monotonic() - started >= s.stable_after_s:
+                    self._quick_restarts = 0
+            return None
+        finally:
+            probe.close()
+
+    def _restart(self, problem: Problem) -> None:
+        self._ready.clear()
+        self.restarts[problem.reason] += 1
+        log.warning("restarting tritonserver (restart %d, reason %s): %s\n--- its log tail ---\n%s",
+                    self.restarts_total, problem.reason, problem.detail, self.server.log_tail(20) if self.server else "")
+        self._stop_server(timeout_s=self.settings.stop_timeout_s)
+        while not self._stopping.is_set():
+            delay_s = self._backoff_s()
+            self._quick_restarts += 1
+            if delay_s and self._stopping.wait(delay_s):
+                return
+            try:
+                self.server = self._factory(self.config).start()
+            except FacialAttrError as exc:  # a port taken meanwhile, a start that crashed: try again later
+                self.start_failures += 1
+                log.error("restart of tritonserver failed (%d failed starts so far): %s", self.start_failures, exc)
+                continue
+            log.info("tritonserver is back (restart %d): gRPC %s", self.restarts_total, self.config.grpc_url)
+            return
+
+    def _backoff_s(self) -> float:
+        if self._quick_restarts == 0:
+            return 0.0
+        s = self.settings
+        return min(s.backoff_initial_s * 2 ** (self._quick_restarts - 1), s.backoff_max_s)
+
+    def _stop_server(self, *, timeout_s: float) -> None:
+        """Stop the current server; a stub that outlived it is killed too (no orphan, no shm region)."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        pgid = server.pid
+        try:
+            server.stop(timeout_s=timeout_s)
+        finally:
+            # If that stop was interrupted (a second Ctrl-C), nothing of the group may survive,
+            # and a second stop() still removes the shm regions and the work folder.
+            if pgid is not None:
+                _kill_group(pgid)
+            server.stop(timeout_s=0)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

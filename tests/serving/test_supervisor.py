@@ -1,0 +1,241 @@
+"""The supervisor keeps the real embedded Triton serving: killed, hung or with a dead stub, it comes back.
+
+Every test runs the real tritonserver under a real Supervisor and hurts it the way
+issue 12 found it hurt (kill -9 of the server, of one Python-backend stub, SIGSTOP),
+then talks gRPC to what came back, on the same ports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from facialattr.serving.embedded import ServerConfig
+from facialattr.serving.supervisor import Supervisor, SupervisorSettings, stub_problem, stub_processes
+from testsupport import free_ports, make_tiny_repository
+
+from facialattr import MODEL_NAME
+
+# Quick enough to keep each test short, with the production logic unchanged.
+FAST = SupervisorSettings(check_interval_s=0.2, probe_interval_s=0.5, probe_timeout_s=1.0, probe_failures_to_restart=2,
+                          stop_timeout_s=2.0, backoff_initial_s=0.2, backoff_max_s=1.0)
+
+
+def _config(repo: Path) -> ServerConfig:
+    http, grpc, metrics = free_ports(3)
+    return ServerConfig(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+
+
+def _infer_one(url: str) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(url)
+    inp = grpcclient.InferInput("images", [1, 64, 64, 3], "UINT8")
+    inp.set_data_from_numpy(np.full((1, 64, 64, 3), 127, np.uint8))
+    return client.infer(MODEL_NAME, [inp], client_timeout=30).as_numpy("probabilities")
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _restarts(port: int) -> dict[str, float]:
+    """The supervisor's counters, parsed by Prometheus's own parser (the format must be valid)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = _get(port, "/metrics")
+    assert status == 200
+    return {sample.labels.get("reason", sample.name): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if family.name == "facialattr_triton_restarts"}
+
+
+class ReadinessRecorder:
+    """Polls the supervisor's /ready (and Triton's own readiness) every 50 ms in a thread."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.port, self.grpc_url = supervisor.endpoint_port, supervisor.config.grpc_url
+        self.samples: list[tuple[int, bool]] = []  # (supervisor /ready status, Triton's own readiness)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ReadinessRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _triton_ready(self) -> bool:
+        try:
+            return grpcclient.InferenceServerClient(self.grpc_url).is_server_ready(client_timeout=1)
+        except Exception:  # noqa: BLE001 - refused, reset or timed out: not ready
+            return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.samples.append((_get(self.port, "/ready")[0], self._triton_ready()))
+
+    def saw_a_restart_window(self) -> bool:
+        """Ready, then not ready (supervisor 503, Triton unreachable), then ready again."""
+        states = [code == 200 for code, _ in self.samples]
+        if not states or not states[0] or False not in states:
+            return False
+        return True in states[states.index(False):]
+
+
+def _leftovers(pgids: list[int], prefixes: list[str], workdirs: list[Path]) -> list[str]:
+    found = []
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, 0)
+            found.append(f"process group {pgid}")
+        except ProcessLookupError:
+            pass
+    found += [str(p) for prefix in prefixes for p in Path("/dev/shm").glob(f"{prefix}*")]
+    return found + [str(w) for w in workdirs if w.exists()]
+
+
+def _generation(supervisor: Supervisor) -> tuple[int, str, Path]:
+    server = supervisor.server
+    return server.pid, server._shm_prefix, server.log_path.parent
+
+
+def _wait_restarted(supervisor: Supervisor, old_pid: int, *, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        server = supervisor.server
+        if supervisor.ready and server is not None and server.pid != old_pid:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"no restarted server within {timeout_s:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_tiny_repository(tmp_path_factory.mktemp("supervised"))
+
+
+@pytest.mark.parametrize(("victim", "reason"), [("tritonserver", "exited"), ("stub", "stub")])
+def test_killed_server_or_stub_is_restarted_on_the_same_ports_counted_and_not_ready_meanwhile(repo, victim, reason):
+    with Supervisor(_config(repo), settings=FAST, endpoint_port=0) as supervisor:
+        url, ports = supervisor.config.grpc_url, (supervisor.config.grpc_port, supervisor.config.metrics_port)
+        expected = _infer_one(url)
+        first = _generation(supervisor)
+        stubs = stub_processes(first[0])
+        assert stubs and stub_problem(first[0], len(stubs)) is None
+        with ReadinessRecorder(supervisor) as readiness:
+            time.sleep(0.3)
+            os.kill(first[0] if victim == "tritonserver" else stubs[0][0], signal.SIGKILL)
+            _wait_restarted(supervisor, first[0])
+            time.sleep(0.3)
+        second = _generation(supervisor)
+        assert (supervisor.config.grpc_port, supervisor.config.metrics_port) == ports
+        np.testing.assert_array_equal(_infer_one(url), expected)
+        assert _restarts(supervisor.endpoint_port) == {"exited": 0, "stub": 0, "probe": 0} | {reason: 1}
+        assert readiness.saw_a_restart_window(), readiness.samples
+        # Plain Triton clients see the restart too: its own readiness was false within that window.
+        assert any(not triton for code, triton in readiness.samples if code == 503), readiness.samples
+        assert not _leftovers([first[0]], [first[1]], [first[2]]), "the replaced server left something behind"
+    assert not _leftovers([first[0], second[0]], [first[1], second[1]], [first[2], second[2]])
+
+
+def test_a_hung_server_fails_its_probes_and_is_replaced(repo):
+    """SIGSTOP: the process lives and holds its ports but answers nothing; only the inference probe notices."""
+    with Supervisor(_config(repo), settings=FAST, endpoint_port=0) as supervisor:
+        pid = supervisor.server.pid
+        os.killpg(pid, signal.SIGSTOP)
+        _wait_restarted(supervisor, pid)
+        assert supervisor.restarts == {"exited": 0, "stub": 0, "probe": 1}
+        assert _infer_one(supervisor.config.grpc_url).shape == (1, 40)
+        assert not _leftovers([pid], [], [])
+
+
+def test_a_port_taken_while_the_server_is_down_is_waited_for_with_backoff_and_the_server_returns_on_it(repo):
+    import socket
+
+    with Supervisor(_config(repo), settings=FAST, endpoint_port=0) as supervisor:
+        pid, grpc_port = supervisor.server.pid, supervisor.config.grpc_port
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            # Take the gRPC port as soon as the dead server released it.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    squatter.bind(("127.0.0.1", grpc_port))
+                    squatter.listen()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the dead server's port was never released"
+                    time.sleep(0.01)
+            while supervisor.start_failures < 3:  # 0.2, 0.4, 0.8 s apart
+                assert time.monotonic() < deadline + 60, "no restart was tried"
+                time.sleep(0.05)
+            assert supervisor.server is None and not supervisor.ready
+        finally:
+            squatter.close()
+        _wait_restarted(supervisor, pid)
+        assert supervisor.config.grpc_port == grpc_port
+        assert _infer_one(f"127.0.0.1:{grpc_port}").shape == (1, 40)
+        assert supervisor.restarts["exited"] == 1
+
+
+def _serve_command(repo: Path) -> tuple[subprocess.Popen, int, int]:
+    """``facialattr serve`` on free ports; returns the process, its gRPC port and supervisor port (from its banner)."""
+    http, grpc, metrics = free_ports(3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo), "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--supervisor-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    banner = proc.stdout.readline()
+    while "Triton serving" not in banner and proc.poll() is None:
+        banner = proc.stdout.readline()
+    match = re.search(r"supervisor http://127\.0\.0\.1:(\d+)/metrics", banner)
+    assert match, f"no supervisor endpoint in the banner: {banner!r}"
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+    return proc, grpc, int(match.group(1))
+
+
+def _tritonserver(grpc_port: int) -> tuple[int, str, Path]:
+    """(pid, shm prefix, work folder) of the tritonserver serving ``grpc_port``, read from its command line."""
+    pid = int(subprocess.run(["pgrep", "-f", f"grpc-port={grpc_port}"], capture_output=True, text=True).stdout.split()[0])
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    prefix = next(a.split("shm-region-prefix-name=")[1] for a in argv if "shm-region-prefix-name=" in a)
+    workdir = Path(next(a.split("=", 1)[1] for a in argv if a.startswith("--model-repository="))).parent
+    return pid, prefix, workdir
+
+
+def test_serve_command_restarts_a_killed_server_and_sigterm_leaves_nothing_behind(repo):
+    proc, grpc, supervisor_port = _serve_command(repo)
+    try:
+        first = _tritonserver(grpc)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while _restarts(supervisor_port)["exited"] < 1 or _get(supervisor_port, "/ready")[0] != 200:
+            assert time.monotonic() < deadline and proc.poll() is None, "serve did not bring the server back"
+            time.sleep(0.2)
+        assert _infer_one(f"127.0.0.1:{grpc}").shape == (1, 40)
+        second = _tritonserver(grpc)
+        assert second[0] != first[0]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    generations = list(zip(first, second, strict=True))
+    assert not _leftovers(*generations)
