@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                    help="stop (resumable) when the server stays unreachable this long (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from facialattr.client.ray_engine import add_arguments as add_ray_arguments  # no Ray import until --engine ray
+
+    add_ray_arguments(p)
     p.set_defaults(func=_score)
 
 
@@ -52,6 +55,10 @@ def _score(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    if args.engine == "ray":
+        from facialattr.client.ray_engine import run
+
+        return run(args, urls=args.urls or [DEFAULT_URL])
     log = logging.getLogger("facialattr.score")
     if args.workers < 1 or args.max_in_flight < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise InputError("--workers, --max-in-flight and --batch-size must be at least 1")
