@@ -22,6 +22,7 @@ import grpc.experimental.gevent as grpc_gevent
 grpc_gevent.init_gevent()
 
 import time  # noqa: E402
+import weakref  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -32,6 +33,41 @@ from facialattr import MODEL_NAME  # noqa: E402
 from facialattr.contract import ModelContract  # noqa: E402
 
 _IMAGE_POOL = 64
+
+
+class _Client(grpcclient.InferenceServerClient):
+    """tritonclient's client with a ``close()`` that runs once.
+
+    Why: the process could hang for ever after "Shutting down" (issue 16). In gevent mode each
+    ``close()`` of a gRPC channel decrements gRPC's channel count under a C mutex, and the last
+    one wakes a gevent thread-pool thread that takes the GIL while holding that mutex.
+    tritonclient's ``__del__`` closes again, so the garbage collection at interpreter exit
+    decremented once more; if that waker was woken just before exit, Python ended it (a daemon
+    thread asking for the GIL during finalization) with the mutex still locked, and the extra
+    decrement waited on it in a futex, deaf to SIGTERM (gdb: ``Py_FinalizeEx`` -> GC ->
+    ``InferenceServerClient.__del__`` -> ``gevent_decrement_channel_count``).
+    """
+
+    _closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        super().close()
+
+
+_OPEN_CLIENTS: weakref.WeakSet[_Client] = weakref.WeakSet()
+
+
+@events.quit.add_listener
+def _close_clients(**_kwargs) -> None:
+    """Close what on_stop did not reach while gevent still runs, then let gRPC's waker finish."""
+    import gevent
+
+    for client in list(_OPEN_CLIENTS):
+        client.close()
+    gevent.sleep(0.1)
 
 
 @events.init_command_line_parser.add_listener
@@ -68,7 +104,8 @@ class TritonUser(User):
         options = self.environment.parsed_options
         self.model_name = options.model_name
         self.timeout_s = options.request_timeout_s
-        self.client = grpcclient.InferenceServerClient(grpc_target(self.host or "127.0.0.1:8001"))
+        self.client = _Client(grpc_target(self.host or "127.0.0.1:8001"))
+        _OPEN_CLIENTS.add(self.client)
         config = self.client.get_model_config(self.model_name).config
         self.contract = ModelContract.from_model_config(config)
         self.images = _load_images(options, self.contract)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import tritonclient.grpc as grpcclient
 from facialattr.benchmarks import locust_run, serverstats
 
@@ -31,6 +34,35 @@ def test_locust_cctv_user_alone_sends_only_single_faces(triton_server, tmp_path)
                                 csv_prefix=tmp_path / "cctv", user_classes=("CctvUser",))
     assert [row["Name"] for row in run.rows] == ["infer 1 face", "Aggregated"]
     assert run.requests > 0 and run.failures == 0
+
+
+REPEATS = 10
+RUN_TIME_S = 3
+EXIT_GRACE_S = 10  # issue 16: every run ends by itself within its time limit + 10 s
+
+
+def test_locust_exits_by_itself_after_its_run_time_ten_runs_in_a_row(triton_server, tmp_path):
+    # Before the fix 3 of 14 such runs hung after "Shutting down (exit code 0)" until SIGKILL.
+    url = triton_server.config.grpc_url
+    walls = []
+    for i in range(REPEATS):
+        args = locust_run.locust_command(url, users=8, run_time_s=RUN_TIME_S, csv_prefix=tmp_path / f"run{i}")
+        log = tmp_path / f"run{i}.log"
+        started = time.monotonic()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                returncode = proc.wait(timeout=RUN_TIME_S + EXIT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError(f"run {i + 1} still running {RUN_TIME_S + EXIT_GRACE_S} s after it started:\n"
+                                     + log.read_text()[-1500:]) from None
+        walls.append(time.monotonic() - started)
+        assert returncode == 0, log.read_text()[-1500:]
+        assert "Shutting down (exit code 0)" in log.read_text()
+        assert locust_run.read_stats(tmp_path / f"run{i}")[-1]["Request Count"] != "0"
+    assert len(walls) == REPEATS and max(walls) < RUN_TIME_S + EXIT_GRACE_S
 
 
 def test_soak_memory_probe_counts_the_server_and_its_python_backend_stub(triton_server):
