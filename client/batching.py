@@ -4,6 +4,8 @@ Everything is bounded: at most ``decode_ahead`` files are being decoded and at
 most ``scorer.max_in_flight`` batches await the server, so memory does not grow
 with the number of inputs. Results come out in input order, one per path,
 with a decode failure as an error result in its place (the run goes on).
+A failure of the server (not of the image) that outlasts the scorer's retries
+becomes a *retryable* error result: written, and scored again by a resumed run.
 A server that stays unreachable past the scorer's retry deadline raises
 :class:`~facialattr.client.scorer.ServerUnavailableError`: nothing is invented
 for the images in flight, and a resumed run scores them later.
@@ -20,9 +22,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from facialattr.client.decode import DEFAULT_MAX_PIXELS, DecodeError
-from facialattr.client.paths import RefusedPath
-from facialattr.client.preprocess import load_and_prepare
+from facialattr.client.decode import (
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DecodeError,
+    decode_image,
+)
+from facialattr.client.paths import Input, as_input
+from facialattr.client.preprocess import prepare
 from facialattr.client.scorer import Scorer, ServerUnavailableError
 
 from facialattr.contract import Preprocessing
@@ -33,12 +41,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ItemResult:
-    """One input's outcome: probabilities, or an error with a short kind."""
+    """One input's outcome: probabilities, or an error with a short kind.
+
+    ``retryable`` errors are about the server, not the image: a resumed run scores them again.
+    """
 
     path: str
     probabilities: np.ndarray | None = None
     error: str | None = None
     error_kind: str | None = None
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -62,6 +74,16 @@ class EngineConfig:
     decode_ahead: int | None = None  # None: two batches' worth
     decode_chunk: int = 4  # files per decode task (1, 4 and 8 measured alike here, within noise)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # refused before reading
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES  # pixels x channels x bytes per sample, refused before decoding
+
+    def decode_limits(self) -> dict[str, int]:
+        return {"max_pixels": self.max_pixels, "max_file_bytes": self.max_file_bytes,
+                "max_decode_bytes": self.max_decode_bytes}
+
+
+# Error kind of a row whose request failed on the server after every retry (not final: --resume retries it).
+SERVER_ERROR_KIND = "server"
 
 
 class _Group:
@@ -78,11 +100,16 @@ class _Group:
             self.images.append(image)
 
 
-def _decode_one(path: str, preprocessing: Preprocessing, max_pixels: int) -> np.ndarray:
-    if isinstance(path, RefusedPath):
-        raise DecodeError(path, path.reason, kind=path.kind)
+def _decode_one(item: Input, preprocessing: Preprocessing, limits: dict[str, int]) -> np.ndarray:
+    path = item.path
+    if item.refused is not None:
+        raise DecodeError(path, item.refused.reason, kind=item.refused.kind)
     try:
-        return load_and_prepare(path, preprocessing, max_pixels=max_pixels)
+        image = decode_image(path, **limits)
+        try:
+            return prepare(image, preprocessing)
+        except InputError as exc:
+            raise DecodeError(path, str(exc), kind="unsupported_format") from None
     except InputError:
         raise
     except MemoryError:
@@ -91,26 +118,29 @@ def _decode_one(path: str, preprocessing: Preprocessing, max_pixels: int) -> np.
         raise DecodeError(path, f"decoder failed: {type(exc).__name__}: {exc}", kind="decoder_failure") from None
 
 
-def _decode_chunk(paths: list[str], preprocessing: Preprocessing, max_pixels: int) -> tuple[list, float]:
+def _decode_chunk(items: list[Input], preprocessing: Preprocessing, limits: dict[str, int]) -> tuple[list, float]:
     """Several files per task: fewer futures and thread hand-overs per image."""
     started = time.perf_counter()
     out: list[tuple[np.ndarray | None, InputError | None]] = []
-    for path in paths:
+    for item in items:
         try:
-            out.append((_decode_one(path, preprocessing, max_pixels), None))
+            out.append((_decode_one(item, preprocessing, limits), None))
         except InputError as exc:
             out.append((None, exc))
     return out, time.perf_counter() - started
 
 
 def score_files(
-    paths: Iterable[os.PathLike | str],
+    paths: Iterable[Input | os.PathLike | str],
     scorer: Scorer,
     *,
     config: EngineConfig | None = None,
     timings: EngineTimings | None = None,
 ) -> Iterator[ItemResult]:
-    """Score image files in input order; bounded memory however many paths come in."""
+    """Score image files in input order; bounded memory however many paths come in.
+
+    Raises :class:`ServerUnavailableError` when no server answers within the scorer's retry deadline.
+    """
     config = config or EngineConfig()
     timings = timings if timings is not None else EngineTimings()
     batch_size = max(1, min(config.batch_size or scorer.chunk_size, scorer.chunk_size))
@@ -122,22 +152,23 @@ def score_files(
     # (about 300 vs 570 images/s, median of 4 alternating runs on the placeholder model).
     pool = concurrent.futures.ThreadPoolExecutor(config.decode_workers, thread_name_prefix="facialattr-decode")
     chunk = max(1, min(config.decode_chunk, batch_size))
-    decoding: deque[tuple[list[str], concurrent.futures.Future]] = deque()
+    limits = config.decode_limits()
+    decoding: deque[tuple[list[Input], concurrent.futures.Future]] = deque()
     groups: deque[_Group] = deque()
     path_iter = iter(paths)
     current = _Group()
     try:
         while True:
             while len(decoding) * chunk < decode_ahead:
-                names = [os.fsdecode(p) for p in _take(path_iter, chunk)]
-                if not names:
+                items = [as_input(p) for p in _take(path_iter, chunk)]
+                if not items:
                     break
-                decoding.append((names, pool.submit(_decode_chunk, names, preprocessing, config.max_pixels)))
+                decoding.append((items, pool.submit(_decode_chunk, items, preprocessing, limits)))
             if not decoding:
                 break
-            names, future = decoding.popleft()
-            for path, (image, error) in zip(names, _collect(future, timings), strict=True):
-                current.add(path, image, error)
+            items, future = decoding.popleft()
+            for item, (image, error) in zip(items, _collect(future, timings), strict=True):
+                current.add(item.path, image, error)
                 # Error rows count too, so a folder of broken files cannot pile up unbounded.
                 if len(current.images) >= batch_size or len(current.items) >= 4 * batch_size:
                     groups.append(_submit(current, scorer, timings))
@@ -194,7 +225,8 @@ def _finish(group: _Group, timings: EngineTimings) -> Iterator[ItemResult]:
             raise
         except InferenceError as exc:
             batch_error = exc
-            log.error("a batch failed on the server: %s", exc)
+            log.warning("a batch of %d failed on the server after retries (rows kept for --resume): %s",
+                        len(group.items), exc)
         finally:
             timings.wait_infer_s += time.perf_counter() - started
     row = 0
@@ -202,7 +234,8 @@ def _finish(group: _Group, timings: EngineTimings) -> Iterator[ItemResult]:
         if error is not None:
             yield ItemResult(path, error=str(error), error_kind=getattr(error, "kind", "input"))
         elif batch_error is not None:
-            yield ItemResult(path, error=f"{path}: {batch_error}", error_kind="inference")
+            yield ItemResult(path, error=f"{path}: server failed after retries: {batch_error}",
+                             error_kind=SERVER_ERROR_KIND, retryable=True)
         else:
             yield ItemResult(path, probabilities=probabilities[row])
             row += 1

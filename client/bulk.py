@@ -17,15 +17,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facialattr.client.batching import EngineConfig, EngineTimings, score_files
-from facialattr.client.paths import WalkStats, iter_inputs
+from facialattr.client.batching import EngineConfig, EngineTimings, ItemResult, score_files
+from facialattr.client.paths import Input, WalkStats, iter_inputs
 from facialattr.client.results import RowMaker, open_writer
-from facialattr.client.scorer import Scorer
+from facialattr.client.scorer import Scorer, ScorerStats
+
+from facialattr.errors import EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0  # mirrors facialattr.cli (imported lazily there to keep the CLI light)
-EXIT_SOME_INPUTS_FAILED = 3
+# Failed inputs named in the summary; the rest are in the output file.
+SUMMARY_FAILED_SHOWN = 5
+# Seconds between plain progress lines when stderr is not a terminal (a log file, CI).
+PLAIN_PROGRESS_EVERY_S = 10.0
 
 
 @dataclass
@@ -33,13 +37,17 @@ class Summary:
     """What a scoring run did."""
 
     out: Path
+    recursive: bool = False
     scored: int = 0
     failed: int = 0
+    server_failed: int = 0  # rows the server failed after every retry; --resume scores them again
     already_done: int = 0
     elapsed_s: float = 0.0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     timings: EngineTimings = field(default_factory=EngineTimings)
     walk: WalkStats = field(default_factory=WalkStats)
+    scorer_stats: ScorerStats | None = None
+    first_failures: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
     complete: bool = False
 
     @property
@@ -47,19 +55,46 @@ class Summary:
         return (self.scored + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
+    def no_inputs(self) -> bool:
+        """Nothing was found to score (not even rows of an earlier run)."""
+        return self.scored + self.failed + self.already_done == 0
+
+    @property
     def exit_code(self) -> int:
-        return EXIT_SOME_INPUTS_FAILED if self.failed else EXIT_OK
+        if self.failed:
+            return EXIT_SOME_INPUTS_FAILED
+        return EXIT_NO_INPUTS if self.no_inputs else EXIT_OK
 
     def lines(self) -> list[str]:
+        """The run's summary for people: counts, the first failed inputs and where the rest are."""
         out = [
             f"{self.scored + self.failed} inputs this run in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s): "
             f"{self.scored} scored, {self.failed} failed; {self.already_done} already in {self.out}",
         ]
+        for root in self.walk.empty_roots:
+            out.append(f"warning: no images found under {root}" + ("" if self.recursive else " (--recursive to look in subfolders)"))
         if self.errors_by_kind:
             out.append("errors by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(self.errors_by_kind.items())))
+        if self.first_failures:
+            out.append("failed inputs:" if self.failed <= len(self.first_failures) else
+                       f"first {len(self.first_failures)} of {self.failed} failed inputs (all are rows with status "
+                       f"'error' in {self.out}):")
+            out += [f"  {path!r}: {reason}" for path, reason in self.first_failures]
+        out += self._server_lines()
         if self.walk.skipped_symlinks:
             out.append(f"{self.walk.skipped_symlinks} symlinks leading outside the given folders were not followed "
                        "(error rows of kind outside_roots; --follow-symlinks to include them)")
+        return out
+
+    def _server_lines(self) -> list[str]:
+        stats, out = self.scorer_stats, []
+        if stats is not None and (stats.retries or stats.errors_by_status):
+            by_status = ", ".join(f"{k.removeprefix('StatusCode.')} {n}" for k, n in sorted(stats.errors_by_status.items()))
+            out.append(f"server: {stats.retries} requests retried ({by_status}); every retried image was scored once"
+                       if not self.server_failed else f"server: {stats.retries} requests retried ({by_status})")
+        if self.server_failed:
+            out.append(f"{self.server_failed} inputs failed on the server after retries (error kind 'server', not "
+                       f"about the images): rerun with --resume to score them again")
         return out
 
 
@@ -78,8 +113,13 @@ def score_paths(
     engine: EngineConfig | None = None,
     scorer: Scorer | None = None,
 ) -> Summary:
-    """Score every image under ``paths`` into ``out`` (.csv, .jsonl or .parquet)."""
-    summary = Summary(out=Path(out))
+    """Score every image under ``paths`` into ``out`` (.csv, .jsonl or .parquet); the summary says what happened.
+
+    Raises :class:`~facialattr.client.scorer.ServerUnavailableError` when the server stays
+    unreachable (rows so far are kept; ``resume=True`` finishes later) and
+    :class:`~facialattr.errors.InputError` for an unusable ``out``.
+    """
+    summary = Summary(out=Path(out), recursive=recursive)
     own_scorer = scorer is None
     scorer = scorer or Scorer(urls, timeout_s=timeout_s, max_in_flight=max_in_flight)
     try:
@@ -93,41 +133,74 @@ def score_paths(
         finally:
             writer.close(complete=complete)
             summary.complete = complete
+            summary.scorer_stats = scorer.stats
     finally:
         if own_scorer:
             scorer.close()
     return summary
 
 
-def _pending(inputs: Iterable[str], done: set[str], summary: Summary) -> Iterable[str]:
-    for path in inputs:
-        if path in done:
+def _pending(inputs: Iterable[Input], done: set[str], summary: Summary) -> Iterable[Input]:
+    for item in inputs:
+        if item.path in done:
             summary.already_done += 1
         else:
-            yield path
+            yield item
 
 
 def _run(inputs, scorer: Scorer, writer, summary: Summary, *, engine: EngineConfig | None, progress: bool) -> None:
-    from tqdm import tqdm
-
     errors: Counter[str] = Counter()
     rows = RowMaker(scorer.contract)
     started = time.perf_counter()
-    bar = tqdm(desc="scoring", unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-               smoothing=0.1, mininterval=0.5 if sys.stderr.isatty() else 15.0)
+    report = _Progress(enabled=progress, started=started)
     try:
         for result in score_files(inputs, scorer, config=engine, timings=summary.timings):
             writer.write(rows.row(result))
-            if result.ok:
-                summary.scored += 1
-            else:
-                summary.failed += 1
-                errors[result.error_kind or "input"] += 1
-                log.debug("%s", result.error)
-            bar.update(1)
-            if summary.failed and bar.n % 256 == 0:
-                bar.set_postfix(errors=summary.failed, refresh=False)
+            _count(result, summary, errors)
+            report.update(summary)
     finally:
-        bar.close()
+        report.close()
         summary.elapsed_s = time.perf_counter() - started
         summary.errors_by_kind = dict(errors)
+
+
+def _count(result: ItemResult, summary: Summary, errors: Counter[str]) -> None:
+    if result.ok:
+        summary.scored += 1
+        return
+    summary.failed += 1
+    summary.server_failed += result.retryable
+    errors[result.error_kind or "input"] += 1
+    if len(summary.first_failures) < SUMMARY_FAILED_SHOWN:
+        reason = (result.error or "").removeprefix(f"{result.path}: ")
+        summary.first_failures.append((result.path, " ".join(reason.splitlines())[:200]))
+    log.debug("%s", result.error)
+
+
+class _Progress:
+    """A tqdm bar on a terminal; elsewhere one plain line every PLAIN_PROGRESS_EVERY_S (no run-together \\r updates)."""
+
+    def __init__(self, *, enabled: bool, started: float) -> None:
+        self.enabled, self.started = enabled, started
+        self.tty = sys.stderr.isatty()
+        self._bar = None
+        self._next_line = started + PLAIN_PROGRESS_EVERY_S
+        if enabled and self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(desc="scoring", unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1, mininterval=0.5)
+
+    def update(self, summary: Summary) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            if summary.failed and self._bar.n % 256 == 0:
+                self._bar.set_postfix(errors=summary.failed, refresh=False)
+        elif self.enabled and (now := time.perf_counter()) >= self._next_line:
+            self._next_line = now + PLAIN_PROGRESS_EVERY_S
+            done = summary.scored + summary.failed
+            log.info("scoring: %d inputs in %.0f s (%.1f/s), %d failed",
+                     done, now - self.started, done / (now - self.started), summary.failed)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

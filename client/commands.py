@@ -7,22 +7,30 @@ import os
 import sys
 from pathlib import Path
 
+from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_NO_INPUTS, EXIT_SOME_INPUTS_FAILED, InputError
+
 DEFAULT_URL = os.environ.get("FACIALATTR_GRPC_URL", "127.0.0.1:8001")
 
 
 def register(subparsers) -> None:
+    from facialattr.client.decode import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_FILE_BYTES
+
     p = subparsers.add_parser(
         "score", help="score image files and folders into a CSV, JSONL or Parquet file",
         description="One row per input: status, error, the 40 probabilities, present flags and the top-10. "
-                    "Exit status 0 when every input was scored, 3 when some failed, 1 on a fatal error.",
+                    f"Exit status 0 when every input was scored, {EXIT_SOME_INPUTS_FAILED} when some failed "
+                    f"(the summary names the first few), {EXIT_NO_INPUTS} when no image was found, "
+                    f"{EXIT_FATAL} on a fatal error, {EXIT_INTERRUPTED} when interrupted. See docs/SCORING.md.",
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files and/or folders")
     p.add_argument("--out", required=True, type=Path, help="results file: .csv, .jsonl or .parquet")
     p.add_argument("--url", action="append", dest="urls", metavar="HOST:PORT",
-                   help=f"Triton gRPC endpoint; repeat for several (default: {DEFAULT_URL})")
+                   help=f"Triton gRPC endpoint (the server's --grpc-port, not its HTTP port); repeat for several "
+                        f"(default: {DEFAULT_URL}, or $FACIALATTR_GRPC_URL)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into subfolders")
     existing = p.add_mutually_exclusive_group()
-    existing.add_argument("--resume", action="store_true", help="continue an interrupted run: score only inputs not in --out")
+    existing.add_argument("--resume", action="store_true",
+                          help="continue an interrupted run: score only inputs not in --out (and rows the server failed)")
     existing.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--follow-symlinks", action="store_true", help="also follow links that lead outside the given folders")
     p.add_argument("--timeout", type=float, default=30.0, dest="timeout_s", metavar="SECONDS",
@@ -31,13 +39,30 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="decode threads (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per request (default: the server's max_batch_size; larger values are capped to it)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="give up this soon when no server has answered at all (wrong --url, no server) (default: %(default)s)")
     p.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
-                   help="stop (resumable) when the server stays unreachable this long (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="stop (resumable) when a server that answered stays unreachable this long (default: %(default)s)")
+    p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES, metavar="BYTES",
+                   help="larger files are error rows (too_large), refused before reading (default: %(default)s)")
+    p.add_argument("--max-decode-bytes", type=int, default=DEFAULT_MAX_DECODE_BYTES, metavar="BYTES",
+                   help="images whose decoded samples (pixels x channels x bytes per sample) exceed this are "
+                        "error rows (too_large), refused from the header before decoding (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress (a bar on a terminal, a plain line every 10 s otherwise)")
     from facialattr.client.ray_engine import add_arguments as add_ray_arguments  # no Ray import until --engine ray
 
     add_ray_arguments(p)
     p.set_defaults(func=_score)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.workers < 1 or args.max_in_flight < 1 or (args.batch_size is not None and args.batch_size < 1):
+        raise InputError("--workers, --max-in-flight and --batch-size must be at least 1")
+    if args.max_file_bytes < 1 or args.max_decode_bytes < 1:
+        raise InputError("--max-file-bytes and --max-decode-bytes must be at least 1")
+    if args.connect_timeout <= 0 or args.give_up_after <= 0:
+        raise InputError("--connect-timeout and --give-up-after must be positive")
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -48,9 +73,6 @@ def _score(args: argparse.Namespace) -> int:
     from facialattr.client.bulk import score_paths
     from facialattr.client.scorer import RetryPolicy, Scorer, ServerUnavailableError
 
-    from facialattr.cli import EXIT_FATAL
-    from facialattr.errors import InputError
-
     def _terminate(signum, frame):  # SIGTERM ends the run as cleanly as Ctrl-C: rows so far are flushed
         raise KeyboardInterrupt
 
@@ -60,16 +82,20 @@ def _score(args: argparse.Namespace) -> int:
 
         return run(args, urls=args.urls or [DEFAULT_URL])
     log = logging.getLogger("facialattr.score")
-    if args.workers < 1 or args.max_in_flight < 1 or (args.batch_size is not None and args.batch_size < 1):
-        raise InputError("--workers, --max-in-flight and --batch-size must be at least 1")
+    _check(args)
     retry = RetryPolicy(give_up_after_s=args.give_up_after)
-    scorer = Scorer(args.urls or [DEFAULT_URL], timeout_s=args.timeout_s, max_in_flight=args.max_in_flight,
-                    retry=retry, connect_timeout_s=args.give_up_after)
+    try:
+        scorer = Scorer(args.urls or [DEFAULT_URL], timeout_s=args.timeout_s, max_in_flight=args.max_in_flight,
+                        retry=retry, connect_timeout_s=args.connect_timeout, answered_wait_s=args.give_up_after)
+    except ServerUnavailableError as exc:
+        log.error("%s", exc)
+        return EXIT_FATAL
+    engine = EngineConfig(decode_workers=args.workers, batch_size=args.batch_size,
+                          max_file_bytes=args.max_file_bytes, max_decode_bytes=args.max_decode_bytes)
     try:
         summary = score_paths(
             args.paths, out=args.out, recursive=args.recursive, resume=args.resume, overwrite=args.overwrite,
-            follow_symlinks=args.follow_symlinks, progress=not args.no_progress,
-            engine=EngineConfig(decode_workers=args.workers, batch_size=args.batch_size), scorer=scorer,
+            follow_symlinks=args.follow_symlinks, progress=not args.no_progress, engine=engine, scorer=scorer,
         )
     except ServerUnavailableError as exc:
         log.error("%s", exc)
@@ -77,7 +103,7 @@ def _score(args: argparse.Namespace) -> int:
         return EXIT_FATAL
     except KeyboardInterrupt:
         log.error("interrupted; rows written so far are kept. Rerun with --resume to finish.")
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         scorer.close()
     for line in summary.lines():

@@ -26,6 +26,13 @@ from facialattr.errors import InputError
 # 50 megapixels: ~150 MB of RGB. Far beyond any face photo, small enough that a
 # decompression bomb (a tiny file declaring a huge canvas) is refused before decoding.
 DEFAULT_MAX_PIXELS = 50_000_000
+# Files larger than this are refused before a byte is read (a face photo is kilobytes to a few MB).
+DEFAULT_MAX_FILE_BYTES = 100 * 2**20
+# The decoded samples (pixels x channels x bytes per sample, read from the header) must fit in this:
+# a 50 MP 8-bit RGB photo (150 MB) passes, a 49 MP 16-bit RGBA PNG (392 MB) is refused.
+DEFAULT_MAX_DECODE_BYTES = 256 * 2**20
+# Rows converted at a time by to_rgb8, so its temporaries stay small whatever the image size.
+_CONVERT_BLOCK_PIXELS = 1 << 20
 # Transparent pixels are composited over white: the usual page colour behind cut-outs.
 ALPHA_BACKGROUND = 255
 
@@ -41,13 +48,24 @@ class DecodeError(InputError):
         self.kind = kind
 
 
-def decode_image(path: os.PathLike | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read and decode an image file to a uint8 RGB array [H, W, 3], EXIF orientation applied."""
-    data = read_file(path)
-    return decode_bytes(data, path=path, max_pixels=max_pixels)
+def decode_image(
+    path: os.PathLike | str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+) -> np.ndarray:
+    """Read and decode an image file to a uint8 RGB array [H, W, 3], EXIF orientation applied.
+
+    Raises :class:`DecodeError` (kind ``too_large``) for a file over ``max_file_bytes`` before
+    reading it, and for an image over ``max_pixels`` or ``max_decode_bytes`` before decoding it.
+    """
+    data = read_file(path, max_file_bytes=max_file_bytes)
+    return decode_bytes(data, path=path, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 
 
-def read_file(path: os.PathLike | str) -> bytes:
+def read_file(path: os.PathLike | str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes; :class:`DecodeError` for anything else, and for a file over ``max_file_bytes``."""
     try:
         # O_NONBLOCK: opening a FIFO named x.jpg must not wait forever for a writer;
         # it has no effect on regular files. Then only regular files are read (no
@@ -59,7 +77,13 @@ def read_file(path: os.PathLike | str) -> bytes:
                 raise IsADirectoryError
             if not stat.S_ISREG(mode):
                 raise DecodeError(path, "not a regular file (FIFO, device or socket)", kind="not_a_file")
-            data = f.read()
+            size = os.fstat(fd).st_size
+            if size > max_file_bytes:
+                raise DecodeError(path, f"file of {size} bytes exceeds the limit of {max_file_bytes} "
+                                        "(--max-file-bytes)", kind="too_large")
+            data = f.read(max_file_bytes + 1)  # a file growing while read is still bounded
+            if len(data) > max_file_bytes:
+                raise DecodeError(path, f"file grew past the limit of {max_file_bytes} bytes while read", kind="too_large")
     except FileNotFoundError:
         raise DecodeError(path, "no such file", kind="not_found") from None
     except IsADirectoryError:
@@ -73,16 +97,23 @@ def read_file(path: os.PathLike | str) -> bytes:
     return data
 
 
-def decode_bytes(data: bytes, *, path: os.PathLike | str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode encoded image bytes; ``path`` only names the source in errors."""
+def decode_bytes(
+    data: bytes,
+    *,
+    path: os.PathLike | str = "<bytes>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+) -> np.ndarray:
+    """Decode encoded image bytes; ``path`` only names the source in errors (limits as :func:`decode_image`)."""
+    limits = (max_pixels, max_decode_bytes)
     if data[:2] == _JPEG_SOI:
-        image = _decode_jpeg_fast(data, path, max_pixels)
+        image = _decode_jpeg_fast(data, path, limits)
         if image is not None:
             return image
-    return _decode_with_pil(data, path, max_pixels)
+    return _decode_with_pil(data, path, limits)
 
 
-def _decode_jpeg_fast(data: bytes, path, max_pixels: int) -> np.ndarray | None:
+def _decode_jpeg_fast(data: bytes, path, limits: tuple[int, int]) -> np.ndarray | None:
     """simplejpeg for RGB/gray JPEGs; None hands the file to Pillow (CMYK, YCCK, odd headers)."""
     import simplejpeg
 
@@ -90,7 +121,7 @@ def _decode_jpeg_fast(data: bytes, path, max_pixels: int) -> np.ndarray | None:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None  # let Pillow produce the precise error, or decode what libjpeg-turbo won't
-    _check_pixels(path, width, height, max_pixels)
+    _check_size(path, width, height, channels=3, bytes_per_sample=1, limits=limits)  # decoded as 8-bit RGB
     if colorspace not in ("Gray", "YCbCr", "RGB", "GRAY"):
         return None
     try:
@@ -100,7 +131,7 @@ def _decode_jpeg_fast(data: bytes, path, max_pixels: int) -> np.ndarray | None:
     return apply_orientation(image, jpeg_exif_orientation(data))
 
 
-def _decode_with_pil(data: bytes, path, max_pixels: int) -> np.ndarray:
+def _decode_with_pil(data: bytes, path, limits: tuple[int, int]) -> np.ndarray:
     import io
 
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -109,7 +140,8 @@ def _decode_with_pil(data: bytes, path, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            _check_pixels(path, image.width, image.height, max_pixels)
+            _check_size(path, image.width, image.height, channels=len(image.getbands()),
+                        bytes_per_sample=_bytes_per_sample(image), limits=limits)
             image.load()
             image = ImageOps.exif_transpose(image) or image
     except DecodeError:
@@ -123,22 +155,26 @@ def _decode_with_pil(data: bytes, path, max_pixels: int) -> np.ndarray:
     return to_rgb8(image, path)
 
 
+def _bytes_per_sample(image) -> int:
+    """Bytes of one stored sample, from the mode and the decoder's raw mode (16-bit PNG RGBA opens as "RGBA")."""
+    if image.mode in ("I", "F"):
+        return 4
+    raw = str(image.tile[0][3]) if getattr(image, "tile", None) else ""
+    return 2 if image.mode.startswith("I;16") or ";16" in raw else 1
+
+
 def to_rgb8(image, path="<image>") -> np.ndarray:
-    """Any Pillow image as uint8 RGB: 16-bit scaled down, alpha composited, CMYK/palette converted."""
+    """Any Pillow image as uint8 RGB: 16-bit scaled down, alpha composited, CMYK/palette converted.
+
+    Converted a block of rows at a time in integer arithmetic (equal to rounding the exact
+    quotient), so the temporaries stay a few MB even for a 50-megapixel image.
+    """
     mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        # 16-bit sources use the full 0..65535 range; "I" (32-bit) images from 16-bit PNGs do too.
-        gray = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
-    if mode == "F":
-        gray = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image)
+        return _blockwise(values, _gray_float_to_rgb8 if mode == "F" else _gray16_to_rgb8)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[..., 3:4] / 255.0
-        rgb = rgba[..., :3] * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
-        return np.ascontiguousarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
+        return _blockwise(np.asarray(image if mode == "RGBA" else image.convert("RGBA")), _composite_over_white)
     try:
         rgb = image.convert("RGB")
     except (ValueError, OSError) as exc:
@@ -146,13 +182,46 @@ def to_rgb8(image, path="<image>") -> np.ndarray:
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
-def _check_pixels(path, width: int, height: int, max_pixels: int) -> None:
+def _blockwise(values: np.ndarray, convert) -> np.ndarray:
+    out = np.empty((*values.shape[:2], 3), np.uint8)
+    rows = max(1, _CONVERT_BLOCK_PIXELS // max(1, values.shape[1]))
+    for top in range(0, values.shape[0], rows):
+        out[top : top + rows] = convert(values[top : top + rows])
+    return out
+
+
+def _gray16_to_rgb8(block: np.ndarray) -> np.ndarray:
+    # 16-bit sources use the full 0..65535 range ("I" images from 16-bit PNGs too): round(v / 257).
+    v = np.clip(block.astype(np.int64), 0, 65535)
+    return np.repeat(((v + 128) // 257).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _gray_float_to_rgb8(block: np.ndarray) -> np.ndarray:
+    gray = np.clip(np.rint(block.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _composite_over_white(rgba: np.ndarray) -> np.ndarray:
+    # round((rgb * a + 255 * (255 - a)) / 255): the exact quotient is never half-way, so this equals rint.
+    rgb, alpha = rgba[..., :3].astype(np.uint32), rgba[..., 3:4].astype(np.uint32)
+    return ((rgb * alpha + ALPHA_BACKGROUND * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _check_size(path, width: int, height: int, *, channels: int, bytes_per_sample: int, limits: tuple[int, int]) -> None:
+    """Refuse, from the header alone, an image whose pixels or decoded bytes exceed the limits."""
+    max_pixels, max_decode_bytes = limits
     if width <= 0 or height <= 0:
         raise DecodeError(path, f"invalid image size {width}x{height}", kind="corrupt")
     if width * height > max_pixels:
         raise DecodeError(
             path, f"{width}x{height} pixels exceeds the limit of {max_pixels} (possible decompression bomb)",
             kind="too_large",
+        )
+    decoded = width * height * channels * bytes_per_sample
+    if decoded > max_decode_bytes:
+        raise DecodeError(
+            path, f"{width}x{height} pixels x {channels} channels x {bytes_per_sample} bytes = {decoded} bytes "
+                  f"decoded exceeds the limit of {max_decode_bytes} (--max-decode-bytes)", kind="too_large",
         )
 
 

@@ -3,15 +3,48 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from facialattr.client.failures import EndpointError, status_code
+
 from facialattr.contract import ModelContract
-from facialattr.errors import ContractError, InferenceError, InputError
+from facialattr.errors import ContractError, InputError
 
 log = logging.getLogger(__name__)
+
+# Triton's default ports (its own defaults, which `facialattr serve` keeps).
+TRITON_HTTP_PORT, TRITON_GRPC_PORT = 8000, 8001
+
+
+def tcp_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether anything accepts a TCP connection at HOST:PORT (to tell "nothing there" from "not gRPC")."""
+    host, _, port = url.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def unreachable_message(urls: Sequence[str], *, waited_s: float, last_errors: dict[str, str]) -> str:
+    """One plain message for "no endpoint ever answered": what was tried, what answered, what to do."""
+    lines = [f"no Triton gRPC endpoint answered within {waited_s:.0f} s:"]
+    for url in urls:
+        if tcp_answers(url):
+            what = "something accepts connections there, but it does not answer as Triton gRPC"
+        else:
+            what = "nothing is listening there (connection refused or no route)"
+        lines.append(f"  {url}: {what}; last error: {last_errors.get(url, 'none')}")
+        if url.rpartition(":")[2] == str(TRITON_HTTP_PORT):
+            lines.append(f"  {url} is Triton's HTTP port; this client speaks gRPC, by default on port "
+                         f"{TRITON_GRPC_PORT}: --url {url.rpartition(':')[0]}:{TRITON_GRPC_PORT}")
+    lines.append("Start a server with `facialattr serve` (gRPC on 127.0.0.1:8001 by default) or pass --url HOST:PORT; "
+                 "--connect-timeout waits longer for a server that is still starting.")
+    return "\n".join(lines)
 
 
 @dataclass(eq=False)
@@ -79,7 +112,7 @@ def read_contract(endpoint: Endpoint, model_name: str, model_version: str, timeo
         config = endpoint.client.get_model_config(model_name, model_version, client_timeout=timeout_s).config
         metadata = endpoint.client.get_model_metadata(model_name, model_version, client_timeout=timeout_s)
     except InferenceServerException as exc:
-        raise InferenceError(f"{endpoint.url}: cannot read model {model_name!r}: {exc}") from None
+        raise EndpointError(f"{endpoint.url}: cannot read model {model_name!r}: {exc}", code=status_code(exc)) from None
     try:
         contract = ModelContract.from_model_config(config)
     except ContractError as exc:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facialattr.client.results import PARQUET_ROWS_PER_GROUP, JsonlWriter, read_jsonl
+from facialattr.client.results import PARQUET_ROWS_PER_GROUP, JsonlWriter, create_with_umask, read_jsonl
 
 from facialattr.contract import ModelContract
 
@@ -41,7 +40,7 @@ class ParquetWriter(JsonlWriter):
         import pyarrow.parquet as pq
 
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with create_with_umask(tmp) as f:
             for batch in pq.ParquetFile(self.out).iter_batches(batch_size=PARQUET_ROWS_PER_GROUP):
                 for row in batch.to_pylist():
                     row["path"] = os.fsdecode(row.pop("path_bytes"))
@@ -75,8 +74,10 @@ class ParquetWriter(JsonlWriter):
         import pyarrow.parquet as pq
 
         schema = self.schema()
-        fd, tmp = tempfile.mkstemp(dir=self.out.parent, prefix=f".{self.out.name}.", suffix=".tmp")
-        os.close(fd)
+        # Created like the CSV/JSONL outputs: 0666 less the umask (mkstemp would make it 0600).
+        tmp = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
+        with create_with_umask(tmp, mode="wb"):
+            pass
         try:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for batch in self._batches(schema):

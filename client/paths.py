@@ -6,7 +6,7 @@ memory does not grow with the number of files. Symbolic links
 are followed only while they stay inside the given roots, unless the caller
 allows otherwise; directory cycles are cut. Each file is yielded once. What the
 walk will not read (a link leading outside, a folder it cannot list) is still
-yielded, as a :class:`RefusedPath`, so the output accounts for it as an error row.
+yielded, as an :class:`Input` with a refusal, so the output accounts for it as an error row.
 """
 
 from __future__ import annotations
@@ -33,18 +33,31 @@ class WalkStats:
     skipped_symlinks: int = 0
     skipped_duplicates: int = 0
     unreadable_dirs: list[str] = field(default_factory=list)
+    empty_roots: list[str] = field(default_factory=list)  # given folders that held no image at all
 
 
-class RefusedPath(str):
-    """A name the walk will not read; the engine turns it into an error row with this reason and kind."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the walk will not read a name: ``kind`` for summaries, ``reason`` for people."""
 
-    reason: str
     kind: str
+    reason: str
 
-    def __new__(cls, path: str, *, reason: str, kind: str) -> RefusedPath:
-        obj = super().__new__(cls, path)
-        obj.reason, obj.kind = reason, kind
-        return obj
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input of a run: a path to read, or (``refused`` set) a name that becomes an error row as it is."""
+
+    path: str
+    refused: Refusal | None = None
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
+def as_input(item: Input | os.PathLike | str) -> Input:
+    """An :class:`Input` for anything a caller may pass as one (plain paths are to be read)."""
+    return item if isinstance(item, Input) else Input(os.fsdecode(item))
 
 
 def is_image_name(name: str) -> bool:
@@ -57,7 +70,7 @@ def iter_inputs(
     recursive: bool = False,
     follow_symlinks: bool = False,
     stats: WalkStats | None = None,
-) -> Iterator[str]:
+) -> Iterator[Input]:
     """Image files under ``paths``: files given explicitly always, directories by image suffix.
 
     A given path that does not exist is still yielded, so it becomes an error row
@@ -70,9 +83,14 @@ def iter_inputs(
     seen: set[str] | None = set() if len(paths) > 1 else None
     for path in paths:
         if os.path.isdir(path):
-            yield from _walk(path, roots, seen, stats, recursive=recursive, follow_symlinks=follow_symlinks)
+            found, duplicates_before = 0, stats.skipped_duplicates
+            for item in _walk(path, roots, seen, stats, recursive=recursive, follow_symlinks=follow_symlinks):
+                found += 1
+                yield item
+            if not found and stats.skipped_duplicates == duplicates_before:
+                stats.empty_roots.append(path)
         elif _first_time(path, seen, stats):
-            yield path
+            yield Input(path)
 
 
 def _first_time(path: str, seen: set[str] | None, stats: WalkStats) -> bool:
@@ -108,7 +126,7 @@ def _stream(directory: str) -> Iterator[os.DirEntry]:
         log.error("listing %s failed part-way: %s; files after that point are not scored", directory, exc)
 
 
-def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *, recursive: bool, follow_symlinks: bool) -> Iterator[str]:
+def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *, recursive: bool, follow_symlinks: bool) -> Iterator[Input]:
     visited_dirs = {os.path.realpath(top)}
     stack = [top]
     while stack:
@@ -119,7 +137,7 @@ def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *
             # An error row, so the output accounts for what could not be looked at (e.g. a path over PATH_MAX).
             log.warning("cannot list %s: %s", directory, exc.strerror or exc)
             stats.unreadable_dirs.append(directory)
-            yield RefusedPath(directory, reason=f"cannot list folder: {exc.strerror or exc}", kind="unreadable")
+            yield Input(directory, Refusal("unreadable", f"cannot list folder: {exc.strerror or exc}"))
             continue
         subdirs = []
         for entry in entries:
@@ -134,10 +152,10 @@ def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *
                 continue
             if entry.is_symlink() and not follow_symlinks and not _inside(os.path.realpath(entry.path), roots):
                 stats.skipped_symlinks += 1
-                yield RefusedPath(entry.path, kind="outside_roots", reason="symbolic link leads outside the given "
-                                  "folders; not followed (--follow-symlinks to include it)")
+                yield Input(entry.path, Refusal("outside_roots", "symbolic link leads outside the given "
+                                                "folders; not followed (--follow-symlinks to include it)"))
             elif not is_dir:
-                yield entry.path
+                yield Input(entry.path)
             elif (real := os.path.realpath(entry.path)) not in visited_dirs:
                 visited_dirs.add(real)
                 subdirs.append(entry.path)

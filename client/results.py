@@ -1,25 +1,38 @@
-"""Result files (CSV, JSONL, Parquet) that survive crashes and resume without duplicates.
+r"""Result files (CSV, JSONL, Parquet) that survive crashes and resume without duplicates.
 
 CSV and JSONL are appended row by row and flushed + fsynced at checkpoints, so
 every complete line on disk can be trusted; only the last line can be torn by
 a crash, and resuming detects and drops it. Parquet cannot be appended, so rows
 go to a JSONL journal next to it and the Parquet file is written from the
 journal at the end, to a temporary name and renamed into place.
+
+Rows whose failure was the server's (error kind ``server``, or the older ``inference``)
+are not final: a resumed run drops them from the file and scores those inputs again.
+
+CSV cells are safe to open in a spreadsheet and to read with a strict UTF-8 reader:
+fields holding a quote, comma or line break (CR too) are quoted; a text cell that a
+spreadsheet would take for a formula (starting with ``= + - @``, tab or CR) or that
+starts with ``'`` gets a leading ``'``; a backslash is written ``\\`` and a byte of
+a name that is not UTF-8 is written ``\xNN``. :func:`path_from_csv` undoes this
+exactly (resume uses it). JSONL and Parquet keep the exact path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from facialattr.client.batching import ItemResult
+from facialattr.client.batching import SERVER_ERROR_KIND, ItemResult
 from facialattr.client.ranking import Ranker
 
 from facialattr.contract import ModelContract
@@ -29,6 +42,10 @@ log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 TOP_K = 10
+# Error kinds of rows a resumed run scores again: the server failed, not the image ("inference": older runs).
+RETRYABLE_ERROR_KINDS = frozenset({SERVER_ERROR_KIND, "inference"})
+# A text cell starting with one of these is neutralised in CSV ("'" itself too, so the escape is reversible).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 # Rows per Parquet row group; also bounds the Python rows held while converting (measured ~115 MB peak).
 PARQUET_ROWS_PER_GROUP = 10_000
 
@@ -125,8 +142,16 @@ class _LineWriter:
         existing = self.path.exists() and self.path.stat().st_size > 0
         if existing and resume:
             drop_torn_tail(self.path)
-            self.done = set(self._read_paths())
-            log.info("%s: resuming; %d inputs already done", self.path, len(self.done))
+            retry = 0
+            for path, error_kind in self._read_rows():
+                if error_kind in RETRYABLE_ERROR_KINDS:
+                    retry += 1
+                else:
+                    self.done.add(path)
+            if retry:
+                self._rewrite_final_rows_only()
+            log.info("%s: resuming; %d inputs already done, %d server failures to score again",
+                     self.path, len(self.done), retry)
         elif existing:
             self.path.unlink()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,8 +160,23 @@ class _LineWriter:
         if fresh:
             self._write_header()
 
-    def _read_paths(self) -> Iterator[str]:
+    def _read_rows(self) -> Iterator[tuple[str, str]]:
+        """(path, error_kind) of every row on disk."""
         raise NotImplementedError
+
+    def _final_records(self) -> Iterator[str]:
+        """The text of every row that is final (not a retryable server failure), header included."""
+        raise NotImplementedError
+
+    def _rewrite_final_rows_only(self) -> None:
+        """Drop retryable rows (the resumed run writes them again): a new file renamed into place."""
+        tmp = self.path.with_name(f".{self.path.name}.resume.tmp")
+        with create_with_umask(tmp) as f:
+            for record in self._final_records():
+                f.write(record)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
     def _write_header(self) -> None:
         pass
@@ -171,10 +211,9 @@ class CsvWriter(_LineWriter):
         self.checkpoint()
 
     def _write_row(self, row: dict[str, Any]) -> None:
-        values = [_csv_value(row[c]) for c in self.columns]
-        csv.writer(self._file, lineterminator="\n").writerow(values)
+        self._file.write(_csv_line([_csv_value(row[c]) for c in self.columns]))
 
-    def _read_paths(self) -> Iterator[str]:
+    def _csv_rows(self) -> Iterator[list[str]]:
         with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
@@ -183,7 +222,25 @@ class CsvWriter(_LineWriter):
             for number, row in enumerate(reader, start=2):
                 if len(row) != len(self.columns):
                     raise InputError(f"{self.path}: row {number} is malformed; cannot resume safely")
-                yield row[0]
+                yield row
+
+    def _read_rows(self) -> Iterator[tuple[str, str]]:
+        kind = self.columns.index("error_kind")
+        for row in self._csv_rows():
+            yield path_from_csv(row[0]), row[kind]
+
+    def _final_records(self) -> Iterator[str]:
+        kind = self.columns.index("error_kind")
+        yield _csv_line(self.columns)
+        yield from (_csv_line(row) for row in self._csv_rows() if row[kind] not in RETRYABLE_ERROR_KINDS)
+
+
+def _csv_line(values: list[str]) -> str:
+    out = io.StringIO()
+    # QUOTE_MINIMAL does not quote a lone CR when lines end in "\n"; such a row is quoted whole.
+    quoting = csv.QUOTE_ALL if any("\r" in v for v in values) else csv.QUOTE_MINIMAL
+    csv.writer(out, lineterminator="\n", quoting=quoting).writerow(values)
+    return out.getvalue()
 
 
 def _csv_value(value: Any) -> str:
@@ -193,7 +250,36 @@ def _csv_value(value: Any) -> str:
         return "1" if value else "0"
     if isinstance(value, list):
         return ";".join(value)
+    if isinstance(value, str):
+        return csv_text(value)
     return str(value)
+
+
+def csv_text(text: str) -> str:
+    """A text cell as written to CSV: strict UTF-8, no formula, reversible with :func:`path_from_csv`."""
+    out = text.replace("\\", "\\\\")
+    if any("\udc80" <= ch <= "\udcff" for ch in out):  # bytes os.fsdecode could not decode
+        out = "".join(f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff" else ch for ch in out)
+    return "'" + out if out.startswith(_FORMULA_STARTS) else out
+
+
+def path_from_csv(cell: str) -> str:
+    """The path (os.fsdecode form) a CSV ``path`` cell stands for: the inverse of :func:`csv_text`."""
+    if cell.startswith("'"):
+        cell = cell[1:]
+    if "\\" not in cell:
+        return cell
+    return re.sub(r"\\(\\|x([0-9a-f]{2}))",
+                  lambda m: "\\" if m.group(1) == "\\" else chr(0xDC00 + int(m.group(2), 16)), cell)
+
+
+@contextlib.contextmanager
+def create_with_umask(path: Path, *, mode: str = "w"):
+    """A new file created with permissions 0666 less the umask (as ``open`` does), replacing a stale one."""
+    Path(path).unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    with open(fd, mode, encoding=None if "b" in mode else "utf-8", newline=None if "b" in mode else "") as f:
+        yield f
 
 
 class JsonlWriter(_LineWriter):
@@ -201,8 +287,14 @@ class JsonlWriter(_LineWriter):
         # ASCII-only JSON: always valid UTF-8, even for file names that are not.
         self._file.write(json.dumps(row, ensure_ascii=True, allow_nan=False) + "\n")
 
-    def _read_paths(self) -> Iterator[str]:
-        yield from (row["path"] for row in read_jsonl(self.path))
+    def _read_rows(self) -> Iterator[tuple[str, str]]:
+        yield from ((row["path"], row.get("error_kind") or "") for row in read_jsonl(self.path))
+
+    def _final_records(self) -> Iterator[str]:
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                if (json.loads(line).get("error_kind") or "") not in RETRYABLE_ERROR_KINDS:
+                    yield line
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

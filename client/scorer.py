@@ -7,6 +7,10 @@ until it succeeds or gives up: a retried chunk can neither be lost nor counted
 twice. UNAVAILABLE marks an endpoint down for a backoff and the job moves to
 another endpoint; RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED back the job off.
 While every endpoint is down jobs keep retrying until ``give_up_after_s``.
+Any other failure (INTERNAL from a batch someone else poisoned, an unhealthy
+stub, a malformed answer) is the server's, never the image's: the job is
+retried ``max_server_error_attempts`` times before its future fails.
+Failures are classified by ``grpc.StatusCode``, never by message text.
 """
 
 from __future__ import annotations
@@ -22,7 +26,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from facialattr.client.endpoints import Endpoint, open_endpoints, read_contract
+from facialattr.client.endpoints import Endpoint, open_endpoints, read_contract, unreachable_message
+from facialattr.client.failures import (
+    EndpointError,
+    RateLimitedLog,
+    busy_codes,
+    final_error,
+    first_line,
+    is_unavailable,
+    server_answered,
+    status_code,
+    unavailable_error,
+)
 
 from facialattr import MODEL_NAME
 from facialattr.contract import ModelContract
@@ -30,16 +45,6 @@ from facialattr.errors import ContractError, InferenceError, InputError
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.DEADLINE_EXCEEDED"})
-# The endpoint itself is unreachable (as opposed to busy): try another one.
-ENDPOINT_DOWN_STATUSES = frozenset({"StatusCode.UNAVAILABLE"})
-SLOW_SERVER_STATUSES = frozenset({"StatusCode.RESOURCE_EXHAUSTED", "StatusCode.DEADLINE_EXCEEDED"})
-
-
-def _is_overload_message(error) -> bool:
-    """Triton answers a full queue or an expired queue deadline with UNAVAILABLE: busy, not down."""
-    text = str(error).lower()
-    return "maximum queue size" in text or "timeout expired" in text
 
 
 class ServerUnavailableError(InferenceError):
@@ -52,6 +57,9 @@ class RetryPolicy:
     max_backoff_s: float = 2.0
     # How long one chunk may keep retrying (server down, overloaded); None retries forever.
     give_up_after_s: float | None = 300.0
+    # Attempts of a chunk the server failed (INTERNAL, an unhealthy stub, a malformed answer) before
+    # its rows are written as retryable server errors: with the backoff, about 5-10 s of retrying.
+    max_server_error_attempts: int = 10
 
     def backoff_s(self, attempt: int) -> float:
         base = min(self.max_backoff_s, self.initial_backoff_s * (2 ** min(attempt, 20)))
@@ -65,6 +73,8 @@ class ScorerStats:
     requests: int = 0
     images: int = 0
     retries: int = 0
+    server_error_retries: int = 0  # retries after a server-side failure (INTERNAL, ...), not a busy or down server
+    failed_chunks: int = 0  # chunks whose future failed after every retry
     failovers: int = 0
     request_seconds: float = 0.0
     errors_by_status: dict[str, int] = field(default_factory=dict)
@@ -93,8 +103,17 @@ class Scorer:
         max_in_flight: int = 4,
         retry: RetryPolicy | None = None,
         connect_timeout_s: float | None = 60.0,
+        answered_wait_s: float | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        """Connect to ``urls`` and read the model contract they serve.
+
+        ``connect_timeout_s`` bounds the wait while nothing has answered at all (None: forever);
+        once an endpoint answered (e.g. a server still loading its model) the wait is extended to
+        ``answered_wait_s`` (default: the retry policy's ``give_up_after_s``). Raises
+        :class:`ServerUnavailableError` with a plain explanation when the wait ends, :class:`InputError`
+        for malformed URLs or settings, :class:`ContractError` when endpoints serve different contracts.
+        """
         if max_in_flight < 1:
             raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if timeout_s <= 0:
@@ -103,9 +122,12 @@ class Scorer:
         self.timeout_s, self.max_in_flight = timeout_s, max_in_flight
         self.retry = retry or RetryPolicy()
         self.stats = ScorerStats()
+        self._warnings = RateLimitedLog()
         self._endpoints = open_endpoints(urls, max_message_bytes=max_message_bytes)
+        if answered_wait_s is None:
+            answered_wait_s = self.retry.give_up_after_s
         try:
-            self.contract: ModelContract = self._connect(connect_timeout_s)
+            self.contract: ModelContract = self._connect(connect_timeout_s, answered_wait_s)
         except BaseException:
             for endpoint in self._endpoints:
                 endpoint.close()
@@ -138,18 +160,24 @@ class Scorer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self, connect_timeout_s: float | None) -> ModelContract:
+    def _connect(self, connect_timeout_s: float | None, answered_wait_s: float | None) -> ModelContract:
         """The contract from every endpoint that answers; they must agree. Waits for at least one."""
-        deadline = None if connect_timeout_s is None else time.monotonic() + connect_timeout_s
+        started = time.monotonic()
+        answered = False  # some endpoint answered as a gRPC server (e.g. "model not loaded yet")
+        last_errors: dict[str, str] = {}
         attempt = 0
         while True:
             contracts = {}
             for endpoint in self._endpoints:
                 try:
-                    contracts[endpoint.url] = read_contract(endpoint, self.model_name, self.model_version, self.timeout_s)
+                    # Bounded by the connect timeout: a silent endpoint must not hold the first answer back.
+                    call_timeout_s = min(self.timeout_s, max(1.0, connect_timeout_s or self.timeout_s))
+                    contracts[endpoint.url] = read_contract(endpoint, self.model_name, self.model_version, call_timeout_s)
                     endpoint.verified = True
-                except InferenceError as exc:
-                    log.warning("%s", exc)
+                except EndpointError as exc:
+                    answered = answered or server_answered(exc.code)
+                    last_errors[endpoint.url] = str(exc).removeprefix(f"{endpoint.url}: ")
+                    self._warnings.warning(endpoint.url, "%s", exc)
                     endpoint.mark_down(self.retry.backoff_s(0))
             if contracts:
                 first_url, contract = next(iter(contracts.items()))
@@ -157,10 +185,16 @@ class Scorer:
                     if other != contract:
                         raise ContractError(f"endpoints {first_url} and {url} serve different model contracts")
                 return contract
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ServerUnavailableError(f"no Triton endpoint reachable at {', '.join(self.urls)} "
-                                             f"within {connect_timeout_s:.0f} s")
-            time.sleep(self.retry.backoff_s(attempt))
+            wait_s = answered_wait_s if answered else connect_timeout_s
+            if wait_s is not None and time.monotonic() - started >= wait_s:
+                if answered:
+                    raise ServerUnavailableError(
+                        f"no Triton endpoint at {', '.join(self.urls)} served model {self.model_name!r} within "
+                        f"{wait_s:.0f} s; last errors: {last_errors}")
+                raise ServerUnavailableError(unreachable_message(
+                    self.urls, waited_s=time.monotonic() - started, last_errors=last_errors))
+            remaining_s = None if wait_s is None else wait_s - (time.monotonic() - started)
+            time.sleep(self.retry.backoff_s(attempt) if remaining_s is None else min(self.retry.backoff_s(attempt), remaining_s))
             attempt += 1
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -270,12 +304,12 @@ class Scorer:
             try:
                 contract = read_contract(endpoint, self.model_name, self.model_version, min(self.timeout_s, 5.0))
             except InferenceError as exc:
-                self._finish(job, endpoint, started, None, InferenceServerException(str(exc), "StatusCode.UNAVAILABLE"))
+                self._finish(job, endpoint, started, None, unavailable_error(str(exc)))
                 return
             if contract != self.contract:
                 log.error("%s serves a different model contract; not using it", endpoint.url)
                 endpoint.disabled = True
-                self._finish(job, endpoint, started, None, InferenceServerException("contract mismatch", "StatusCode.UNAVAILABLE"))
+                self._finish(job, endpoint, started, None, unavailable_error(f"{endpoint.url}: contract mismatch"))
                 return
             endpoint.verified = True
         endpoint.sent += 1
@@ -313,7 +347,7 @@ class Scorer:
                 shape = None if output is None else output.shape
                 error, output = InferenceError(f"{endpoint.url} returned output of shape {shape} for {job.size} images"), None
         if error is not None:
-            status = error.status() if hasattr(error, "status") else None
+            status = status_code(error)
         with self._cond:
             self._in_flight -= 1
             endpoint.in_flight -= 1
@@ -333,24 +367,33 @@ class Scorer:
         elif failure is not None:
             job.future.set_exception(failure)
 
-    def _handle_error(self, job: _Job, endpoint: Endpoint, error, status: str | None) -> Exception | None:
+    def _handle_error(self, job: _Job, endpoint: Endpoint, error, status) -> Exception | None:
         """Under the lock: count the error, then queue a retry (None) or return the job's final error."""
-        key = status or type(error).__name__
+        key = str(status) if status is not None else type(error).__name__
         self.stats.errors_by_status[key] = self.stats.errors_by_status.get(key, 0) + 1
         give_up = self.retry.give_up_after_s
-        if status not in RETRYABLE_STATUSES or self._closed:
-            if isinstance(error, InferenceError):
-                return error
-            return InferenceError(f"{endpoint.url}: inference failed: {error}")
-        overloaded = status in SLOW_SERVER_STATUSES or _is_overload_message(error)
-        if overloaded:
+        if self._closed:
+            return final_error(error, endpoint.url)
+        if status in busy_codes():
             self._window = max(1.0, self._window / 2)
-        if status in ENDPOINT_DOWN_STATUSES and not overloaded:
+        elif is_unavailable(status):
+            # Down, restarting or shedding load (a full queue): back the endpoint off and fewer in flight.
+            self._window = max(1.0, self._window / 2)
             endpoint.failures += 1
             endpoint.mark_down(self.retry.backoff_s(endpoint.failures))
             endpoint.verified = False  # it may come back serving another model: check before using it again
             if len([e for e in self._endpoints if not e.disabled]) > 1:
                 self.stats.failovers += 1
+            if endpoint.failures >= 3:
+                self._warnings.warning(endpoint.url, "%s is unavailable (%s); retrying for up to %s s",
+                                       endpoint.url, first_line(error), give_up)
+        else:  # the server failed this request (not the image's doing): a few retries, then a retryable row
+            self._warnings.warning(f"{endpoint.url}:{key}", "%s failed a request (%s: %s); retrying",
+                                   endpoint.url, key, first_line(error))
+            if job.attempts >= self.retry.max_server_error_attempts:
+                self.stats.failed_chunks += 1
+                return final_error(error, endpoint.url, attempts=job.attempts)
+            self.stats.server_error_retries += 1
         if give_up is not None and time.monotonic() - job.first_try > give_up:
             return ServerUnavailableError(
                 f"gave up after {job.attempts} attempts over {give_up:.0f} s; last error from {endpoint.url}: {error}")
@@ -383,3 +426,4 @@ class Scorer:
         self._dispatcher.join(timeout=5.0)
         for endpoint in self._endpoints:
             endpoint.close()
+

@@ -75,11 +75,11 @@ def test_palette_png_decodes_to_rgb(tmp_path):
     assert decode_image(path).shape == (40, 24, 3)
 
 
-def _png_declaring(width: int, height: int) -> bytes:
+def _png_declaring(width: int, height: int, *, bit_depth: int = 8, colour_type: int = 2) -> bytes:
     """A valid PNG header claiming a huge canvas, with almost no data: a decompression bomb's shape."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
@@ -116,3 +116,68 @@ def test_pixel_limit_refuses_before_decoding(tmp_path, suffix):
     with pytest.raises(DecodeError) as info:
         decode_image(path, max_pixels=40 * 24 - 1)
     assert info.value.kind == "too_large"
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    sparse = tmp_path / "x.jpg"
+    with open(sparse, "wb") as f:
+        f.truncate(3 * 2**30)  # 3 GB that take no disk: reading it would take 3 GB of memory
+    with pytest.raises(DecodeError) as info:
+        decode_image(sparse)
+    assert info.value.kind == "too_large" and "exceeds the limit" in str(info.value) and str(sparse) in str(info.value)
+
+
+def test_the_file_size_limit_is_a_setting(tmp_path):
+    path = _save(tmp_path, "x.png", Image.fromarray(_asymmetric_rgb()))
+    size = path.stat().st_size
+    assert decode_image(path, max_file_bytes=size).shape == (40, 24, 3)
+    with pytest.raises(DecodeError, match="exceeds the limit") as info:
+        decode_image(path, max_file_bytes=size - 1)
+    assert info.value.kind == "too_large"
+
+
+# (what, array, cv2 writes it as PNG, decoded bytes = pixels x channels x bytes per sample)
+DECODE_SIZES = [
+    ("8-bit RGB", np.zeros((30, 20, 3), np.uint8), 30 * 20 * 3),
+    ("8-bit RGBA", np.zeros((30, 20, 4), np.uint8), 30 * 20 * 4),
+    ("16-bit RGBA", np.zeros((30, 20, 4), np.uint16), 30 * 20 * 4 * 2),
+    ("16-bit gray", np.zeros((30, 20), np.uint16), 30 * 20 * 2),
+]
+
+
+@pytest.mark.parametrize("what,array,decoded", DECODE_SIZES, ids=[d[0] for d in DECODE_SIZES])
+def test_the_decode_limit_counts_channels_and_bytes_per_sample_from_the_header(tmp_path, what, array, decoded):
+    import cv2
+
+    path = tmp_path / "x.png"
+    assert cv2.imwrite(str(path), array)
+    assert decode_image(path, max_decode_bytes=decoded).shape == (30, 20, 3)
+    with pytest.raises(DecodeError, match="decoded exceeds the limit") as info:
+        decode_image(path, max_decode_bytes=decoded - 1)
+    assert info.value.kind == "too_large"
+
+
+def test_a_49_megapixel_16_bit_rgba_png_is_refused_by_default_from_its_header(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_declaring(7000, 7000, bit_depth=16, colour_type=6))
+    with pytest.raises(DecodeError, match="392000000 bytes decoded exceeds") as info:
+        decode_image(path)
+    assert info.value.kind == "too_large"
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "I;16", "I"])
+def test_conversion_to_rgb8_equals_exact_rounding_for_every_mode(mode):
+    from facialattr.client.decode import to_rgb8
+
+    rng = np.random.default_rng(3)
+    if mode in ("RGBA", "LA"):
+        image = Image.fromarray(rng.integers(0, 256, (70, 50, 4), dtype=np.uint8), "RGBA").convert(mode)
+        rgba = np.asarray(image.convert("RGBA")).astype(np.float64)
+        alpha = rgba[..., 3:] / 255
+        expected = np.rint(rgba[..., :3] * alpha + 255 * (1 - alpha))
+    else:
+        values = rng.integers(0, 65536, (70, 50)).astype(np.uint16 if mode == "I;16" else np.int32)
+        image = Image.fromarray(values) if mode == "I;16" else Image.fromarray(values, mode)
+        assert image.mode == mode
+        expected = np.repeat(np.rint(values.astype(np.float64) / 257)[..., None], 3, axis=2)
+    np.testing.assert_array_equal(to_rgb8(image), expected.astype(np.uint8))

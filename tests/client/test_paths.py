@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from facialattr.client.paths import RefusedPath, WalkStats, iter_inputs
+from facialattr.client.paths import WalkStats, iter_inputs
 
 
 def _touch(path):
@@ -23,7 +23,7 @@ def test_folders_yield_images_sorted_and_recursion_is_opt_in(tmp_path):
 def test_explicit_files_are_kept_even_when_missing_or_oddly_named(tmp_path):
     odd = _touch(tmp_path / "photo.data")
     missing = tmp_path / "gone.jpg"
-    assert list(iter_inputs([odd, missing])) == [str(odd), str(missing)]
+    assert [i.path for i in iter_inputs([odd, missing])] == [str(odd), str(missing)]
 
 
 def test_each_file_is_yielded_once_even_when_named_twice(tmp_path):
@@ -43,9 +43,9 @@ def test_symlinks_outside_the_roots_are_followed_only_when_asked(tmp_path):
     stats = WalkStats()
     walked = list(iter_inputs([root], recursive=True, stats=stats))
     assert [os.path.basename(p) for p in walked] == ["in.jpg", "inner.jpg", "link.jpg", "linkdir"]
-    refused = [p for p in walked if isinstance(p, RefusedPath)]
+    refused = [p for p in walked if p.refused]
     assert [os.path.basename(p) for p in refused] == ["link.jpg", "linkdir"] and stats.skipped_symlinks == 2
-    assert all(p.kind == "outside_roots" and "--follow-symlinks" in p.reason for p in refused)
+    assert all(p.refused.kind == "outside_roots" and "--follow-symlinks" in p.refused.reason for p in refused)
     followed = [os.path.basename(p) for p in iter_inputs([root], recursive=True, follow_symlinks=True)]
     assert followed == ["in.jpg", "inner.jpg", "link.jpg", "secret.jpg"]
 
@@ -84,10 +84,11 @@ def test_a_folder_that_cannot_be_listed_becomes_a_refused_path(tmp_path):
     _touch(tmp_path / "b.jpg")
     deep = _make_deep_folder(tmp_path)
     walked = list(iter_inputs([tmp_path], recursive=True))
-    refused = [p for p in walked if isinstance(p, RefusedPath)]
+    refused = [p for p in walked if p.refused]
     assert [os.path.basename(p) for p in walked if p not in refused] == ["b.jpg"]
-    assert len(refused) == 1 and deep.startswith(refused[0]) and len(refused[0]) > os.pathconf("/", "PC_PATH_MAX")
-    assert refused[0].kind == "unreadable" and "too long" in refused[0].reason
+    (only,) = refused
+    assert deep.startswith(only.path) and len(only.path) > os.pathconf("/", "PC_PATH_MAX")
+    assert only.refused.kind == "unreadable" and "too long" in only.refused.reason
 
 
 def test_a_folder_larger_than_the_sorting_limit_is_streamed_whole(tmp_path, monkeypatch):
@@ -97,3 +98,11 @@ def test_a_folder_larger_than_the_sorting_limit_is_streamed_whole(tmp_path, monk
         _touch(tmp_path / f"{i}.jpg")
     monkeypatch.setattr(paths, "SORTED_LISTING_LIMIT", 3)
     assert sorted(os.path.basename(p) for p in iter_inputs([tmp_path])) == [f"{i}.jpg" for i in range(7)]
+
+
+def test_a_folder_without_images_is_reported_as_empty(tmp_path):
+    _touch(tmp_path / "empty" / "notes.txt")
+    _touch(tmp_path / "full" / "a.jpg")
+    stats = WalkStats()
+    assert [os.path.basename(p) for p in iter_inputs([tmp_path / "empty", tmp_path / "full"], stats=stats)] == ["a.jpg"]
+    assert stats.empty_roots == [str(tmp_path / "empty")]

@@ -1,12 +1,17 @@
-"""Result files: torn tails dropped, resume sets, refusal of foreign files, parquet journal (pure file units)."""
+"""Result files: torn tails, resume sets, foreign files, parquet journal, safe CSV cells, permissions (file units)."""
 
 from __future__ import annotations
+
+import csv
+import json
+import os
+import stat
 
 import numpy as np
 import pytest
 from facialattr.client.batching import ItemResult
 from facialattr.client.parquet_out import ParquetWriter
-from facialattr.client.results import drop_torn_tail, make_row, open_writer
+from facialattr.client.results import drop_torn_tail, make_row, open_writer, path_from_csv
 
 from facialattr.contract import ModelContract
 from facialattr.errors import InputError
@@ -83,8 +88,6 @@ def test_unknown_output_formats_are_refused(tmp_path, name):
 
 
 def test_parquet_keeps_a_non_utf8_file_name_exactly_and_resumes_on_it(tmp_path):
-    import os
-
     import pyarrow.parquet as pq
 
     name = os.fsdecode(b"caf\xe9-\xff.jpg")  # Latin-1 bytes: not UTF-8
@@ -97,3 +100,88 @@ def test_parquet_keeps_a_non_utf8_file_name_exactly_and_resumes_on_it(tmp_path):
     assert table.column("path_bytes").to_pylist() == [b"caf\xe9-\xff.jpg", b"caf\xe9-\xff.jpg2"]
     assert table.column("path").to_pylist()[0] == "caf\ufffd-\ufffd.jpg"
     assert open_writer(out, CONTRACT, resume=True).done == {name, name + "2"}
+
+
+# Names a spreadsheet or a naive CSV reader would get wrong: (name as os.fsdecode gives it, what the CSV cell shows).
+HOSTILE_NAMES = [
+    ("photos/a\rb.jpg", "photos/a\rb.jpg"),
+    ("line\nbreak.jpg", "line\nbreak.jpg"),
+    ('quote",comma.jpg', 'quote",comma.jpg'),
+    ("=HYPERLINK(1).jpg", "'=HYPERLINK(1).jpg"),
+    ("+1.jpg", "'+1.jpg"),
+    ("-2.jpg", "'-2.jpg"),
+    ("@SUM.jpg", "'@SUM.jpg"),
+    ("\tTAB.jpg", "'\tTAB.jpg"),
+    ("\rCR.jpg", "'\rCR.jpg"),
+    ("'=quoted.jpg", "''=quoted.jpg"),
+    ("back\\slash.jpg", "back\\\\slash.jpg"),
+    (os.fsdecode(b"caf\xe9-\xff.jpg"), "caf\\xe9-\\xff.jpg"),
+]
+
+
+def test_csv_cells_are_quoted_neutralised_and_strict_utf8_and_resume_matches_every_name(tmp_path):
+    out = tmp_path / "r.csv"
+    writer = open_writer(out, CONTRACT)
+    for name, _ in HOSTILE_NAMES:
+        writer.write(make_row(_ok(name), CONTRACT))
+    writer.close(complete=True)
+    with open(out, encoding="utf-8", errors="strict", newline="") as f:  # a strict UTF-8 reader
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [shown for _, shown in HOSTILE_NAMES]
+    assert all(r["status"] == "ok" and len(r["top10"].split(";")) == 10 for r in rows)
+    assert [path_from_csv(r["path"]) for r in rows] == [name for name, _ in HOSTILE_NAMES]
+    assert open_writer(out, CONTRACT, resume=True).done == {name for name, _ in HOSTILE_NAMES}
+
+
+def test_error_cells_starting_with_a_formula_are_neutralised_in_csv_only(tmp_path):
+    result = ItemResult("=cmd.jpg", error="=cmd.jpg: corrupt", error_kind="corrupt")
+    for suffix in (".csv", ".jsonl"):
+        writer = open_writer(tmp_path / f"r{suffix}", CONTRACT)
+        writer.write(make_row(result, CONTRACT))
+        writer.close(complete=True)
+    with open(tmp_path / "r.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["path"] == "'=cmd.jpg" and row["error"] == "'=cmd.jpg: corrupt"
+    (line,) = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert json.loads(line)["path"] == "=cmd.jpg" and json.loads(line)["error"] == "=cmd.jpg: corrupt"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_every_format_gets_its_permissions_from_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        modes = {}
+        for suffix in (".csv", ".jsonl", ".parquet"):
+            out = tmp_path / f"r{suffix}"
+            writer = open_writer(out, CONTRACT)
+            writer.write(make_row(_ok("a.jpg"), CONTRACT))
+            writer.close(complete=True)
+            modes[suffix] = stat.S_IMODE(out.stat().st_mode)
+    finally:
+        os.umask(previous)
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("kind", ["server", "inference"])  # "inference": rows of runs before server errors were retryable
+def test_resume_drops_rows_the_server_failed_and_scores_them_again(tmp_path, suffix, kind):
+    out = tmp_path / f"r{suffix}"
+    writer = open_writer(out, CONTRACT)
+    writer.write(make_row(_ok("a.jpg"), CONTRACT))
+    writer.write(make_row(ItemResult("b.jpg", error="b.jpg: INTERNAL", error_kind=kind, retryable=True), CONTRACT))
+    writer.write(make_row(ItemResult("c.jpg", error="c.jpg: corrupt", error_kind="corrupt"), CONTRACT))
+    writer.close(complete=True)
+    writer = open_writer(out, CONTRACT, resume=True)
+    assert writer.done == {"a.jpg", "c.jpg"}
+    writer.write(make_row(_ok("b.jpg"), CONTRACT))
+    writer.close(complete=True)
+    import pyarrow.parquet as pq
+
+    if suffix == ".parquet":
+        rows = pq.read_table(out).to_pylist()
+    elif suffix == ".csv":
+        with open(out, newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["path"], r["status"]) for r in rows) == [("a.jpg", "ok"), ("b.jpg", "ok"), ("c.jpg", "error")]

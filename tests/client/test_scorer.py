@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 import numpy as np
 import pytest
+from facialattr.client.endpoints import unreachable_message
+from facialattr.client.failures import RateLimitedLog
 from facialattr.client.preprocess import load_and_prepare
 from facialattr.client.scorer import RetryPolicy, Scorer, ServerUnavailableError
 from testsupport import free_ports
@@ -60,10 +66,58 @@ def test_two_endpoints_with_one_down_still_scores_everything(grpc_url, prepared)
     np.testing.assert_allclose(got, np.stack([expected[str(p)] for p in paths]), rtol=0, atol=1e-6)
 
 
-def test_no_reachable_endpoint_gives_up_after_the_connect_deadline():
+def test_no_reachable_endpoint_gives_up_after_the_connect_deadline_with_a_plain_message():
     dead = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    with pytest.raises(ServerUnavailableError, match="no Triton endpoint reachable"):
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match="no Triton gRPC endpoint answered") as caught:
         Scorer(dead, connect_timeout_s=0.3, retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert all(url in message for url in dead) and "nothing is listening" in message and "facialattr serve" in message
+
+
+def test_a_listener_that_is_not_grpc_is_told_apart_from_no_server():
+    """An HTTP/1.1 server where gRPC was expected (e.g. Triton's HTTP port given as --url)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer_http() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=answer_http, daemon=True)
+    thread.start()
+    try:
+        url = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(ServerUnavailableError) as caught:
+            Scorer(url, connect_timeout_s=1.0, retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert "something accepts connections there, but it does not answer as Triton gRPC" in str(caught.value)
+
+
+@pytest.mark.parametrize(("url", "hinted"), [("127.0.0.1:8000", True), ("127.0.0.1:8001", False), ("10.0.0.9:9000", False)])
+def test_the_message_hints_at_the_grpc_port_only_when_the_http_port_was_given(url, hinted):
+    message = unreachable_message([url], waited_s=10, last_errors={})
+    assert (f"--url {url.rpartition(':')[0]}:8001" in message) == hinted
+    assert "facialattr serve" in message
+
+
+def test_repeated_warnings_about_one_endpoint_are_rate_limited(caplog):
+    limited = RateLimitedLog(interval_s=60)
+    with caplog.at_level("WARNING"):
+        for _ in range(50):
+            limited.warning("127.0.0.1:1", "%s is down", "127.0.0.1:1")
+        limited.warning("127.0.0.1:2", "%s is down", "127.0.0.1:2")
+    assert [r.getMessage() for r in caplog.records] == ["127.0.0.1:1 is down", "127.0.0.1:2 is down"]
 
 
 @pytest.mark.parametrize("batch", [

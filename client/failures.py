@@ -1,0 +1,103 @@
+"""Failures of Triton gRPC calls, classified by ``grpc.StatusCode`` (never by message text), and their logging.
+
+``grpc`` is imported inside the functions: importing the client stays light.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from typing import Any
+
+from facialattr.errors import InferenceError
+
+log = logging.getLogger(__name__)
+
+
+class EndpointError(InferenceError):
+    """A call to one endpoint failed; ``code`` is the gRPC status (None when there was none)."""
+
+    def __init__(self, message: str, *, code: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@functools.cache
+def codes_by_name() -> dict[str, Any]:
+    """str(code) -> code for every grpc.StatusCode (tritonclient reports statuses as those strings)."""
+    import grpc
+
+    return {str(code): code for code in grpc.StatusCode}
+
+
+def status_code(error: BaseException | None):
+    """The ``grpc.StatusCode`` an error carries (tritonclient's exceptions or :class:`EndpointError`), else None."""
+    if isinstance(error, EndpointError):
+        return error.code
+    status = error.status() if error is not None and hasattr(error, "status") else None
+    return codes_by_name().get(status) if status else None
+
+
+class RateLimitedLog:
+    """Warnings about the same key at most once per ``interval_s``; suppressed repeats are counted."""
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -self.interval_s) < self.interval_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last[key] = now
+            repeats = self._suppressed.pop(key, 0)
+        suffix = f" ({repeats} similar warnings in the last {self.interval_s:.0f} s not shown)" if repeats else ""
+        log.warning(message + suffix, *args)
+
+
+def busy_codes() -> frozenset:
+    """The server is there but slow or shedding load: fewer requests in flight, retry until give-up."""
+    import grpc
+
+    return frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def is_unavailable(code) -> bool:
+    """UNAVAILABLE: the endpoint is down, restarting or its queue is full; back it off, try another."""
+    import grpc
+
+    return code == grpc.StatusCode.UNAVAILABLE
+
+
+def server_answered(code) -> bool:
+    """An error a gRPC server sent (NOT_FOUND for a model still loading, ...), not a failed connection."""
+    import grpc
+
+    return code is not None and code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                             grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
+
+
+def unavailable_error(message: str) -> EndpointError:
+    """An UNAVAILABLE failure made on the client side (an endpoint that cannot be used now)."""
+    import grpc
+
+    return EndpointError(message, code=grpc.StatusCode.UNAVAILABLE)
+
+
+def first_line(error) -> str:
+    """An error's first line, at most 300 characters, for logs and rows."""
+    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+
+
+def final_error(error, url: str, *, attempts: int = 1) -> InferenceError:
+    """The error a job fails with: the server's own message, the endpoint and the attempts made."""
+    if isinstance(error, InferenceError) and attempts <= 1:
+        return error
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    return InferenceError(f"{url}: inference failed{tries}: {first_line(error)}")
