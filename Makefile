@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 IMAGES ?=
 OUT ?= quickstart-results.csv
 
-.PHONY: quickstart test lint
+.PHONY: quickstart test lint notebook
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,11 @@ test: $(VENV)/.all
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check .
+
+# Opens notebooks/walkthrough.ipynb. The kernel's packages come with the `all` extra; the Jupyter
+# front end is in no extra (about 45 more packages), so the target says how to add it when missing.
+notebook: $(VENV)/.all
+	@if [ -x $(BIN)/jupyter-lab ]; then $(BIN)/jupyter-lab notebooks/walkthrough.ipynb; \
+	elif [ -x $(BIN)/jupyter-notebook ]; then $(BIN)/jupyter-notebook notebooks/walkthrough.ipynb; \
+	else echo "no Jupyter front end in $(VENV): install one with  $(BIN)/pip install jupyterlab  and rerun make notebook"; \
+	echo "(or run the notebook headless, as CI does:  $(BIN)/python -m pytest tests/notebooks)"; exit 1; fi
