@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def train_end_to_end(train_split, val_split, run_dir: Path, config) -> dict:
-    from facialattr.training.evaluate import predict_split
+    from facialattr.training.evaluate import batched, decode_images, predict_images
     from facialattr.training.model import build_model, reestimate_batchnorm, set_batchnorm_momentum
     from facialattr.training.pipeline import image_dataset
     from facialattr.training.report import finish_run
@@ -36,9 +36,13 @@ def train_end_to_end(train_split, val_split, run_dir: Path, config) -> dict:
     if config.bn_momentum is not None:
         set_batchnorm_momentum(model, config.bn_momentum)
     size_hw = model.spec.size_hw
-    # A fixed, seeded sample of plain (unaugmented) training views: what the served model sees.
-    reestimate_paths = np.random.default_rng(config.seed).permutation(
-        np.asarray(train_split.paths, dtype=object))[:config.bn_reestimate_batches * config.batch_size]
+    # Decoded once, before fit: iterating a second tf.data pipeline from inside a Keras callback
+    # while the training iterator is alive deadlocked (all threads in futex waits) on this machine.
+    # The re-estimation sample is a fixed, seeded set of plain (unaugmented) training views.
+    sample = np.random.default_rng(config.seed).permutation(len(train_split))[
+        :config.bn_reestimate_batches * config.batch_size]
+    reestimate_images = decode_images([train_split.paths[i] for i in sample], size_hw, batch_size=config.batch_size)
+    val_images = decode_images(val_split.paths, size_hw, batch_size=config.batch_size)
 
     def set_trainable(trainable: bool) -> None:
         model.set_upper_trainable(trainable, batchnorm=config.train_batchnorm, from_layer=config.trainable_from)
@@ -53,11 +57,10 @@ def train_end_to_end(train_split, val_split, run_dir: Path, config) -> dict:
                              shuffle_seed=seed, augmentation=config.augmentation, aug_seed=seed)
 
     def predict_val() -> np.ndarray:
-        if len(reestimate_paths):
-            batches = image_dataset(list(reestimate_paths), size_hw, batch_size=config.batch_size)
-            count = reestimate_batchnorm(model, batches)
+        if len(reestimate_images):
+            count = reestimate_batchnorm(model, batched(reestimate_images, config.batch_size))
             log.info("BatchNorm statistics re-estimated on %d batches of plain training views", count)
-        return predict_split(model.full, val_split, size_hw, batch_size=config.batch_size)
+        return predict_images(model.full, val_images, batch_size=config.batch_size)
 
     t0 = time.monotonic()
     timings = fit_phases(model.full, set_trainable, make_data, predict_val, val_split, train_split.priors,

@@ -33,6 +33,25 @@ def locate_model(path: Path) -> tuple[Path, ModelContract | None]:
     return model_path, contract
 
 
+def batched(array: np.ndarray, batch_size: int):
+    return (array[i:i + batch_size] for i in range(0, len(array), batch_size))
+
+
+def decode_images(paths, size_hw, *, batch_size: int = 64) -> np.ndarray:
+    """Every path's face crop as one uint8 array [N, H, W, 3] (the served preprocessing)."""
+    from facialattr.training.pipeline import image_dataset
+
+    h, w = size_hw
+    batches = [b.numpy() for b in image_dataset(paths, size_hw, batch_size=batch_size)]
+    return np.concatenate(batches) if batches else np.zeros((0, h, w, 3), np.uint8)
+
+
+def predict_images(model, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """Inference-mode probabilities, by direct calls (no tf.data: safe inside a Keras callback)."""
+    out = [model(chunk, training=False).numpy() for chunk in batched(images, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
 def predict_split(model, split, size_hw, *, batch_size: int = 64) -> np.ndarray:
     from facialattr.training.pipeline import image_dataset
 

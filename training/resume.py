@@ -80,12 +80,12 @@ class ResumableEpochs(keras.callbacks.Callback):
         train_s = time.monotonic() - self._epoch_t0
         speed = {"train_s": round(train_s, 1), "images_per_s": round(self.images_per_epoch / max(train_s, 1e-9), 1),
                  "load_avg_1m": round(os.getloadavg()[0], 2)}
+        log.info("epoch %d: %.0f s, %.1f images/s, load average %.2f", epoch + 1, train_s, speed["images_per_s"],
+                 speed["load_avg_1m"])
         scores = self.score_fn()
         if logs is not None:
             logs.update({f"val_{k}": v for k, v in scores.items()})
             logs.update(speed)
-        log.info("epoch %d: %.0f s, %.1f images/s, load average %.2f", epoch + 1, train_s, speed["images_per_s"],
-                 speed["load_avg_1m"])
         state = self.phase.read()
         value = scores[self.monitor]
         if state["best"] is None or value > state["best"]:
