@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from testsupport import free_ports
 
-from facialattr.cli import EXIT_FATAL, EXIT_OK, EXIT_SOME_INPUTS_FAILED, main
+from facialattr.cli import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, main
 from facialattr.contract import CELEBA_ATTRIBUTES
 
 
@@ -92,8 +92,64 @@ def test_links_leading_outside_the_folder_are_error_rows_unless_followed(tmp_pat
 def test_unreachable_server_is_a_fatal_error(tmp_path, make_jpegs):
     make_jpegs(tmp_path / "in", 1)
     url = f"127.0.0.1:{free_ports(1)[0]}"
-    code = main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--url", url, "--give-up-after", "0.5"])
+    code = main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--url", url, "--connect-timeout", "0.5"])
     assert code == EXIT_FATAL
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_with_no_server_the_command_ends_within_seconds_with_one_plain_message(tmp_path, make_jpegs):
+    make_jpegs(tmp_path / "in", 1)
+    url = f"127.0.0.1:{free_ports(1)[0]}"
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "facialattr.cli", "score", str(tmp_path / "in"), "--out",
+                          str(tmp_path / "r.csv"), "--url", url], capture_output=True, text=True, timeout=120)
+    elapsed_s = time.monotonic() - started
+    assert run.returncode == EXIT_FATAL
+    assert elapsed_s < 25, f"took {elapsed_s:.1f} s (default --connect-timeout is 10 s)"
+    assert url in run.stderr and "nothing is listening there" in run.stderr and "facialattr serve" in run.stderr
+    assert run.stderr.count("WARNING") <= 1, run.stderr  # warnings about one endpoint are rate-limited
+
+
+def test_failed_inputs_are_named_with_their_reason_in_the_summary(tmp_path, make_jpegs, grpc_url, capsys):
+    make_jpegs(tmp_path / "in", 2)
+    missing = [tmp_path / f"does-not-exist-{i}.jpg" for i in range(7)]
+    out = tmp_path / "r.csv"
+    code = main(["score", str(tmp_path / "in"), *map(str, missing), "--out", str(out), "--url", grpc_url, "--no-progress"])
+    assert code == EXIT_SOME_INPUTS_FAILED
+    err = capsys.readouterr().err
+    assert "first 5 of 7 failed inputs" in err and str(out) in err
+    assert all(f"{str(p)!r}: no such file" in err for p in missing[:5])
+    assert str(missing[5]) not in err
+
+
+def test_a_folder_without_images_is_a_warning_and_its_own_exit_status(tmp_path, grpc_url, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no pictures here")
+    code = main(["score", str(tmp_path / "empty"), "--out", str(tmp_path / "r.csv"), "--url", grpc_url, "--no-progress"])
+    assert code == EXIT_NO_INPUTS != EXIT_OK
+    assert f"warning: no images found under {tmp_path / 'empty'}" in capsys.readouterr().err
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, make_jpegs, grpc_url, monkeypatch, caplog):
+    from facialattr.client import bulk
+
+    make_jpegs(tmp_path / "in", 5)
+    monkeypatch.setattr(bulk, "PLAIN_PROGRESS_EVERY_S", 0.0)  # a line per image instead of one per 10 s
+    with caplog.at_level("INFO", logger="facialattr.client.bulk"):
+        assert main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--url", grpc_url]) == EXIT_OK
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scoring: ")]
+    assert len(lines) == 5 and lines[-1].startswith("scoring: 5 inputs") and not any("\r" in line for line in lines)
+
+
+def test_score_help_states_the_defaults():
+    from facialattr.cli import build_parser
+
+    parser = build_parser()
+    score = parser._subparsers._group_actions[0].choices["score"]
+    text = " ".join(score.format_help().split())
+    for expected in ("127.0.0.1:8001", "(default: 10.0)", "(default: 300.0)", "(default: 104857600)",
+                     "(default: 268435456)", "(default: 2)", "(default: 4)", "(default: 30.0)"):
+        assert expected in text
 
 
 def test_existing_output_is_neither_overwritten_nor_appended_without_a_flag(tmp_path, make_jpegs, grpc_url):
