@@ -141,25 +141,27 @@ def score_paths_ray(paths, *, out: os.PathLike | str, urls: list[str], recursive
     if plan.units:
         with ray_session(options.address) as startup_s:
             timings.startup_s = startup_s
-            _drive(_pipeline(out, plan, urls, contract, options), summary, timings, plan, progress)
+            _drive(_pipeline(out, plan, urls, contract, options, progress=progress), summary, timings, plan, progress)
     summary.elapsed_s = time.perf_counter() - started
     summary.complete = True
     return summary
 
 
-def _pipeline(out: Path, plan, urls: list[str], contract, options: RayOptions):
+def _pipeline(out: Path, plan, urls: list[str], contract, options: RayOptions, *, progress: bool):
     import ray.data
     from facialattr.client.batching import EngineConfig
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = False
+    ctx.enable_progress_bars = progress  # Ray's per-operator progress, beside the command's own bar
     units = ray.data.range(plan.units, override_num_blocks=plan.units)
     decoded = units.map_batches(
         decode_units, batch_format="pyarrow", batch_size=1, num_cpus=1,
         fn_kwargs={"out": str(out), "preprocessing": contract.preprocessing, "limits": EngineConfig().decode_limits()},
     )
     return decoded.map_batches(
-        ScoreUnits, batch_format="pyarrow", batch_size=1, concurrency=options.actors, num_cpus=options.actor_cpus,
+        ScoreUnits, batch_format="pyarrow", batch_size=1, num_cpus=options.actor_cpus,
+        compute=ray.data.ActorPoolStrategy(size=options.actors),
         fn_constructor_kwargs={"urls": urls, "out": str(out), "options": asdict(options)},
     )
 
@@ -206,18 +208,21 @@ def ray_session(address: str | None):
 
     Raises RayClusterError within about RAY_CONNECT_TIMEOUT_S when nothing listens at ``address``.
     """
+    started = time.perf_counter()
+    if address:
+        _check_reachable(address)
+        _use_token_auth_if_available()  # before Ray is imported: it reads RAY_AUTH_MODE once
     try:
         import ray
     except ModuleNotFoundError:
         raise MissingExtraError("--engine ray needs Ray: pip install 'facialattr[ray]'") from None
-    started = time.perf_counter()
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
-        _check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RayClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
+            raise RayClusterError(f"cannot join the Ray cluster at {address}: {exc} (a cluster with token "
+                                  "authentication needs its token: RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)") from None
     else:
         # A private cluster for this run: loopback only, no dashboard.
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
@@ -225,6 +230,21 @@ def ray_session(address: str | None):
         yield time.perf_counter() - started
     finally:
         ray.shutdown()
+
+
+def _use_token_auth_if_available() -> None:
+    """Send the cluster token when one is at hand and RAY_AUTH_MODE is unset.
+
+    Ray 2.60 turns token authentication on for clusters it starts and writes the token to
+    ~/.ray/auth_token, but a driver given an explicit address only sends it with RAY_AUTH_MODE=token.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return  # the user's choice
+    token_path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_path.exists():
+        log.info("using Ray token authentication (token from %s)",
+                 "RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else token_path)
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _check_reachable(address: str) -> None:
