@@ -45,7 +45,9 @@ class SupervisorSettings:
     # A busy server queues the probe behind real work: generous, and several misses in a row.
     probe_timeout_s: float = 10.0
     probe_failures_to_restart: int = 3
-    stop_timeout_s: float = 5.0  # graceful drain allowed to a server being replaced
+    # Graceful drain allowed to a server being replaced: short, since one with a dead stub
+    # ignores SIGTERM, and clients retry whatever it did not finish.
+    stop_timeout_s: float = 2.0
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
     # A server that stayed healthy this long resets the backoff: its next crash restarts at once.
@@ -322,7 +324,7 @@ class Supervisor:
         self._ready.clear()
         self.restarts[problem.reason] += 1
         log.warning("restarting tritonserver (restart %d, reason %s): %s\n--- its log tail ---\n%s",
-                    self.restarts_total, problem.reason, problem.detail, self.server.log_tail(20) if self.server else "")
+                    self.restarts_total, problem.reason, problem.detail, self.server.log_tail(40) if self.server else "")
         self._stop_server(timeout_s=self.settings.stop_timeout_s)
         while not self._stopping.is_set():
             delay_s = self._backoff_s()
