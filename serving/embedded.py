@@ -11,9 +11,11 @@ Python-backend twin of it in a private work folder at start-up.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -21,13 +23,12 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from facialattr.serving import secret_args, workdirs
 
 from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
@@ -37,15 +38,24 @@ log = logging.getLogger(__name__)
 _PYTHON_MODEL = Path(__file__).with_name("python_model.py")
 _ADMIN_APIS = "shared-memory,model-repository,trace,logging"
 _ADMIN_KEY_HEADER = "facialattr-admin-key"
+# Starts tried with fresh automatic ports when another process took one before tritonserver bound it.
+_PORT_ATTEMPTS = 5
+_PORT_TAKEN_MARK = "already in use"
 
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """How to run the server. A port of 0 means "any free port": the started server's
+    ``config`` holds the ports it got. A port given by number is used or refused, never changed."""
+
     model_repository: Path
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
+    # Triton 2.51's HTTP frontend can be crashed by one request and leaks memory on gzip
+    # bodies (SECURITY.md); clients and health checks use gRPC, so HTTP is served only when asked.
+    allow_http: bool = False
     startup_timeout_s: float = 180.0
     log_verbose: int = 0
     # Shared-memory registration, repository, trace and logging APIs need a per-start random
@@ -129,21 +139,68 @@ class EmbeddedTriton:
         return self._workdir / "tritonserver.log" if self._workdir else None
 
     def start(self) -> EmbeddedTriton:
+        """Start tritonserver and wait until it is ready; returns self.
+
+        Ports given as 0 are picked free; if another process takes one before tritonserver
+        binds it, the start is retried with fresh ports. Raises PortInUseError for a taken
+        port given by number, ModelRepositoryError for a broken repository, ServerError otherwise.
+        """
         cfg = self.config
-        binary, libs = bundled_server()
         # The served model must be valid; any other model folder (e.g. facial_attributes_int8) too.
         entries = [repository.load_model(cfg.model_repository)] + [
             repository.load_model(cfg.model_repository, path.name)
             for path in sorted(Path(cfg.model_repository).iterdir())
             if path.name != MODEL_NAME and (path / "config.pbtxt").is_file()
         ]
-        for port in (cfg.http_port, cfg.grpc_port, cfg.metrics_port):
-            check_port_free(cfg.host, port)
-        self._workdir = Path(tempfile.mkdtemp(prefix="facialattr-triton-"))
-        backends = self._prepare_backends(binary)
-        derived = self._workdir / "models"
-        for entry in entries:
-            self._derive_model(entry)
+        workdirs.remove_stale()
+        automatic = {name for name in self._bound_ports() if getattr(cfg, name) == 0}
+        for name in self._bound_ports() - automatic:
+            check_port_free(cfg.host, getattr(cfg, name))
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            picked = dict(zip(sorted(automatic), _pick_free_ports(cfg.host, len(automatic)), strict=True))
+            try:
+                self._start_once(dataclasses.replace(cfg, **picked), entries)
+                return self
+            except PortInUseError as exc:
+                # Only a port picked here is replaced; a port given by number is never changed.
+                if attempt == _PORT_ATTEMPTS or not picked or not set(_taken_ports(str(exc))) <= set(picked.values()):
+                    raise
+                log.info("a picked port was taken before tritonserver bound it; retrying with fresh ports")
+        raise AssertionError("unreachable")
+
+    def _bound_ports(self) -> set[str]:
+        """Names of the ServerConfig port fields this server binds."""
+        return {"grpc_port", "metrics_port"} | ({"http_port"} if self.config.allow_http else set())
+
+    def _start_once(self, cfg: ServerConfig, entries: list[repository.ModelEntry]) -> None:
+        binary, libs = bundled_server()
+        self._workdir = workdirs.create(self._shm_prefix)
+        try:
+            backends = self._prepare_backends(binary)
+            for entry in entries:
+                self._derive_model(entry)
+            env = self._environment(libs)
+            args = self._arguments(binary, backends, cfg, env)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("starting tritonserver on %s (gRPC %d, metrics %d%s)", cfg.host, cfg.grpc_port, cfg.metrics_port,
+                 f", HTTP {cfg.http_port}" if cfg.allow_http else "")
+        logfile = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        # Own process group: stop() signals tritonserver and its Python-backend stubs together.
+        self._process = subprocess.Popen(
+            args, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_in_child,
+        )
+        logfile.close()
+        try:
+            self._wait_ready(cfg)
+        except BaseException:
+            self.stop()
+            raise
+        self.config = cfg
+        log.info("Triton ready: gRPC %s%s", cfg.grpc_url, f", HTTP {cfg.http_url}" if cfg.allow_http else "")
+
+    def _environment(self, libs: Path) -> dict[str, str]:
         env = dict(os.environ)
         # The stub ignores PYTHONPATH; its embedded interpreter finds its prefix by looking up
         # "python3" on PATH. Putting this interpreter first makes a venv (via its pyvenv.cfg) the
@@ -154,38 +211,44 @@ class EmbeddedTriton:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH")) if p
         )
+        return env
+
+    def _arguments(self, binary: Path, backends: Path, cfg: ServerConfig, env: dict[str, str]) -> list[str]:
+        """tritonserver's command line (readable by every local user: no secret in it)."""
         args = [
             str(binary),
-            f"--model-repository={derived}",
+            f"--model-repository={self._workdir / 'models'}",
             f"--backend-directory={backends}",
             "--model-control-mode=none",
             "--strict-readiness=true",
             "--exit-on-error=true",
-            f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
+            f"--allow-http={str(cfg.allow_http).lower()}",
             f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
             f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             f"--log-verbose={cfg.log_verbose}",
         ]
+        if cfg.allow_http:
+            args += [f"--http-address={cfg.host}", f"--http-port={cfg.http_port}"]
         if cfg.restrict_admin_apis:
-            restricted = f"{_ADMIN_APIS}:{_ADMIN_KEY_HEADER}={self.admin_key}"
-            args += [f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}"]
-        args += list(cfg.extra_args)
-        log.info("starting tritonserver on %s (gRPC %d, HTTP %d, metrics %d)", cfg.host, cfg.grpc_port, cfg.http_port, cfg.metrics_port)
-        logfile = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
-        # Own process group: stop() signals tritonserver and its Python-backend stubs together.
-        self._process = subprocess.Popen(
-            args, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-        )
-        logfile.close()
+            restricted = f"{_ADMIN_APIS}:{_ADMIN_KEY_HEADER}={self._admin_key_argument(env)}"
+            args.append(f"--grpc-restricted-protocol={restricted}")
+            if cfg.allow_http:
+                args.append(f"--http-restricted-api={restricted}")
+        return args + list(cfg.extra_args)
+
+    def _admin_key_argument(self, env: dict[str, str]) -> str:
+        """The key as tritonserver's argv shows it: a placeholder filled in-process (secret_args)."""
         try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        log.info("Triton ready: gRPC %s, HTTP %s", cfg.grpc_url, cfg.http_url)
-        return self
+            preload = secret_args.build_preload(self._workdir)
+        except ServerError as exc:
+            log.warning("the admin key is on tritonserver's command line, readable by every local user "
+                        "(%s; install a C compiler to hide it, SECURITY.md)", exc)
+            return self.admin_key
+        env["LD_PRELOAD"] = os.pathsep.join(p for p in (str(preload), env.get("LD_PRELOAD")) if p)
+        env[secret_args.ENV_NAME] = self.admin_key
+        return secret_args.PLACEHOLDER
 
     def _prepare_backends(self, binary: Path) -> Path:
         """A backend folder whose python/ holds the backend library *and* this Python's stub."""
@@ -220,20 +283,44 @@ class EmbeddedTriton:
         (target / "config.pbtxt").write_text(triton_config.render(config))
         return target
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.config.startup_timeout_s
-        url = f"{self.config.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
+    def _wait_ready(self, cfg: ServerConfig) -> None:
+        """Poll gRPC health until ready; raises PortInUseError or ServerError when it exits or times out."""
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        # Over TLS a plaintext health check cannot connect: Triton logs its last start-up step instead.
+        tls = any(arg.startswith(("--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true")) for arg in cfg.extra_args)
+        deadline = time.monotonic() + cfg.startup_timeout_s
+        with grpcclient.InferenceServerClient(cfg.grpc_url) as client:
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    tail = self.log_tail()
+                    error = PortInUseError if _PORT_TAKEN_MARK in tail else ServerError
+                    raise error(f"tritonserver exited with code {self._process.returncode}:\n{tail}")
+                try:
+                    ready = ("Started Metrics Service" in self.log_tail()) if tls else client.is_server_ready(client_timeout=2)
+                    if ready:
+                        self._check_admin_key(client, cfg, tls=tls)
                         return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.25)
-        raise ServerError(f"tritonserver not ready after {self.config.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+                except InferenceServerException:
+                    pass
+                time.sleep(0.25)
+        raise ServerError(f"tritonserver not ready after {cfg.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def _check_admin_key(self, client, cfg: ServerConfig, *, tls: bool) -> None:
+        """The restricted APIs must open with the real key: a failed preload would leave the public placeholder."""
+        from tritonclient.utils import InferenceServerException
+
+        if not cfg.restrict_admin_apis:
+            return
+        if "cannot be preloaded" in self.log_tail():
+            raise ServerError(f"the admin-key preload library did not load:\n{self.log_tail()}")
+        if tls:
+            return
+        try:
+            client.get_log_settings(headers=self.grpc_admin_headers)
+        except InferenceServerException as exc:
+            raise ServerError(f"the restricted admin APIs refuse this start's key: {exc.message()}") from exc
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path or not self.log_path.exists():
@@ -267,17 +354,37 @@ class EmbeddedTriton:
             self._workdir = None
 
 
+def _taken_ports(log_text: str) -> list[int]:
+    """Ports tritonserver reported as taken ("Socket '127.0.0.1:8001' already in use")."""
+    return [int(port) for port in re.findall(r":(\d+)'?\s+" + _PORT_TAKEN_MARK, log_text)]
+
+
+def _pick_free_ports(host: str, n: int) -> list[int]:
+    """``n`` ports free right now (the kernel's choice); the caller retries if one is taken before use."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:  # all held at once: the n ports differ
+            s.bind((_client_host(host), 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the launching thread dies, even by SIGKILL, so no server is orphaned.
+def _in_child() -> None:
+    """In the child before exec: die with the launcher, create files and shm regions 0600.
 
-    The kernel ties this to the thread that forked; start servers from a thread that
-    outlives them (the main thread in the CLI and tests).
+    PR_SET_PDEATHSIG sends SIGTERM when the launching thread dies, even by SIGKILL, so no
+    server is orphaned. The kernel ties this to the thread that forked; start servers from
+    a thread that outlives them (the main thread in the CLI and tests). The umask makes the
+    Python backend's /dev/shm regions, which hold face crops, unreadable by other users.
     """
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.umask(0o077)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

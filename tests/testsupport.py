@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from facialattr import repository
@@ -10,6 +13,11 @@ from facialattr.contract import ModelContract
 
 
 def free_ports(n: int) -> list[int]:
+    """Ports nobody listens on right now: for a client that must meet a dead address.
+
+    Never use it for a server to bind later (another process can take the port in between):
+    give the server port 0 and read the ports it got from ``server.config``.
+    """
     socks = []
     try:
         for _ in range(n):
@@ -35,8 +43,26 @@ def make_tiny_repository(root: Path, *, size_hw=(64, 64), max_batch_size: int = 
     return root / "repo"
 
 
-def start_server(repo: Path):
+def start_server(repo: Path, **config_fields):
+    """A started embedded Triton on ports it picked itself (``server.config`` holds them)."""
     from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
-    http, grpc, metrics = free_ports(3)
-    return EmbeddedTriton(ServerConfig(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)).start()
+    config = ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0, **config_fields)
+    return EmbeddedTriton(config).start()
+
+
+SERVE_BANNER = re.compile(r"Triton serving .* gRPC (?P<grpc_url>[\w.]+:(?P<grpc_port>\d+))")
+
+
+def start_serve_command(repo: Path, *args: str) -> tuple[subprocess.Popen, int]:
+    """``facialattr serve`` on automatic ports, once its banner says it serves; returns it and its gRPC port."""
+    command = [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo),
+               "--grpc-port", "0", "--metrics-port", "0", "--supervisor-port", "0", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if match := SERVE_BANNER.search(line):
+            return proc, int(match["grpc_port"])
+    proc.wait()
+    raise RuntimeError(f"facialattr serve exited with {proc.returncode} before serving:\n{''.join(lines[-30:])}")

@@ -34,6 +34,6 @@ def own_repository(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def own_server(own_repository):
     """A real server private to one test module, so killing or overloading it harms no other test."""
-    server = support.start(own_repository, support.Ports.pick())
+    server = support.start(own_repository)
     yield server
     server.stop()

@@ -82,18 +82,30 @@ class Ports:
 
     @classmethod
     def pick(cls) -> Ports:
+        """Ports free now, only for a test that must name them before its server runs (a race: prefer AUTOMATIC)."""
         return cls(*free_ports(3))
 
-    def server_config(self, repo: Path, *, host: str = "127.0.0.1") -> ServerConfig:
-        return ServerConfig(repo, host=host, http_port=self.http, grpc_port=self.grpc, metrics_port=self.metrics)
+    @classmethod
+    def of(cls, server: EmbeddedTriton) -> Ports:
+        """The ports a started server got (to start another on the same ports after it died)."""
+        return cls(server.config.http_port, server.config.grpc_port, server.config.metrics_port)
+
+    def server_config(self, repo: Path, *, host: str = "127.0.0.1", allow_http: bool = False) -> ServerConfig:
+        return ServerConfig(repo, host=host, http_port=self.http, grpc_port=self.grpc, metrics_port=self.metrics,
+                            allow_http=allow_http)
 
     @property
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc}"
 
 
-def start(repo: Path, ports: Ports, *, delay_s: float = 0.0, host: str = "127.0.0.1") -> EmbeddedTriton:
-    config = ports.server_config(repo, host=host)
+AUTOMATIC = Ports(0, 0, 0)  # the launcher picks free ports itself, retrying if one is taken before it binds
+
+
+def start(repo: Path, ports: Ports = AUTOMATIC, *, delay_s: float = 0.0, host: str = "127.0.0.1",
+          allow_http: bool = False) -> EmbeddedTriton:
+    """A started real server (slowed by ``delay_s`` per batch); ``server.config`` holds the ports it got."""
+    config = ports.server_config(repo, host=host, allow_http=allow_http)
     server = SlowEmbeddedTriton(config, delay_s=delay_s) if delay_s else EmbeddedTriton(config)
     return server.start()
 

@@ -31,7 +31,7 @@ def busy_repository(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def busy_server(busy_repository):
-    server = support.start(busy_repository, support.Ports.pick(), delay_s=DELAY_S)
+    server = support.start(busy_repository, delay_s=DELAY_S)
     yield server
     server.stop()
 

@@ -121,8 +121,8 @@ def wait_for_progress(urls: list[str], client: subprocess.Popen, *, at_least: in
 
 def test_server_killed_mid_run_the_client_waits_and_finishes_every_image_once_when_it_is_back(
         tmp_path, own_repository, images, undisturbed, cleanup):
-    ports = support.Ports.pick()
-    server = support.start(own_repository, ports, delay_s=DELAY_S)
+    server = support.start(own_repository, delay_s=DELAY_S)
+    ports = support.Ports.of(server)
     cleanup.append(server)
     out = tmp_path / "scores.csv"
     client = start_scoring(images, out, [ports.grpc_url])
@@ -139,7 +139,7 @@ def test_server_killed_mid_run_the_client_waits_and_finishes_every_image_once_wh
 
 def test_server_killed_mid_run_the_client_fails_over_to_the_second_endpoint(
         tmp_path, own_repository, images, undisturbed, cleanup):
-    first, second = (support.start(own_repository, support.Ports.pick(), delay_s=DELAY_S) for _ in range(2))
+    first, second = (support.start(own_repository, delay_s=DELAY_S) for _ in range(2))
     cleanup += [first, second]
     urls = [first.config.grpc_url, second.config.grpc_url]
     out = tmp_path / "scores.jsonl"
@@ -154,7 +154,7 @@ def test_server_killed_mid_run_the_client_fails_over_to_the_second_endpoint(
 
 @pytest.fixture(scope="module")
 def slow_server(own_repository):
-    server = support.start(own_repository, support.Ports.pick(), delay_s=DELAY_S)
+    server = support.start(own_repository, delay_s=DELAY_S)
     yield server
     server.stop()
 
@@ -227,7 +227,7 @@ def test_server_not_yet_up_when_the_run_starts_the_client_waits_for_it(
 
 def start_supervised(repo: Path) -> Supervisor:
     """The slow server under the supervisor ``facialattr serve`` uses, in a thread of its own; stop() ends it."""
-    supervisor = Supervisor(support.Ports.pick().server_config(repo),
+    supervisor = Supervisor(support.AUTOMATIC.server_config(repo),
                             server_factory=lambda config: support.SlowEmbeddedTriton(config, delay_s=DELAY_S))
     return supervisor.__enter__()
 

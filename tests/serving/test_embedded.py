@@ -15,7 +15,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from facialattr.serving import embedded
 from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
-from testsupport import free_ports, make_tiny_repository, start_server
+from testsupport import make_tiny_repository, start_serve_command, start_server
 
 from facialattr import MODEL_NAME, repository
 from facialattr.contract import ModelContract
@@ -92,9 +92,67 @@ def test_taken_port_is_a_clear_error(tmp_path, triton_server):
     with pytest.raises(PortInUseError, match=str(triton_server.config.grpc_port)):
         embedded.check_port_free(config.host, config.grpc_port)
     repo = make_tiny_repository(tmp_path)
-    http, metrics = free_ports(2)
     with pytest.raises(PortInUseError):
-        EmbeddedTriton(ServerConfig(repo, http_port=http, grpc_port=triton_server.config.grpc_port, metrics_port=metrics)).start()
+        EmbeddedTriton(ServerConfig(repo, http_port=0, grpc_port=triton_server.config.grpc_port, metrics_port=0)).start()
+
+
+@pytest.fixture
+def listener():
+    """A port another process holds (a listening socket), as when it takes a port between probe and bind."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_automatic_ports_taken_before_tritonserver_binds_them_are_replaced_and_reported(
+        tmp_path, listener, monkeypatch):
+    picks = []
+    real_pick = embedded._pick_free_ports
+
+    def first_pick_loses_the_race(host, n):
+        picks.append(real_pick(host, n))
+        if len(picks) == 1:
+            picks[0][0] = listener  # what another process took meanwhile
+        return picks[-1]
+
+    monkeypatch.setattr(embedded, "_pick_free_ports", first_pick_loses_the_race)
+    with start_server(make_tiny_repository(tmp_path)) as server:
+        assert len(picks) == 2, "the start was not retried with fresh ports"
+        assert listener not in (server.config.grpc_port, server.config.metrics_port)
+        assert {server.config.grpc_port, server.config.metrics_port} == set(picks[1])
+        assert grpcclient.InferenceServerClient(server.config.grpc_url).is_model_ready(MODEL_NAME)
+
+
+def test_port_given_by_number_and_taken_at_bind_time_is_an_error_never_another_port(tmp_path, listener, monkeypatch):
+    # The pre-check passes (the port was free then); tritonserver then meets it taken.
+    monkeypatch.setattr(embedded, "check_port_free", lambda host, port: None)
+    server = EmbeddedTriton(ServerConfig(make_tiny_repository(tmp_path), grpc_port=listener, metrics_port=0))
+    with pytest.raises(PortInUseError, match="already in use"):
+        server.start()
+    assert server.config.grpc_port == listener and not server.is_running()
+
+
+def test_work_folders_of_dead_launchers_are_removed_with_their_shared_memory(tmp_path):
+    from facialattr.serving import workdirs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    shm_prefix = f"facialattr_test_{os.getpid()}_"
+    region = Path("/dev/shm") / f"{shm_prefix}region"
+    region.write_bytes(b"\0" * 64)
+    stale, live = tmp_path / f"{workdirs.PREFIX}dead", tmp_path / f"{workdirs.PREFIX}live"
+    for folder, pid in ((stale, dead.pid), (live, os.getpid())):
+        folder.mkdir()
+        (folder / workdirs._OWNER_FILE).write_text(f"{pid} {workdirs._start_time(os.getpid())} {shm_prefix}\n")
+    try:
+        assert workdirs.remove_stale(root=tmp_path) == [stale]
+        assert not stale.exists() and not region.exists()
+        assert live.exists()
+    finally:
+        region.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize(
@@ -134,19 +192,6 @@ def test_unsupported_platform_points_to_docker_compose(monkeypatch):
         embedded.bundled_server()
 
 
-def _start_serve_command(repo: Path) -> tuple[subprocess.Popen, int]:
-    http, grpc, metrics = free_ports(3)
-    cmd = [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo),
-           "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    banner = proc.stdout.readline()
-    while "Triton serving" not in banner and proc.poll() is None:
-        banner = proc.stdout.readline()
-    assert f"127.0.0.1:{grpc}" in banner
-    assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}").is_model_ready(MODEL_NAME)
-    return proc, grpc
-
-
 def _assert_server_gone(grpc_port: int, *, timeout_s: float = 60.0) -> None:
     """Within ``timeout_s`` (tritonserver's own graceful exit allows 30 s) nothing of it is left."""
     deadline = time.monotonic() + timeout_s
@@ -161,7 +206,7 @@ def _server_processes(grpc_port: int) -> str:
 
 
 def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
-    proc, grpc = _start_serve_command(make_tiny_repository(tmp_path))
+    proc, grpc = start_serve_command(make_tiny_repository(tmp_path))
     try:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -170,11 +215,22 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path):
     _assert_server_gone(grpc)
 
 
-def test_server_dies_with_its_launcher_even_when_the_launcher_is_killed(tmp_path):
-    proc, grpc = _start_serve_command(make_tiny_repository(tmp_path))
+def test_server_dies_with_its_launcher_even_when_the_launcher_is_killed_and_the_next_start_tidies_up(tmp_path):
+    repo = make_tiny_repository(tmp_path)
+    proc, grpc = start_serve_command(repo)
+    (triton_pid,) = [int(pid) for pid in _server_processes(grpc).split()]
+    workdir = Path(_model_repository_argument(triton_pid)).parent
     proc.kill()  # SIGKILL: no finally block runs in the launcher
     proc.wait(timeout=10)
     _assert_server_gone(grpc)
+    assert workdir.exists(), "nothing should have cleaned up after a SIGKILL"
+    with start_server(repo):
+        assert not workdir.exists(), "the next start must remove the dead server's work folder"
+
+
+def _model_repository_argument(pid: int) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return next(a.split("=", 1)[1] for a in args if a.startswith("--model-repository="))
 
 
 def _listening(port: int) -> bool:
