@@ -244,6 +244,34 @@ def _deep(ctx: Context, name: bytes) -> None:
         os.close(fd)
 
 
+def _sparse(size_bytes: int) -> Maker:
+    """A file of ``size_bytes`` that takes no disk (a hole): reading it whole would take that much memory."""
+    def make(ctx: Context, name: bytes) -> None:
+        with open(ctx.path(name), "wb") as f:
+            f.truncate(size_bytes)
+    return make
+
+
+def write_png16_rgba(path: bytes | str | os.PathLike, width: int, height: int) -> None:
+    """A real, fully valid 16-bit RGBA PNG of width x height transparent pixels, a few hundred KB on disk.
+
+    Rows are compressed one at a time, so making a 49-megapixel one takes little memory.
+    """
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + width * 8)  # filter byte + RGBA x 16 bit
+    compressor = zlib.compressobj(9)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)))
+        data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+        f.write(chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def _png16_rgba_49_megapixels(ctx: Context, name: bytes) -> None:
+    write_png16_rgba(ctx.path(name), 7000, 7000)
+
+
 def _control(ctx: Context, name: bytes) -> np.ndarray:
     _write(ctx.path(name), ctx.jpeg)
     return decode_jpeg_as_tensorflow(ctx.jpeg)
@@ -289,6 +317,12 @@ TABLE: tuple[Row, ...] = (
     Row("symlink to a file outside the scored folder", b"outside_link.jpg", ERROR, _symlink_to(_outside_file), "outside"),
     Row("symlink to a file inside the scored folder", b"inside_link.jpg", OK, _symlink_to(lambda ctx: b"control.jpg", leads_to_control=True)),
     Row("non-UTF-8 file name", b"caf\xe9-\xff.jpg", OK, _control),
+    Row("file name with a carriage return", b"car\rriage.jpg", OK, _control),
+    Row("file name a spreadsheet reads as a formula", b"=HYPERLINK(1).jpg", OK, _control),
+    Row("3 GB sparse file named .jpg (read whole, 3 GB of memory)", b"x.jpg", ERROR, _sparse(3 * 2**30),
+        "exceeds the limit"),
+    Row("16-bit RGBA PNG of 49 megapixels (decodes to 392 MB of samples)", b"deep49mp.png", ERROR,
+        _png16_rgba_49_megapixels, "decoded exceeds the limit"),
     Row("255-byte file name", b"n" * 251 + b".jpg", OK, _control),
     Row("path longer than PATH_MAX", b"/".join([_DEEP_COMPONENT] * _DEEP_DEPTH + [b"deep.jpg"]), ERROR, _deep, "too long"),
     Row("file deleted between listing and reading", b"vanishing.jpg", ERROR, _control, "no such file",

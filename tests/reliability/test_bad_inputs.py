@@ -27,7 +27,7 @@ from facialattr.client.scorer import Scorer
 @dataclass(repr=False)
 class CorpusRun:
     root: Path
-    listed: list[str]
+    listed: list[str]  # the listed paths, in walk order
     results: list[ItemResult]
     expected: dict[str, np.ndarray]  # kind -> probabilities of its reference pixels
     fifos_opened: set[bytes]
@@ -61,12 +61,12 @@ def corpus_run(tmp_path_factory, own_server) -> CorpusRun:
     root = base / "scored"
     references = corpus.build(root, outside=base / "outside")
     with Scorer(own_server.config.grpc_url) as scorer:
-        listed = list(iter_inputs([root], recursive=True))
+        inputs = list(iter_inputs([root], recursive=True))
         corpus.delete_after_listing(root)
         with support.FifoWatchdog(_fifos(root)) as watchdog:
-            results = list(score_files(listed, scorer))
+            results = list(score_files(inputs, scorer))
         expected = {kind: _probabilities(scorer, rgb) for kind, rgb in references.items() if rgb is not None}
-    return CorpusRun(root, listed, results, expected, watchdog.opened)
+    return CorpusRun(root, [i.path for i in inputs], results, expected, watchdog.opened)
 
 
 def test_the_corpus_has_at_least_twenty_kinds_of_trouble():
