@@ -19,27 +19,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Only light imports here: ``facialattr score --help`` imports this module for its options.
-from facialattr.errors import FacialAttrError, InputError, MissingExtraError
+from facialattr.errors import FacialAttrError, InputError
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 # Inputs per unit (one Ray task, one shard): 256 prepared 128 px images are 12.6 MB in the object store.
 DEFAULT_SHARD_SIZE = 256
-RAY_CONNECT_TIMEOUT_S = 5.0
-
-
-class RayClusterError(FacialAttrError):
-    """No Ray cluster could be reached or started at the given address."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +132,8 @@ def score_paths_ray(paths, *, out: os.PathLike | str, urls: list[str], recursive
     timings.plan_s = time.perf_counter() - started
     summary.walk.skipped_symlinks = plan.skipped_symlinks
     if plan.units:
+        from facialattr.client.ray_cluster import ray_session
+
         with ray_session(options.address) as startup_s:
             timings.startup_s = startup_s
             _drive(_pipeline(out, plan, urls, contract, options, progress=progress), summary, timings, plan, progress)
@@ -200,65 +195,6 @@ def _facialattr_cause(exc: BaseException) -> FacialAttrError | None:
             return cause if isinstance(cause, FacialAttrError) else exc
         exc = getattr(exc, "cause", None) or exc.__cause__
     return None
-
-
-@contextmanager
-def ray_session(address: str | None):
-    """Connect to the cluster at ``address`` (or start a local one); yields the seconds that took.
-
-    Raises RayClusterError within about RAY_CONNECT_TIMEOUT_S when nothing listens at ``address``.
-    """
-    started = time.perf_counter()
-    if address:
-        _check_reachable(address)
-        _use_token_auth_if_available()  # before Ray is imported: it reads RAY_AUTH_MODE once
-    try:
-        import ray
-    except ModuleNotFoundError:
-        raise MissingExtraError("--engine ray needs Ray: pip install 'facialattr[ray]'") from None
-    kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RayClusterError(f"cannot join the Ray cluster at {address}: {exc} (a cluster with token "
-                                  "authentication needs its token: RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)") from None
-    else:
-        # A private cluster for this run: loopback only, no dashboard.
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
-    try:
-        yield time.perf_counter() - started
-    finally:
-        ray.shutdown()
-
-
-def _use_token_auth_if_available() -> None:
-    """Send the cluster token when one is at hand and RAY_AUTH_MODE is unset.
-
-    Ray 2.60 turns token authentication on for clusters it starts and writes the token to
-    ~/.ray/auth_token, but a driver given an explicit address only sends it with RAY_AUTH_MODE=token.
-    """
-    if "RAY_AUTH_MODE" in os.environ:
-        return  # the user's choice
-    token_path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if os.environ.get("RAY_AUTH_TOKEN") or token_path.exists():
-        log.info("using Ray token authentication (token from %s)",
-                 "RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else token_path)
-        os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, naming the address, instead of Ray's long connect retries."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if address == "auto":
-        return
-    if not host or not port.isdigit():
-        raise InputError(f"--ray-address {address!r} is not HOST:PORT")
-    try:
-        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise RayClusterError(f"no Ray cluster at {address}: {exc.strerror or exc}. Start one with "
-                              "`ray start --head`, or leave out --ray-address to start a local one") from None
 
 
 def decode_units(batch, *, out: str, preprocessing, limits: dict[str, int]):

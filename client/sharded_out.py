@@ -78,7 +78,7 @@ def open_dataset(out: os.PathLike | str, *, resume: bool, overwrite: bool) -> Pa
     elif existing and not resume:
         raise InputError(f"{out} exists: pass --resume to continue it or --overwrite to replace it")
     (out / MANIFEST_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
-    for stale in out.glob(f".{SHARD_PREFIX}*.tmp"):  # a shard's temporary file from a run that died writing it
+    for stale in [*out.glob(".*.tmp"), *(out / MANIFEST_DIR).glob(".*.tmp")]:  # left by a run that died writing
         stale.unlink(missing_ok=True)
     return out
 

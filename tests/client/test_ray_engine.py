@@ -35,38 +35,11 @@ RUN_TIMEOUT_S = 900
 @pytest.fixture(scope="module")
 def ray_address():
     """A Ray head of its own (2 CPUs, no dashboard), stopped by its process group at the end."""
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
-    log_path = Path(temp_dir) / "head.log"
-    ray_cli = Path(sys.executable).with_name("ray")
-    with open(log_path, "w") as log:
-        head = subprocess.Popen(
-            [str(ray_cli), "start", "--head", "--block", "--port", "0", "--num-cpus", "2",
-             "--node-ip-address", "127.0.0.1", "--include-dashboard", "false", "--disable-usage-stats",
-             "--temp-dir", temp_dir, "--object-store-memory", str(300 * 1024 * 1024)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not (match := re.search(r"--address='[^:']+:(\d+)'", log_path.read_text())):
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start --head did not come up:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield f"127.0.0.1:{match[1]}"
-    finally:
-        _stop_group(head)
+    from facialattr.client.ray_cluster import start_ray_head, stop_ray_head
 
-
-def _stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=grace_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    proc.wait()
+    head, address = start_ray_head(tempfile.mkdtemp(prefix="ray-", dir="/tmp"), num_cpus=2)  # short socket paths
+    yield address
+    stop_ray_head(head)
 
 
 @pytest.fixture(scope="module")
