@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 IMAGES ?=
 OUT ?= quickstart-results.csv
+# Ports of the quick start's server: `make quickstart GRPC_PORT=9001 METRICS_PORT=9002` when the defaults are taken.
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+HTTP_PORT ?= 8000
 
 .PHONY: quickstart test lint notebook
 
@@ -21,7 +25,7 @@ $(VENV)/.all: $(BIN)/python pyproject.toml constraints.txt
 	touch $@ $(VENV)/.quickstart
 
 quickstart: $(VENV)/.quickstart
-	$(BIN)/facialattr demo $(IMAGES) --out $(OUT)
+	$(BIN)/facialattr demo $(IMAGES) --out $(OUT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --http-port $(HTTP_PORT)
 
 test: $(VENV)/.all
 	$(BIN)/python -m pytest
