@@ -45,7 +45,8 @@ def images(tmp_path_factory) -> Path:
 
 
 def start_scoring(folder: Path, out: Path, urls: list[str], *extra: str) -> subprocess.Popen:
-    args = ["score", folder, "--out", out, "--no-progress", "--give-up-after", "120"]
+    # --connect-timeout: one test starts the server after the client, and a server can take 10 s to come up.
+    args = ["score", folder, "--out", out, "--no-progress", "--give-up-after", "120", "--connect-timeout", "120"]
     for url in urls:
         args += ["--url", url]
     # A file, not a pipe: a chatty child never blocks on a full pipe nobody reads.
