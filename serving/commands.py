@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _print_banner(supervisor) -> None:
     config = supervisor.config
     host = config.grpc_url.rsplit(":", 1)[0]
-    http = f"HTTP {config.http_url}, " if getattr(config, "allow_http", True) else ""  # HTTP may be opt-in
+    http = f"HTTP {config.http_url}, " if config.allow_http else ""
     print(f"Triton serving {config.model_repository} — gRPC {config.grpc_url}, {http}"
           f"metrics http://{host}:{config.metrics_port}/metrics, supervisor http://{host}:{supervisor.endpoint_port}"
           "/metrics and /ready (restarted when it dies; Ctrl-C stops)", flush=True)

@@ -23,7 +23,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from facialattr.serving.embedded import ServerConfig
 from facialattr.serving.supervisor import Supervisor, SupervisorSettings, stub_problem, stub_processes
-from testsupport import free_ports, make_tiny_repository
+from testsupport import SERVE_BANNER, make_tiny_repository
 
 from facialattr import MODEL_NAME
 
@@ -33,8 +33,8 @@ FAST = SupervisorSettings(check_interval_s=0.2, probe_interval_s=0.5, probe_time
 
 
 def _config(repo: Path) -> ServerConfig:
-    http, grpc, metrics = free_ports(3)
-    return ServerConfig(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+    """Automatic ports: the first start picks them, every restart reuses them."""
+    return ServerConfig(repo, grpc_port=0, metrics_port=0)
 
 
 def _infer_one(url: str) -> np.ndarray:
@@ -197,19 +197,19 @@ def test_a_port_taken_while_the_server_is_down_is_waited_for_with_backoff_and_th
 
 
 def _serve_command(repo: Path) -> tuple[subprocess.Popen, int, int]:
-    """``facialattr serve`` on free ports; returns the process, its gRPC port and supervisor port (from its banner)."""
-    http, grpc, metrics = free_ports(3)
+    """``facialattr serve`` on automatic ports; returns the process, its gRPC port and supervisor port (from its banner)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo), "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--supervisor-port", "0"],
+        [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo),
+         "--grpc-port", "0", "--metrics-port", "0", "--supervisor-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     banner = proc.stdout.readline()
     while "Triton serving" not in banner and proc.poll() is None:
         banner = proc.stdout.readline()
-    match = re.search(r"supervisor http://127\.0\.0\.1:(\d+)/metrics", banner)
-    assert match, f"no supervisor endpoint in the banner: {banner!r}"
+    grpc = SERVE_BANNER.search(banner)
+    supervisor = re.search(r"supervisor http://127\.0\.0\.1:(\d+)/metrics", banner)
+    assert grpc and supervisor, f"no gRPC port or supervisor endpoint in the banner: {banner!r}"
     threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-    return proc, grpc, int(match.group(1))
+    return proc, int(grpc["grpc_port"]), int(supervisor.group(1))
 
 
 def _tritonserver(grpc_port: int) -> tuple[int, str, Path]:
