@@ -1,4 +1,4 @@
-"""Failures of Triton gRPC calls, classified by ``grpc.StatusCode`` (never by message text), and their logging.
+"""Failures of Triton gRPC calls: classified by ``grpc.StatusCode`` (never by message text), retried, counted, logged.
 
 ``grpc`` is imported inside the functions: importing the client stays light.
 """
@@ -7,13 +7,46 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from facialattr.errors import InferenceError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long the scorer retries a request (seconds; backoff doubles per attempt, jittered)."""
+
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+    # How long one chunk may keep retrying (server down, overloaded); None retries forever.
+    give_up_after_s: float | None = 300.0
+    # Attempts of a chunk the server failed (INTERNAL, an unhealthy stub, a malformed answer) before
+    # its rows are written as retryable server errors: with the backoff, about 5-10 s of retrying.
+    max_server_error_attempts: int = 10
+
+    def backoff_s(self, attempt: int) -> float:
+        base = min(self.max_backoff_s, self.initial_backoff_s * (2 ** min(attempt, 20)))
+        return base * random.uniform(0.5, 1.0)  # jitter: clients that failed together don't retry together
+
+
+@dataclass
+class ScorerStats:
+    """Counters for progress summaries and benchmarks (read them, don't write them)."""
+
+    requests: int = 0
+    images: int = 0
+    retries: int = 0
+    server_error_retries: int = 0  # retries after a server-side failure (INTERNAL, ...), not a busy or down server
+    failed_chunks: int = 0  # chunks whose future failed after every retry
+    failovers: int = 0
+    request_seconds: float = 0.0
+    errors_by_status: dict[str, int] = field(default_factory=dict)
 
 
 class EndpointError(InferenceError):
