@@ -44,16 +44,20 @@ def register(subparsers) -> None:
     p.add_argument("--supervisor-port", type=int, default=8003,
                    help="port of the supervisor's /metrics (restart counter) and /ready endpoints, "
                         "bound on --host; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--max-memory-mb", type=int, default=0,
+                   help="restart the server when tritonserver and its stubs together hold more resident memory "
+                        "than this (Triton 2.51 keeps what gzip HTTP bodies expand to); 0: no bound (default: %(default)s)")
     p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from facialattr.serving.supervisor import Supervisor
+    from facialattr.serving.supervisor import Supervisor, SupervisorSettings
 
     config = dataclasses.replace(server_config(args), log_verbose=args.log_verbose)
-    supervisor = Supervisor(config, endpoint_port=args.supervisor_port)
+    settings = SupervisorSettings(max_rss_bytes=args.max_memory_mb * 2**20 if args.max_memory_mb > 0 else None)
+    supervisor = Supervisor(config, settings=settings, endpoint_port=args.supervisor_port)
     try:
         supervisor.run(on_first_ready=_print_banner)
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ aborts; docs/RELIABILITY.md), and a Python-backend stub killed under it is never
 replaced while the server keeps answering "ready". The :class:`Supervisor` drives
 :class:`~facialattr.serving.embedded.EmbeddedTriton` through its public API and
 watches three things: the server process, its stub processes (from ``/proc``) and a
-real one-image inference. On a problem it marks itself not ready, stops what is left
+real one-image inference; optionally also their resident memory. On a problem it marks itself not ready, stops what is left
 of the server (process group, ``/dev/shm`` regions, work folder) and starts a fresh
 one on the same ports, with exponential backoff when restarts come in quick
 succession. Restarts are counted in the log and on a small Prometheus endpoint.
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # /proc/<pid>/stat truncates a command name to 15 characters.
 _STUB_COMM = "triton_python_backend_stub"[:15]
-RESTART_REASONS = ("exited", "stub", "probe")
+RESTART_REASONS = ("exited", "stub", "probe", "memory")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class SupervisorSettings:
     backoff_max_s: float = 30.0
     # A server that stayed healthy this long resets the backoff: its next crash restarts at once.
     stable_after_s: float = 60.0
+    # Resident memory of tritonserver and its stubs together above which it is replaced (None: no
+    # bound). Triton 2.51 keeps what a gzip HTTP body expanded to (SECURITY.md).
+    max_rss_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,22 +63,28 @@ class Problem:
     detail: str
 
 
-def stub_processes(server_pid: int) -> list[tuple[int, str]]:
-    """(pid, state letter) of each Python-backend stub whose parent is ``server_pid``.
-
-    A stub killed under tritonserver stays a zombie (state ``Z``): the server never reaps it.
-    """
-    found = []
+def _processes():
+    """(pid, command name, the /proc/<pid>/stat fields after the name) of every process."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # exited while we looked
             continue
-        comm = text[text.find("(") + 1:text.rfind(")")]
-        state, ppid = text[text.rfind(")") + 2:].split()[:2]
-        if int(ppid) == server_pid and comm == _STUB_COMM:
-            found.append((int(stat.parent.name), state))
-    return found
+        yield int(stat.parent.name), text[text.find("(") + 1:text.rfind(")")], text[text.rfind(")") + 2:].split()
+
+
+def stub_processes(server_pid: int) -> list[tuple[int, str]]:
+    """(pid, state letter) of each Python-backend stub whose parent is ``server_pid``.
+
+    A stub killed under tritonserver stays a zombie (state ``Z``): the server never reaps it.
+    """
+    return [(pid, fields[0]) for pid, comm, fields in _processes() if int(fields[1]) == server_pid and comm == _STUB_COMM]
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in process group ``pgid`` (tritonserver and its stubs), in bytes."""
+    pages = sum(int(fields[21]) for _, _, fields in _processes() if int(fields[2]) == pgid)
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def stub_problem(server_pid: int, expected: int) -> str | None:
@@ -304,6 +313,9 @@ class Supervisor:
                 detail = stub_problem(server.pid, expected_stubs)
                 if detail:
                     return Problem("stub", detail)
+                if s.max_rss_bytes and (rss := group_rss_bytes(server.pid)) > s.max_rss_bytes:
+                    return Problem("memory", f"tritonserver and its stubs use {rss / 2**20:.0f} MiB, "
+                                             f"over the bound of {s.max_rss_bytes / 2**20:.0f} MiB")
                 if time.monotonic() < next_probe:
                     continue
                 verdict, detail = probe.check()

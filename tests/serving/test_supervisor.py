@@ -7,6 +7,7 @@ then talks gRPC to what came back, on the same ports.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from facialattr.serving.embedded import ServerConfig
-from facialattr.serving.supervisor import Supervisor, SupervisorSettings, stub_problem, stub_processes
+from facialattr.serving.supervisor import Supervisor, SupervisorSettings, group_rss_bytes, stub_problem, stub_processes
 from testsupport import SERVE_BANNER, make_tiny_repository
 
 from facialattr import MODEL_NAME
@@ -146,7 +147,7 @@ def test_killed_server_or_stub_is_restarted_on_the_same_ports_counted_and_not_re
         second = _generation(supervisor)
         assert (supervisor.config.grpc_port, supervisor.config.metrics_port) == ports
         np.testing.assert_array_equal(_infer_one(url), expected)
-        assert _restarts(supervisor.endpoint_port) == {"exited": 0, "stub": 0, "probe": 0} | {reason: 1}
+        assert _restarts(supervisor.endpoint_port) == {"exited": 0, "stub": 0, "probe": 0, "memory": 0} | {reason: 1}
         assert readiness.saw_a_restart_window(), readiness.samples
         # Plain Triton clients see the restart too: its own readiness was false within that window.
         assert any(not triton for code, triton in readiness.samples if code == 503), readiness.samples
@@ -160,7 +161,7 @@ def test_a_hung_server_fails_its_probes_and_is_replaced(repo):
         pid = supervisor.server.pid
         os.killpg(pid, signal.SIGSTOP)
         _wait_restarted(supervisor, pid)
-        assert supervisor.restarts == {"exited": 0, "stub": 0, "probe": 1}
+        assert supervisor.restarts == {"exited": 0, "stub": 0, "probe": 1, "memory": 0}
         assert _infer_one(supervisor.config.grpc_url).shape == (1, 40)
         assert not _leftovers([pid], [], [])
 
@@ -194,6 +195,37 @@ def test_a_port_taken_while_the_server_is_down_is_waited_for_with_backoff_and_th
         assert supervisor.config.grpc_port == grpc_port
         assert _infer_one(f"127.0.0.1:{grpc_port}").shape == (1, 40)
         assert supervisor.restarts["exited"] == 1
+
+
+def _post_gzip_body(http_url: str, *, expanded_bytes: int) -> int | str:
+    """POST a gzip body of about 1 MB that expands to ``expanded_bytes`` zeros; the HTTP status or the error's name."""
+    import zlib
+
+    compressor, zeros = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(1 << 20)  # wbits 31: gzip framing
+    body = b"".join([*(compressor.compress(zeros) for _ in range(expanded_bytes >> 20)), compressor.flush()])
+    request = urllib.request.Request(f"{http_url}/v2/models/{MODEL_NAME}/infer", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:  # the server was replaced before it answered
+        return type(exc).__name__
+
+
+def test_a_server_over_its_memory_bound_is_replaced_and_its_memory_returns_under_the_bound(repo):
+    """Triton 2.51 keeps what a gzip HTTP body expanded to (SECURITY.md); a memory bound turns that into a restart."""
+    bound = 1 << 30
+    config = dataclasses.replace(_config(repo), allow_http=True, http_port=0)
+    with Supervisor(config, settings=dataclasses.replace(FAST, max_rss_bytes=bound), endpoint_port=0) as supervisor:
+        pid = supervisor.server.pid
+        assert group_rss_bytes(pid) < bound // 2, "the idle server alone is near the bound: the test proves nothing"
+        answer = _post_gzip_body(supervisor.config.http_url, expanded_bytes=bound)
+        _wait_restarted(supervisor, pid)
+        assert supervisor.restarts == {"exited": 0, "stub": 0, "probe": 0, "memory": 1}, answer
+        assert group_rss_bytes(supervisor.server.pid) < bound // 2
+        assert _infer_one(supervisor.config.grpc_url).shape == (1, 40)
 
 
 def _serve_command(repo: Path) -> tuple[subprocess.Popen, int, int]:
