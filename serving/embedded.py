@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from facialattr.serving import secret_args, workdirs
+from facialattr.serving import preload, workdirs
 
 from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
@@ -112,6 +112,7 @@ class EmbeddedTriton:
         self._process: subprocess.Popen | None = None
         self._workdir: Path | None = None
         self._shm_prefix = f"facialattr_{uuid.uuid4().hex[:12]}_"
+        self._preload: Path | None = None
         # Header value that unlocks the restricted admin APIs of this server start only.
         self.admin_key = secrets.token_urlsafe(24)
 
@@ -180,6 +181,7 @@ class EmbeddedTriton:
             for entry in entries:
                 self._derive_model(entry)
             env = self._environment(libs)
+            self._add_preload(env)
             args = self._arguments(binary, backends, cfg, env)
         except BaseException:
             self.stop()
@@ -239,16 +241,22 @@ class EmbeddedTriton:
         return args + list(cfg.extra_args)
 
     def _admin_key_argument(self, env: dict[str, str]) -> str:
-        """The key as tritonserver's argv shows it: a placeholder filled in-process (secret_args)."""
-        try:
-            preload = secret_args.build_preload(self._workdir)
-        except ServerError as exc:
-            log.warning("the admin key is on tritonserver's command line, readable by every local user "
-                        "(%s; install a C compiler to hide it, SECURITY.md)", exc)
+        """The key as tritonserver's argv shows it: a placeholder the preload library fills in-process."""
+        if self._preload is None:
             return self.admin_key
-        env["LD_PRELOAD"] = os.pathsep.join(p for p in (str(preload), env.get("LD_PRELOAD")) if p)
-        env[secret_args.ENV_NAME] = self.admin_key
-        return secret_args.PLACEHOLDER
+        env[preload.ENV_NAME] = self.admin_key
+        return preload.PLACEHOLDER
+
+    def _add_preload(self, env: dict[str, str]) -> None:
+        """Preload the library that hides the admin key and keeps /dev/shm regions 0600 (serving.preload)."""
+        try:
+            self._preload = preload.build_preload(self._workdir)
+        except ServerError as exc:
+            self._preload = None
+            log.warning("the admin key is on tritonserver's command line and its shared-memory regions (face "
+                        "crops) are readable by every local user (%s; install a C compiler, SECURITY.md)", exc)
+            return
+        env["LD_PRELOAD"] = os.pathsep.join(p for p in (str(self._preload), env.get("LD_PRELOAD")) if p)
 
     def _prepare_backends(self, binary: Path) -> Path:
         """A backend folder whose python/ holds the backend library *and* this Python's stub."""
@@ -380,8 +388,9 @@ def _in_child() -> None:
 
     PR_SET_PDEATHSIG sends SIGTERM when the launching thread dies, even by SIGKILL, so no
     server is orphaned. The kernel ties this to the thread that forked; start servers from
-    a thread that outlives them (the main thread in the CLI and tests). The umask makes the
-    Python backend's /dev/shm regions, which hold face crops, unreadable by other users.
+    a thread that outlives them (the main thread in the CLI and tests). The umask keeps what
+    the server creates private; the Python backend's /dev/shm regions, which it fchmods to
+    0644 regardless, are kept 0600 by the preload library (serving.preload).
     """
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     os.umask(0o077)

@@ -1,16 +1,19 @@
-"""Give tritonserver a secret flag value without putting it on its command line.
+"""A tiny library preloaded into tritonserver (``LD_PRELOAD``) for what 2.51 has no setting for.
 
-tritonserver 2.51 takes its admin key only as a flag (``--grpc-restricted-protocol=...:key=VALUE``);
-it reads no option file and no environment variable. Any local user reads a process's
-command line (``/proc/PID/cmdline``, ``ps -ef``), but only its own user (and root) reads
-its environment (``/proc/PID/environ`` is mode 0400 and ptrace-checked).
-
-So the command line carries a public placeholder, the secret travels in the environment,
-and a tiny library preloaded into tritonserver (``LD_PRELOAD``) swaps the placeholder for
-the secret in ``main``'s argument vector before ``main`` runs, then removes the secret from
-the environment (the Python-backend stubs it starts never see it). The memory that
-``/proc/PID/cmdline`` shows is never written: it holds the placeholder from the start, so
-there is no window in which another user can read the key.
+1. **A secret flag value off the command line.** tritonserver 2.51 takes its admin key only
+   as a flag (``--grpc-restricted-protocol=...:key=VALUE``); it reads no option file and no
+   environment variable. Any local user reads a process's command line (``/proc/PID/cmdline``,
+   ``ps -ef``), but only its own user (and root) reads its environment (``/proc/PID/environ``
+   is mode 0400 and ptrace-checked). So the command line carries a public placeholder, the
+   secret travels in the environment, and the library's constructor swaps the placeholder for
+   the secret in ``main``'s argument vector before ``main`` runs, then removes the secret from
+   the environment (the Python-backend stubs never see it). The memory ``/proc/PID/cmdline``
+   shows is never written: it holds the placeholder from the start, so there is no window in
+   which another user can read the key.
+2. **Private shared memory.** The Python backend (boost.interprocess) creates its ``/dev/shm``
+   regions, which hold the face crops of every request, and then ``fchmod``s them to 0644,
+   whatever the umask. The library's ``fchmod`` strips group and other bits from any file under
+   ``/dev/shm``. The environment variable is inherited, so the backend stubs load it too.
 """
 
 from __future__ import annotations
@@ -29,8 +32,24 @@ ENV_NAME = "FACIALATTR_SECRET"
 
 # glibc calls ELF constructors with (argc, argv, envp); argv is the very array main() receives.
 _SOURCE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int fchmod(int fd, mode_t mode) {
+    static int (*real_fchmod)(int, mode_t);
+    if (real_fchmod == NULL) real_fchmod = (int (*)(int, mode_t))dlsym(RTLD_NEXT, "fchmod");
+    char link[64], target[16] = {0};
+    snprintf(link, sizeof link, "/proc/self/fd/%%d", fd);
+    if (readlink(link, target, sizeof target - 1) > 0 && strncmp(target, "/dev/shm/", 9) == 0) {
+        mode &= ~(mode_t)(S_IRWXG | S_IRWXO);
+    }
+    return real_fchmod(fd, mode);
+}
 
 static const char placeholder[] = "%(placeholder)s";
 static const char env_name[] = "%(env_name)s";
@@ -67,16 +86,16 @@ def compiler() -> str | None:
 
 
 def build_preload(folder: Path) -> Path:
-    """Compile the placeholder-filling library into ``folder`` (private to this user); returns its path.
+    """Compile the library into ``folder`` (private to this user); returns its path.
 
     Raises ServerError when no C compiler is found or the build fails.
     """
     cc = compiler()
     if cc is None:
         raise ServerError("no C compiler (cc) found")
-    source, library = folder / "fill_secret.c", folder / "libfacialattr_fill_secret.so"
+    source, library = folder / "facialattr_preload.c", folder / "libfacialattr_preload.so"
     source.write_text(_SOURCE % {"placeholder": PLACEHOLDER, "env_name": ENV_NAME})
-    build = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(library), str(source)],
+    build = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"],
                            capture_output=True, text=True, check=False)
     if build.returncode != 0:
         raise ServerError(f"building {library.name} with {cc} failed:\n{build.stderr.strip()}")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import signal
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import reliability_support as support
@@ -18,50 +21,46 @@ from facialattr import MODEL_NAME
 
 
 def _server_ports(config) -> set[int]:
-    return {config.http_port, config.grpc_port, config.metrics_port}
+    return {config.grpc_port, config.metrics_port} | ({config.http_port} if config.allow_http else set())
 
 
-def test_embedded_server_listens_on_loopback_only(own_server):
+def test_embedded_server_listens_on_loopback_only_and_serves_no_http_by_default(own_server):
     listening = support.listening_addresses(own_server.pid)
-    assert {port for _, port in listening} >= _server_ports(own_server.config)
+    assert {port for _, port in listening} == {own_server.config.grpc_port, own_server.config.metrics_port}
     assert {address for address, _ in listening} == {"127.0.0.1"}
 
 
 def test_host_setting_is_what_the_server_binds(own_repository):
     """The detector above can fail: another loopback address shows up as itself (nothing is exposed)."""
-    server = support.start(own_repository, support.Ports.pick(), host="127.0.0.2")
+    server = support.start(own_repository, host="127.0.0.2", allow_http=True)
     try:
         listening = support.listening_addresses(server.pid)
+        assert {port for _, port in listening} >= _server_ports(server.config)
         assert {address for address, port in listening if port in _server_ports(server.config)} == {"127.0.0.2"}
     finally:
         server.stop()
 
 
 def test_serve_command_binds_loopback_by_default(own_repository):
-    ports = support.Ports.pick()
-    serve = subprocess.Popen(
-        support.facialattr_command("serve", "--model-repository", own_repository, "--http-port", str(ports.http),
-                                   "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    from testsupport import start_serve_command
+
+    serve, grpc_port = start_serve_command(own_repository)
     try:
-        support.wait_until(lambda: _ready(ports) or serve.poll() is not None, timeout_s=120, what="facialattr serve ready")
-        assert serve.poll() is None, serve.stdout.read()
         (triton_pid,) = support.child_pids(serve.pid)
         listening = support.listening_addresses(triton_pid)
-        assert {port for _, port in listening} >= {ports.http, ports.grpc, ports.metrics}
+        assert grpc_port in {port for _, port in listening}
         assert {address for address, _ in listening} == {"127.0.0.1"}
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
 
 
-def _ready(ports) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/v2/health/ready", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+@pytest.fixture(scope="module")
+def http_server(own_repository):
+    """A server with HTTP turned on (``--http``), for the HTTP API's own checks."""
+    server = support.start(own_repository, allow_http=True)
+    yield server
+    server.stop()
 
 
 @pytest.mark.parametrize("action", ["load_model", "unload_model"])
@@ -79,15 +78,15 @@ def test_model_load_and_unload_over_grpc_are_refused_even_with_the_admin_key(act
 
 @pytest.mark.parametrize("action", ["load", "unload"])
 @pytest.mark.parametrize(("with_key", "refusal"), [(False, "restricted"), (True, "load / unload is not allowed")])
-def test_model_load_and_unload_over_http_are_refused_even_with_the_admin_key(action, with_key, refusal, own_server):
+def test_model_load_and_unload_over_http_are_refused_even_with_the_admin_key(action, with_key, refusal, http_server):
     request = urllib.request.Request(
-        f"{own_server.config.http_url}/v2/repository/models/{MODEL_NAME}/{action}", data=b"{}", method="POST",
-        headers=own_server.http_admin_headers if with_key else {},
+        f"{http_server.config.http_url}/v2/repository/models/{MODEL_NAME}/{action}", data=b"{}", method="POST",
+        headers=http_server.http_admin_headers if with_key else {},
     )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert refusal in json.loads(caught.value.read())["error"]
-    with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
+    with grpcclient.InferenceServerClient(http_server.config.grpc_url) as client:
         assert client.is_model_ready(MODEL_NAME)
 
 
@@ -168,7 +167,7 @@ def test_the_exposure_flags_in_security_md_work_on_the_bundled_server(certificat
 
     key, cert = certificate
     flags = ("--grpc-use-ssl=true", f"--grpc-server-cert={cert}", f"--grpc-server-key={key}")
-    config = dataclasses.replace(support.Ports.pick().server_config(own_repository), extra_args=flags)
+    config = dataclasses.replace(support.AUTOMATIC.server_config(own_repository), extra_args=flags)
     server = embedded.EmbeddedTriton(config).start()
     url = f"localhost:{server.config.grpc_port}"
     try:
@@ -184,3 +183,72 @@ def test_the_exposure_flags_in_security_md_work_on_the_bundled_server(certificat
             assert "restricted" in caught.value.message()
     finally:
         server.stop()
+
+
+# Another local user: 'nobody', as an unprivileged account on the same host would be.
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                                reason="acting as another user needs root and setpriv")
+
+
+def _as_nobody(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*NOBODY, *command], capture_output=True, timeout=30, check=False)
+
+
+def _server_and_stub_pids(server) -> list[int]:
+    return [server.pid, *support.child_pids(server.pid)]
+
+
+def test_admin_key_is_on_no_command_line_and_still_opens_the_admin_apis(http_server):
+    key = http_server.admin_key.encode()
+    pids = _server_and_stub_pids(http_server)
+    assert len(pids) >= 2, "expected tritonserver and at least one Python-backend stub"
+    for pid in pids:
+        assert key not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    with grpcclient.InferenceServerClient(http_server.config.grpc_url) as client:
+        assert client.get_log_settings(headers=http_server.grpc_admin_headers)
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.get_log_settings()
+    request = urllib.request.Request(f"{http_server.config.http_url}/v2/logging", headers=http_server.http_admin_headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+@needs_root
+def test_another_local_user_cannot_read_the_admin_key(http_server):
+    key = http_server.admin_key.encode()
+    listing = _as_nobody("ps", "-eww", "-o", "args")
+    assert listing.returncode == 0 and b"tritonserver" in listing.stdout
+    assert key not in listing.stdout
+    for pid in _server_and_stub_pids(http_server):
+        cmdline = _as_nobody("cat", f"/proc/{pid}/cmdline")
+        assert cmdline.returncode == 0 and key not in cmdline.stdout
+        environ = _as_nobody("cat", f"/proc/{pid}/environ")
+        assert environ.returncode != 0 and b"Permission denied" in environ.stderr
+    # The server's own environment no longer holds it either (only its user could read that).
+    for pid in _server_and_stub_pids(http_server):
+        assert key not in Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def _shm_regions(server) -> list[Path]:
+    regions = sorted(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
+    assert regions, "the Python backend should hold shared-memory regions"
+    return regions
+
+
+def test_shared_memory_regions_holding_face_crops_are_private_to_the_server_user(own_server):
+    import numpy as np
+
+    with grpcclient.InferenceServerClient(own_server.config.grpc_url) as client:
+        images = grpcclient.InferInput("images", [2, *support.SIZE_HW, 3], "UINT8")
+        images.set_data_from_numpy(support.random_uint8((2, *support.SIZE_HW, 3)))
+        assert np.all(client.infer(MODEL_NAME, [images]).as_numpy("probabilities") > 0)
+    for region in _shm_regions(own_server):
+        assert region.stat().st_mode & 0o777 == 0o600, f"{region} is {oct(region.stat().st_mode & 0o777)}"
+
+
+@needs_root
+def test_another_local_user_cannot_open_the_shared_memory_regions(own_server):
+    for region in _shm_regions(own_server):
+        read = _as_nobody("cat", str(region))
+        assert read.returncode != 0 and b"Permission denied" in read.stderr, region
