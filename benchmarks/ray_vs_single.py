@@ -76,9 +76,9 @@ def main(argv=None) -> int:
         folder.mkdir()
         for path in files:
             (folder / path.name).symlink_to(path.resolve())
-        (tmp / "ray").mkdir()
+        (tmp / "ray-head").mkdir()
         server = _start_server(args.model_repository)
-        head, address = start_ray_head(tmp / "ray", num_cpus=args.cpus)
+        head, address = start_ray_head(tmp / "ray-head", num_cpus=args.cpus)
         try:
             single, ray = _alternate(args, folder, tmp, server.config.grpc_url, address)
         finally:
@@ -93,11 +93,11 @@ def _alternate(args, folder: Path, tmp: Path, url: str, address: str) -> tuple[l
     single_side = {"workers": 2, "max_in_flight": 4, "batch_size": None}  # the command's defaults
     ray_side = {"shard_size": args.shard_size, "actors": args.ray_actors}
     run_cli(folder, tmp / "warm.csv", url, **single_side)
-    run_ray(folder, tmp / "warm-ray", url, address, **ray_side)  # starts the cluster's workers
+    run_ray(folder, tmp / "warm-scores", url, address, **ray_side)  # starts the cluster's workers
     single, ray = [], []
     for i in range(args.repeats):
         single.append(run_cli(folder, tmp / "single.parquet", url, **single_side))
-        ray.append(run_ray(folder, tmp / "ray", url, address, **ray_side))
+        ray.append(run_ray(folder, tmp / "scores", url, address, **ray_side))
         print(f"run {i + 1}/{args.repeats}: single {single[-1][1]:.0f} images/s (wall {single[-1][0]:.0f}); "
               f"ray {ray[-1]['own']:.0f} (wall {ray[-1]['wall']:.0f}, pipeline alone {ray[-1]['pipeline']:.0f}); "
               f"load {_load()}", flush=True)

@@ -46,8 +46,9 @@ def ray_session(address: str | None):
             raise RayClusterError(f"cannot join the Ray cluster at {address}: {exc} (a cluster with token "
                                   "authentication needs its token: RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)") from None
     else:
-        # A private cluster for this run: loopback only, no dashboard.
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
+        # A private instance for this run, no dashboard. (Ray binds the node address whatever it is
+        # told, and turns token authentication on: docs/DISTRIBUTED.md, Security.)
+        ray.init(include_dashboard=False, **kwargs)
     try:
         yield time.perf_counter() - started
     finally:

@@ -39,7 +39,7 @@ DEFAULT_SHARD_SIZE = 256
 class RayOptions:
     """How the Ray engine spreads the work; scorer settings mean what they mean for ``facialattr score``."""
 
-    address: str | None = None  # None: start a local cluster (loopback, no dashboard)
+    address: str | None = None  # None: start a private Ray instance for the run (no dashboard)
     shard_size: int = DEFAULT_SHARD_SIZE
     actors: int = 2
     # Scoring actors mostly wait on the network, so by default they reserve no CPU: every core decodes.
@@ -70,7 +70,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--engine", choices=ENGINES, default="local",
                        help="local: this process (default); ray: Ray Data over a Ray cluster, --out is a folder of shards")
     group.add_argument("--ray-address", metavar="HOST:PORT",
-                       help="a running Ray cluster's GCS address (default: start a local one on 127.0.0.1)")
+                       help="a running Ray cluster's GCS address (default: start a private Ray instance on this machine)")
     group.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="N",
                        help="inputs per Ray task and per Parquet shard (default: %(default)s)")
     group.add_argument("--ray-actors", type=int, default=RayOptions.actors, metavar="N",
@@ -216,10 +216,10 @@ def decode_units(batch, *, out: str, preprocessing, limits: dict[str, int]):
             row["kinds"] = [None if error is None else getattr(error, "kind", "input") for _, error in decoded]
             row["images"] = b"".join(image.tobytes() for image, _ in decoded if image is not None)
         rows.append(row)
-    return pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA())
+    return pa.Table.from_pylist(rows, schema=_decoded_schema())
 
 
-def _DECODED_SCHEMA():  # noqa: N802 - a constant that needs pyarrow, built lazily
+def _decoded_schema():
     import pyarrow as pa
 
     return pa.schema([("unit", pa.int64()), ("done_rows", pa.int64()), ("paths", pa.list_(pa.binary())),

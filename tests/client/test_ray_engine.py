@@ -182,3 +182,12 @@ def test_an_existing_output_is_refused_without_resume_or_overwrite(inputs, grpc_
     (out / "part-000000.parquet").write_bytes(b"")
     done = _score(inputs, out, [grpc_url], "--engine", "ray")
     assert done.returncode == EXIT_FATAL and "pass --resume to continue it or --overwrite" in done.stderr
+
+
+def test_without_a_ray_address_a_private_ray_instance_scores_the_run(make_jpegs, grpc_url, tmp_path):
+    paths = make_jpegs(tmp_path / "in", 30)
+    out = tmp_path / "scores"
+    done = _score(tmp_path / "in", out, [grpc_url], "--engine", "ray", "--shard-size", "8")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(_rows(out)) == sorted(map(str, paths))
+    assert len(_shards(out)) == 4
