@@ -4,7 +4,7 @@ The same path as ``facialattr score`` (the server's contract, :class:`Scorer`, t
 pipelined decode of :func:`score_files`, the lift ranking of :func:`top_attributes`),
 without a results file: a readable table per image, or ``--json`` for programs.
 A missing file or a non-image is an error entry naming it and the run goes on;
-an unreachable server ends the run within ``--give-up-after`` seconds.
+a server that never answers ends the run within ``--connect-timeout`` seconds, as for ``score``.
 
 Module level stays light (argparse, json): ``facialattr --help`` imports it.
 """
@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOP_K = 10
-# A handful of photos at the terminal: a server that never answered is reported quickly.
-DEFAULT_GIVE_UP_S = 10.0
+# A handful of photos at the terminal: a server that never answered is reported within 10 s (as `score`
+# does), and one that answered and then went away is waited for briefly.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_GIVE_UP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,10 @@ def register(subparsers) -> None:
     p.add_argument("--top", type=int, default=TOP_K, metavar="K", help="attributes per image (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=30.0, dest="timeout_s", metavar="SECONDS",
                    help="deadline of one inference request (default: %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT_S, dest="connect_timeout_s",
+                   metavar="SECONDS", help="give up this soon when no server has answered at all (default: %(default)s)")
     p.add_argument("--give-up-after", type=float, default=DEFAULT_GIVE_UP_S, dest="give_up_after_s", metavar="SECONDS",
-                   help="stop when the server stays unreachable this long (default: %(default)s)")
+                   help="stop when a server that answered stays unreachable this long (default: %(default)s)")
     p.set_defaults(func=_predict, default_url=DEFAULT_URL)
 
 
@@ -117,15 +121,15 @@ def _predict(args: argparse.Namespace) -> int:
 
     from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, InputError
 
-    if args.top < 1 or args.timeout_s <= 0 or args.give_up_after_s <= 0:
-        raise InputError("--top must be at least 1; --timeout and --give-up-after must be positive")
+    if args.top < 1 or min(args.timeout_s, args.connect_timeout_s, args.give_up_after_s) <= 0:
+        raise InputError("--top must be at least 1; --timeout, --connect-timeout and --give-up-after must be positive")
     urls = args.urls or [args.default_url]
     try:
         with Scorer(urls, timeout_s=args.timeout_s, retry=RetryPolicy(give_up_after_s=args.give_up_after_s),
-                    connect_timeout_s=args.give_up_after_s) as scorer:
+                    connect_timeout_s=args.connect_timeout_s, answered_wait_s=args.give_up_after_s) as scorer:
             predictions = predict(args.paths, scorer, k=args.top)
-    except ServerUnavailableError as exc:
-        log.error("%s; is a server running? Start one with `facialattr serve` (gRPC port 8001 by default).", exc)
+    except ServerUnavailableError as exc:  # its message names the URLs and how to start a server
+        log.error("%s", exc)
         return EXIT_FATAL
     if not predictions:
         log.warning("no images found under %s", ", ".join(str(p) for p in args.paths))

@@ -78,7 +78,7 @@ def test_table_shows_the_error_of_a_missing_file_under_its_name(tmp_path, grpc_u
 def test_no_server_exits_fatal_within_the_give_up_time_with_a_hint_to_start_one(faces, caplog):
     url = f"127.0.0.1:{free_ports(1)[0]}"
     started = time.monotonic()
-    assert main(["predict", str(faces[0]), "--url", url, "--give-up-after", "1"]) == EXIT_FATAL
+    assert main(["predict", str(faces[0]), "--url", url, "--connect-timeout", "1"]) == EXIT_FATAL
     assert time.monotonic() - started < 10
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any(url in m and "facialattr serve" in m for m in errors), errors
@@ -90,6 +90,6 @@ def test_a_folder_without_images_warns_and_exits_with_the_no_inputs_status(tmp_p
     assert any("no images found" in r.getMessage() and str(tmp_path) in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("flag", [["--top", "0"], ["--timeout", "0"], ["--give-up-after", "-1"]])
+@pytest.mark.parametrize("flag", [["--top", "0"], ["--timeout", "0"], ["--connect-timeout", "0"], ["--give-up-after", "-1"]])
 def test_nonsense_options_are_refused_before_connecting(faces, flag):
     assert main(["predict", str(faces[0]), "--url", "127.0.0.1:1", *flag]) == EXIT_FATAL
