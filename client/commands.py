@@ -77,12 +77,12 @@ def _score(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    log = logging.getLogger("facialattr.score")
+    _check(args)
     if args.engine == "ray":
         from facialattr.client.ray_engine import run
 
         return run(args, urls=args.urls or [DEFAULT_URL])
-    log = logging.getLogger("facialattr.score")
-    _check(args)
     retry = RetryPolicy(give_up_after_s=args.give_up_after)
     try:
         scorer = Scorer(args.urls or [DEFAULT_URL], timeout_s=args.timeout_s, max_in_flight=args.max_in_flight,

@@ -46,7 +46,17 @@ class RayOptions:
     actor_cpus: float = 0.0
     timeout_s: float = 30.0
     max_in_flight: int = 4
+    connect_timeout_s: float = 10.0
     give_up_after_s: float = 300.0
+    max_file_bytes: int | None = None  # None: the single-process defaults (client/batching.py EngineConfig)
+    max_decode_bytes: int | None = None
+
+    def decode_limits(self) -> dict[str, int]:
+        from facialattr.client.batching import EngineConfig
+
+        limits = {k: v for k, v in (("max_file_bytes", self.max_file_bytes),
+                                    ("max_decode_bytes", self.max_decode_bytes)) if v is not None}
+        return EngineConfig(**limits).decode_limits()
 
 
 @dataclass
@@ -85,7 +95,9 @@ def run(args, *, urls: list[str]) -> int:
 
     options = RayOptions(address=args.ray_address, shard_size=args.shard_size, actors=args.ray_actors,
                          actor_cpus=args.ray_actor_cpus, timeout_s=args.timeout_s,
-                         max_in_flight=args.max_in_flight, give_up_after_s=args.give_up_after)
+                         max_in_flight=args.max_in_flight, connect_timeout_s=args.connect_timeout,
+                         give_up_after_s=args.give_up_after, max_file_bytes=args.max_file_bytes,
+                         max_decode_bytes=args.max_decode_bytes)
     timings = RayTimings()
     try:
         summary = score_paths_ray(args.paths, out=args.out, urls=urls, recursive=args.recursive, resume=args.resume,
@@ -123,7 +135,8 @@ def score_paths_ray(paths, *, out: os.PathLike | str, urls: list[str], recursive
     summary = Summary(out=out)
     timings = timings if timings is not None else RayTimings()
     # The driver's own look at the servers: the contract (and a clear failure before any Ray work).
-    with Scorer(urls, timeout_s=options.timeout_s, connect_timeout_s=options.give_up_after_s) as probe:
+    with Scorer(urls, timeout_s=options.timeout_s, connect_timeout_s=options.connect_timeout_s,
+                answered_wait_s=options.give_up_after_s) as probe:
         contract = probe.contract
     started = time.perf_counter()
     walk = WalkStats()
@@ -144,7 +157,6 @@ def score_paths_ray(paths, *, out: os.PathLike | str, urls: list[str], recursive
 
 def _pipeline(out: Path, plan, urls: list[str], contract, options: RayOptions, *, progress: bool):
     import ray.data
-    from facialattr.client.batching import EngineConfig
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = False
@@ -152,7 +164,7 @@ def _pipeline(out: Path, plan, urls: list[str], contract, options: RayOptions, *
     units = ray.data.range(plan.units, override_num_blocks=plan.units)
     decoded = units.map_batches(
         decode_units, batch_format="pyarrow", batch_size=1, num_cpus=1,
-        fn_kwargs={"out": str(out), "preprocessing": contract.preprocessing, "limits": EngineConfig().decode_limits()},
+        fn_kwargs={"out": str(out), "preprocessing": contract.preprocessing, "limits": options.decode_limits()},
     )
     return decoded.map_batches(
         ScoreUnits, batch_format="pyarrow", batch_size=1, num_cpus=options.actor_cpus,
@@ -239,7 +251,7 @@ class ScoreUnits:
         # Every actor talks to every endpoint: the Scorer sends to the least busy one and fails over when one dies.
         self.scorer = Scorer(urls, timeout_s=opts.timeout_s, max_in_flight=opts.max_in_flight,
                              retry=RetryPolicy(give_up_after_s=opts.give_up_after_s),
-                             connect_timeout_s=opts.give_up_after_s)
+                             connect_timeout_s=opts.connect_timeout_s, answered_wait_s=opts.give_up_after_s)
         self.out = Path(out)
         self.rows = RowMaker(self.scorer.contract)
         self.schema = parquet_schema(self.scorer.contract)
