@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +32,8 @@ from facialattr import repository
 def _start_server(model_repository: Path):
     from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from testsupport import free_ports  # the same port picker the tests use
-
-    http, grpc, metrics = free_ports(3)
-    return EmbeddedTriton(ServerConfig(model_repository, http_port=http, grpc_port=grpc, metrics_port=metrics)).start()
+    # Port 0: the launcher picks free ports itself (retrying if one is taken before it binds).
+    return EmbeddedTriton(ServerConfig(model_repository, http_port=0, grpc_port=0, metrics_port=0)).start()
 
 
 def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, rescore_every: int,

@@ -215,17 +215,10 @@ def _alternate(args, files, folder, tmp, onnx_path, contract, decode, setting) -
 
 
 def _start_server(repo: Path):
-    import socket
-
     from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
-    ports = []
-    for _ in range(3):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    http, grpc, metrics = ports
-    return EmbeddedTriton(ServerConfig(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)).start()
+    # Port 0: the launcher picks free ports itself (retrying if one is taken before it binds).
+    return EmbeddedTriton(ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0)).start()
 
 
 def _report(results: dict, n: int) -> None:

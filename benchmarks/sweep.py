@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -58,22 +57,13 @@ def configured_repository(source: Path, target: Path, settings: ServingSettings)
     return target
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def embedded_server(model_repository: Path) -> Iterator[Any]:
     """The embedded Triton on free local ports; yields the running ``EmbeddedTriton``."""
     from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
-    ports = {_free_port() for _ in range(3)}
-    while len(ports) < 3:
-        ports.add(_free_port())
-    http, grpc, metrics = sorted(ports)
-    server = EmbeddedTriton(ServerConfig(model_repository, http_port=http, grpc_port=grpc, metrics_port=metrics))
+    # Port 0: the launcher picks free ports itself (retrying if one is taken before it binds).
+    server = EmbeddedTriton(ServerConfig(model_repository, http_port=0, grpc_port=0, metrics_port=0))
     server.start()
     try:
         yield server

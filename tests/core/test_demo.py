@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from testsupport import free_ports, make_tiny_repository
+from testsupport import make_tiny_repository
 
 from facialattr.cli import main
 from facialattr.demo import format_table
@@ -13,10 +13,8 @@ from facialattr.demo import format_table
 def test_demo_scores_sample_photos_prints_a_table_and_keeps_the_broken_one_as_an_error_row(tmp_path, monkeypatch, capsys):
     repo = make_tiny_repository(tmp_path / "model", size_hw=(64, 64))
     monkeypatch.chdir(tmp_path)
-    http, grpc, metrics = free_ports(3)
     out = tmp_path / "results.csv"
-    code = main(["demo", "--out", str(out), "--model-repository", str(repo),
-                 "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)])
+    code = main(["demo", "--out", str(out), "--model-repository", str(repo), "--grpc-port", "0", "--metrics-port", "0"])
     assert code == 0
     with open(out, newline="") as f:
         rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(f)}
