@@ -111,7 +111,7 @@ def start_ray_head(temp_dir: os.PathLike | str, *, num_cpus: int, object_store_b
     return head, f"127.0.0.1:{match[1]}"
 
 
-def stop_ray_head(head, *, grace_s: float = 30.0) -> None:
+def stop_ray_head(head, *, grace_s: float = 10.0) -> None:
     """Stop a head from :func:`start_ray_head` and everything it started (its process group)."""
     import signal
     import subprocess
