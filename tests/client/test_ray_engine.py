@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,9 +38,11 @@ def ray_address():
     """A Ray head of its own (2 CPUs, no dashboard), stopped by its process group at the end."""
     from facialattr.client.ray_cluster import start_ray_head, stop_ray_head
 
-    head, address = start_ray_head(tempfile.mkdtemp(prefix="ray-", dir="/tmp"), num_cpus=2)  # short socket paths
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
+    head, address = start_ray_head(temp_dir, num_cpus=2)
     yield address
     stop_ray_head(head)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
