@@ -252,3 +252,20 @@ def test_another_local_user_cannot_open_the_shared_memory_regions(own_server):
     for region in _shm_regions(own_server):
         read = _as_nobody("cat", str(region))
         assert read.returncode != 0 and b"Permission denied" in read.stderr, region
+
+
+def test_without_a_c_compiler_the_server_starts_and_warns_that_key_and_crops_are_readable(
+        own_repository, monkeypatch, caplog):
+    """What SECURITY.md says does not hold without ``cc``: the warning names it, and it is true."""
+    from facialattr.serving import preload
+
+    monkeypatch.setattr(preload, "compiler", lambda: None)
+    with caplog.at_level("WARNING", logger="facialattr.serving.embedded"):
+        server = support.start(own_repository)
+    try:
+        assert "admin key is on tritonserver's command line" in caplog.text
+        assert server.admin_key.encode() in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        with grpcclient.InferenceServerClient(server.config.grpc_url) as client:
+            assert client.get_log_settings(headers=server.grpc_admin_headers)
+    finally:
+        server.stop()
