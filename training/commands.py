@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("data_dir", type=Path, help="CelebA-format folder to score")
     p.add_argument("--split", default="val", help="partition to score (default: %(default)s)")
     p.add_argument("--out", type=Path, help="folder for metrics.json/metrics.md (default: beside the model)")
+    p.add_argument("--scores", type=Path, metavar="JSONL",
+                   help="use the served model's probabilities from `facialattr score SPLIT_IMAGES --out X.jsonl` "
+                        "instead of running the Keras model (default: run model.keras)")
     p.set_defaults(func=_evaluate)
 
 
@@ -68,6 +71,6 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from facialattr.training.evaluate import evaluate
 
-    result = evaluate(args.model, args.data_dir, split=args.split, out_dir=args.out)
+    result = evaluate(args.model, args.data_dir, split=args.split, out_dir=args.out, scores_file=args.scores)
     print(json.dumps(result["summary"], indent=1))
     return 0

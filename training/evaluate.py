@@ -42,8 +42,9 @@ def decode_images(paths, size_hw, *, batch_size: int = 64) -> np.ndarray:
     from facialattr.training.pipeline import image_dataset
 
     h, w = size_hw
-    batches = [b.numpy() for b in image_dataset(paths, size_hw, batch_size=batch_size)]
-    return np.concatenate(batches) if batches else np.zeros((0, h, w, 3), np.uint8)
+    if not len(paths):  # tf.constant([]) would be a float tensor, not file names
+        return np.zeros((0, h, w, 3), np.uint8)
+    return np.concatenate([b.numpy() for b in image_dataset(paths, size_hw, batch_size=batch_size)])
 
 
 def predict_images(model, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
@@ -63,8 +64,31 @@ def predict_split(model, split, size_hw, *, batch_size: int = 64) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(split.attribute_names)), np.float32)
 
 
+def read_served_scores(scores_file: Path, split, attribute_names) -> np.ndarray:
+    """Probabilities [N, 40] for ``split``'s images from a ``facialattr score --out X.jsonl`` file.
+
+    Rows are matched by file name; an image missing from the file, or scored as an error,
+    is an error here: a partial evaluation would report numbers for another set of images.
+    """
+    by_name: dict[str, list[float]] = {}
+    try:
+        with Path(scores_file).open(encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if row.get("status") == "ok":
+                    by_name[Path(row["path"]).name] = [row[name] for name in attribute_names]
+    except (OSError, ValueError, KeyError) as exc:
+        raise FacialAttrError(f"{scores_file}: not a readable facialattr score JSONL file ({exc})") from exc
+    missing = [Path(p).name for p in split.paths if Path(p).name not in by_name]
+    if missing:
+        raise FacialAttrError(f"{scores_file}: {len(missing)} of {len(split)} images have no ok row "
+                              f"(first: {missing[0]}); score the whole split first")
+    return np.asarray([by_name[Path(p).name] for p in split.paths], dtype=np.float32)
+
+
 def evaluate(model_or_run: Path, data_dir: Path, *, split: str = "val", out_dir: Path | None = None,
-             threads: int = 2) -> dict:
+             threads: int = 2, scores_file: Path | None = None) -> dict:
+    """Metrics of a run on ``split``; with ``scores_file`` the probabilities are the served model's."""
     import keras
     from facialattr.training.data import load_celeba, require_splits
     from facialattr.training.pipeline import configure_threads
@@ -73,9 +97,11 @@ def evaluate(model_or_run: Path, data_dir: Path, *, split: str = "val", out_dir:
     model_path, contract = locate_model(Path(model_or_run))
     splits = load_celeba(data_dir)
     (part,) = require_splits(splits, split)
-    model = keras.models.load_model(model_path, compile=False)
-    size_hw = tuple(int(d) for d in model.input.shape[1:3])
-    scores = predict_split(model, part, size_hw)
+    if scores_file is not None:
+        scores = read_served_scores(scores_file, part, part.attribute_names)
+    else:
+        model = keras.models.load_model(model_path, compile=False)
+        scores = predict_split(model, part, tuple(int(d) for d in model.input.shape[1:3]))
     if contract is not None:
         thresholds, source = np.asarray(contract.thresholds), "shipped thresholds from contract.json"
         priors = np.asarray(contract.priors)
@@ -84,7 +110,8 @@ def evaluate(model_or_run: Path, data_dir: Path, *, split: str = "val", out_dir:
         priors = splits["train"].priors if "train" in splits else part.priors
     report = score_report(part.labels, scores, part.identities, priors, thresholds)
     means = {k: M.summarise(v) for k, v in report.items()}
-    summary = {"model": str(model_path), "data": f"{data_dir} {split}: {len(part)} images", "thresholds": source,
+    scored_by = f"served scores in {scores_file}" if scores_file is not None else str(model_path)
+    summary = {"model": scored_by, "data": f"{data_dir} {split}: {len(part)} images", "thresholds": source,
                "mean_accuracy_at_0.5": round(means["at_0.5"]["accuracy"], 4),
                "mean_balanced_accuracy_at_thresholds": round(means["at_thresholds_in_sample"]["balanced_accuracy"], 4),
                "mean_balanced_accuracy_cross_calibrated": round(means["cross_calibrated_2fold"]["balanced_accuracy"], 4)}

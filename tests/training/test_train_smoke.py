@@ -105,3 +105,40 @@ def test_end_to_end_schedule_trains_through_the_images_and_writes_the_same_outpu
     assert contract.summary["data"].startswith("CelebA subset: 32 train / 16 val")
     assert not (run_dir / "cache").exists()  # nothing cached on this schedule
     assert len(_history(run_dir, "finetune")) == 1
+
+
+def _write_score_rows(path: Path, data_dir: Path, scores: np.ndarray, *, drop: int = 0) -> None:
+    from facialattr.training.data import load_celeba
+
+    val = load_celeba(data_dir)["val"]
+    with path.open("w") as f:
+        for image, p in list(zip(val.paths, scores, strict=True))[drop:]:
+            f.write(json.dumps({"path": str(image), "status": "ok", **dict(zip(CELEBA_ATTRIBUTES, p.tolist(), strict=True))}) + "\n")
+
+
+def test_evaluate_from_served_scores_equals_evaluating_the_keras_model(run, data_dir, tmp_path):
+    assert main(["evaluate", str(run), str(data_dir), "--out", str(tmp_path / "keras")]) == 0
+    keras_result = json.loads((tmp_path / "keras" / "metrics.json").read_text())
+    import keras
+    from facialattr.training.data import load_celeba
+    from facialattr.training.evaluate import predict_split
+
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    scores = predict_split(model, load_celeba(data_dir)["val"], (64, 64))
+    _write_score_rows(tmp_path / "scores.jsonl", data_dir, scores)
+    assert main(["evaluate", str(run), str(data_dir), "--scores", str(tmp_path / "scores.jsonl"),
+                 "--out", str(tmp_path / "served")]) == 0
+    served = json.loads((tmp_path / "served" / "metrics.json").read_text())
+    assert served["summary"]["model"].startswith("served scores in")
+    for table, values in keras_result["means"].items():
+        assert served["means"][table] == pytest.approx(values), table
+
+
+def test_evaluate_refuses_a_scores_file_that_misses_images(run, data_dir, tmp_path):
+    from facialattr.training.evaluate import evaluate
+
+    from facialattr.errors import FacialAttrError
+
+    _write_score_rows(tmp_path / "partial.jsonl", data_dir, np.full((48, 40), 0.5, np.float32), drop=3)
+    with pytest.raises(FacialAttrError, match="3 of 48 images have no ok row"):
+        evaluate(run, data_dir, scores_file=tmp_path / "partial.jsonl", out_dir=tmp_path)
