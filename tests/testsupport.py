@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from facialattr import repository
@@ -66,3 +67,12 @@ def start_serve_command(repo: Path, *args: str) -> tuple[subprocess.Popen, int]:
             return proc, int(match["grpc_port"])
     proc.wait()
     raise RuntimeError(f"facialattr serve exited with {proc.returncode} before serving:\n{''.join(lines[-30:])}")
+
+
+def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.1, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; a generous deadline guards against hangs, not speed."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout_s:.0f} s")
+        time.sleep(interval_s)

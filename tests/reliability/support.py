@@ -11,13 +11,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
-from testsupport import free_ports
+from testsupport import free_ports, wait_until  # noqa: F401 - wait_until is used through support
 
 from facialattr import repository, triton_config
 from facialattr.contract import ModelContract, Preprocessing
@@ -154,15 +153,6 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
                 address, port = local.split(":")
                 found.add((_decode_address(address), int(port, 16)))
     return found
-
-
-def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.1, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; a generous deadline guards against hangs, not speed."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout_s:.0f} s")
-        time.sleep(interval_s)
 
 
 def success_count(url: str, model: str = "facial_attributes") -> int:

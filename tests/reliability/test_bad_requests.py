@@ -156,7 +156,9 @@ def test_gzip_bomb_over_http_leaks_in_2_51_and_the_supervisor_gives_the_memory_b
         assert group_rss_bytes(first.pid) < MEMORY_BOUND_BYTES
         bomb = _gzip_bomb(GZIP_EXPANDED_BYTES)
         assert len(bomb) < 2 << 20
-        assert _post_infer(supervisor.config.http_url, bomb, {"Content-Encoding": "gzip"}) == 500
+        answer = _post_infer(supervisor.config.http_url, bomb, {"Content-Encoding": "gzip"})
+        # An error, or no answer when the supervisor's memory check replaced the server mid-request (load-dependent).
+        assert answer in (500, "RemoteDisconnected", "ConnectionResetError"), answer
         # The leak this pins (HTTP is off by default because of it), then the bound that contains it.
         support.wait_until(lambda: supervisor.restarts["memory"] == 1, timeout_s=60, what="a restart for memory")
         assert process.wait(timeout=60) is not None
