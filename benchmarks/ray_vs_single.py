@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from facialattr.benchmarks.score_throughput import DEFAULT_IMAGES, _start_server, pick_files, run_cli
+from facialattr.benchmarks.score_throughput import add_run_args, pick_files, run_cli, start_server
 
 RAY_LINE = re.compile(r"ray engine: start ([\d.]+) s, walk ([\d.]+) s; summed over units: decode ([\d.]+) s, "
                       r"inference ([\d.]+) s, shard writes ([\d.]+) s")
@@ -50,10 +50,7 @@ def run_ray(folder: Path, out: Path, url: str, address: str, *, shard_size: int,
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    p.add_argument("--images", type=Path, default=Path(DEFAULT_IMAGES), help="a folder of JPEGs")
-    p.add_argument("--count", type=int, default=2000)
-    p.add_argument("--repeats", type=int, default=3)
+    add_run_args(p)
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--ray-actors", type=int, default=2)
     p.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs the Ray head offers (default: all cores)")
@@ -77,7 +74,7 @@ def main(argv=None) -> int:
         for path in files:
             (folder / path.name).symlink_to(path.resolve())
         (tmp / "ray-head").mkdir()
-        server = _start_server(args.model_repository)
+        server = start_server(args.model_repository)
         head, address = start_ray_head(tmp / "ray-head", num_cpus=args.cpus)
         try:
             single, ray = _alternate(args, folder, tmp, server.config.grpc_url, address)

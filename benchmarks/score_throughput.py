@@ -140,12 +140,17 @@ def run_cli(folder: Path, out: Path, url: str, *, workers: int, max_in_flight: i
     return int(match.group(1)) / wall, float(match.group(2))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options every side-by-side scoring benchmark shares: model, images, how many, how often."""
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     p.add_argument("--images", type=Path, default=Path(DEFAULT_IMAGES), help="a folder of JPEGs")
     p.add_argument("--count", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_args(p)
     p.add_argument("--workers", type=int, default=2, help="decode threads on both sides")
     p.add_argument("--max-in-flight", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=None, help="client batch (default: the server's max_batch_size)")
@@ -189,7 +194,7 @@ def main(argv=None) -> int:
 
 def _alternate(args, files, folder, tmp, onnx_path, contract, decode, setting) -> dict:
     results = {"ceiling": [], "cli_wall": [], "cli": [], "library": [], "runs": []}
-    server = _start_server(args.model_repository)
+    server = start_server(args.model_repository)
     try:
         url = server.config.grpc_url
         client = {"workers": args.workers, "max_in_flight": args.max_in_flight, "batch_size": args.batch_size}
@@ -214,7 +219,7 @@ def _alternate(args, files, folder, tmp, onnx_path, contract, decode, setting) -
     return results
 
 
-def _start_server(repo: Path):
+def start_server(repo: Path):
     from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
     # Port 0: the launcher picks free ports itself (retrying if one is taken before it binds).
