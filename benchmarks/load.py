@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from facialattr.benchmarks import serverstats
 from facialattr.benchmarks.cpu import CpuMeter
+from facialattr.client import serverstats
 
 from facialattr import MODEL_NAME
 from facialattr.contract import INPUT_NAME, OUTPUT_NAME

@@ -110,17 +110,16 @@ def in_process_ceiling(files: list[Path], onnx_path: Path, contract, decode, *, 
 
 
 def run_library(folder: Path, out: Path, url: str, *, workers: int, max_in_flight: int, batch_size: int | None) -> dict:
-    from facialattr.benchmarks import serverstats
+    from facialattr.client import serverstats
     from facialattr.client.batching import EngineConfig
     from facialattr.client.bulk import score_paths
     from facialattr.client.scorer import Scorer
 
     with Scorer(url, max_in_flight=max_in_flight) as scorer:
-        client = scorer._endpoints[0].client
-        before = serverstats.snapshot(client)
+        before = serverstats.read(url)
         summary = score_paths([folder], out=out, overwrite=True, follow_symlinks=True, progress=False,
                               engine=EngineConfig(decode_workers=workers, batch_size=batch_size), scorer=scorer)
-        server = serverstats.difference(before, serverstats.snapshot(client))
+        server = serverstats.difference(before, serverstats.read(url))
         return {"summary": summary, "stats": scorer.stats, "server": server}
 
 

@@ -54,6 +54,7 @@ class ItemResult:
 
     @property
     def ok(self) -> bool:
+        """True when the input was scored (``probabilities`` holds one float per attribute)."""
         return self.probabilities is not None
 
 
@@ -69,6 +70,8 @@ class EngineTimings:
 
 @dataclass(frozen=True)
 class EngineConfig:
+    """How :func:`score_files` decodes and batches; byte and pixel limits refuse an input before work on it."""
+
     decode_workers: int = 2
     batch_size: int | None = None  # None: the server's max_batch_size (bounded by message size)
     decode_ahead: int | None = None  # None: two batches' worth
@@ -78,6 +81,7 @@ class EngineConfig:
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES  # pixels x channels x bytes per sample, refused before decoding
 
     def decode_limits(self) -> dict[str, int]:
+        """The keyword arguments :func:`~facialattr.client.decode.decode_image` (and :func:`decode_files`) take."""
         return {"max_pixels": self.max_pixels, "max_file_bytes": self.max_file_bytes,
                 "max_decode_bytes": self.max_decode_bytes}
 
@@ -86,8 +90,12 @@ class EngineConfig:
 SERVER_ERROR_KIND = "server"
 
 
-class _Group:
-    """Consecutive results sharing one inference request (error rows ride along to keep order)."""
+class RequestGroup:
+    """Consecutive inputs that share one inference request, kept in input order.
+
+    Inputs that failed to decode ride along as error rows, so results come out in input order.
+    Call :meth:`add` per input, :meth:`submit` once, then :meth:`results` once.
+    """
 
     def __init__(self) -> None:
         self.items: list[tuple[str, InputError | None]] = []
@@ -95,9 +103,57 @@ class _Group:
         self.future: concurrent.futures.Future | None = None
 
     def add(self, path: str, image: np.ndarray | None, error: InputError | None) -> None:
+        """Append one input: its prepared uint8 HxWx3 ``image``, or the ``error`` that replaced it."""
         self.items.append((path, error))
         if image is not None:
             self.images.append(image)
+
+    def submit(self, scorer: Scorer, timings: EngineTimings) -> RequestGroup:
+        """Send the group's images as one request (none when every input failed); returns ``self``.
+
+        Counts the request's batch size in ``timings.batch_sizes`` and drops the per-image copies.
+        """
+        if self.images:
+            n = len(self.images)
+            timings.batch_sizes[n] = timings.batch_sizes.get(n, 0) + 1
+            self.future = scorer.infer_async(np.stack(self.images))
+            self.images = []  # the stacked copy is all the request needs
+        return self
+
+    @property
+    def done(self) -> bool:
+        """True when :meth:`results` will not wait: no request was sent, or its answer is in."""
+        return self.future is None or self.future.done()
+
+    def results(self, timings: EngineTimings) -> Iterator[ItemResult]:
+        """One :class:`ItemResult` per added input, in order; waits for the request (time in ``timings.wait_infer_s``).
+
+        A request that failed on the server after the scorer's retries gives retryable error rows.
+        Raises :class:`ServerUnavailableError` when no server answered within the scorer's retry deadline.
+        """
+        probabilities, batch_error = None, None
+        if self.future is not None:
+            started = time.perf_counter()
+            try:
+                probabilities = self.future.result()
+            except ServerUnavailableError:
+                raise
+            except InferenceError as exc:
+                batch_error = exc
+                log.warning("a batch of %d failed on the server after retries (rows kept for --resume): %s",
+                            len(self.items), exc)
+            finally:
+                timings.wait_infer_s += time.perf_counter() - started
+        row = 0
+        for path, error in self.items:
+            if error is not None:
+                yield ItemResult(path, error=str(error), error_kind=getattr(error, "kind", "input"))
+            elif batch_error is not None:
+                yield ItemResult(path, error=f"{path}: server failed after retries: {batch_error}",
+                                 error_kind=SERVER_ERROR_KIND, retryable=True)
+            else:
+                yield ItemResult(path, probabilities=probabilities[row])
+                row += 1
 
 
 def _decode_one(item: Input, preprocessing: Preprocessing, limits: dict[str, int]) -> np.ndarray:
@@ -118,8 +174,15 @@ def _decode_one(item: Input, preprocessing: Preprocessing, limits: dict[str, int
         raise DecodeError(path, f"decoder failed: {type(exc).__name__}: {exc}", kind="decoder_failure") from None
 
 
-def _decode_chunk(items: list[Input], preprocessing: Preprocessing, limits: dict[str, int]) -> tuple[list, float]:
-    """Several files per task: fewer futures and thread hand-overs per image."""
+def decode_files(
+    items: list[Input], preprocessing: Preprocessing, limits: dict[str, int]
+) -> tuple[list[tuple[np.ndarray | None, InputError | None]], float]:
+    """Decode and prepare ``items`` in order: ``([(image, None) | (None, error)], seconds spent)``.
+
+    ``limits`` are :meth:`EngineConfig.decode_limits`. A file that cannot be scored (refused,
+    corrupt, too large, a codec crash) becomes its :class:`InputError`; nothing is raised.
+    Several files per task means fewer futures and thread hand-overs per image.
+    """
     started = time.perf_counter()
     out: list[tuple[np.ndarray | None, InputError | None]] = []
     for item in items:
@@ -154,16 +217,16 @@ def score_files(
     chunk = max(1, min(config.decode_chunk, batch_size))
     limits = config.decode_limits()
     decoding: deque[tuple[list[Input], concurrent.futures.Future]] = deque()
-    groups: deque[_Group] = deque()
+    groups: deque[RequestGroup] = deque()
     path_iter = iter(paths)
-    current = _Group()
+    current = RequestGroup()
     try:
         while True:
             while len(decoding) * chunk < decode_ahead:
                 items = [as_input(p) for p in _take(path_iter, chunk)]
                 if not items:
                     break
-                decoding.append((items, pool.submit(_decode_chunk, items, preprocessing, limits)))
+                decoding.append((items, pool.submit(decode_files, items, preprocessing, limits)))
             if not decoding:
                 break
             items, future = decoding.popleft()
@@ -171,15 +234,15 @@ def score_files(
                 current.add(item.path, image, error)
                 # Error rows count too, so a folder of broken files cannot pile up unbounded.
                 if len(current.images) >= batch_size or len(current.items) >= 4 * batch_size:
-                    groups.append(_submit(current, scorer, timings))
-                    current = _Group()
+                    groups.append(current.submit(scorer, timings))
+                    current = RequestGroup()
             # Keep at most max_in_flight requests out; hand over whatever is already done.
-            while groups and (len(groups) > scorer.max_in_flight or _done(groups[0])):
-                yield from _finish(groups.popleft(), timings)
+            while groups and (len(groups) > scorer.max_in_flight or groups[0].done):
+                yield from groups.popleft().results(timings)
         if current.items:
-            groups.append(_submit(current, scorer, timings))
+            groups.append(current.submit(scorer, timings))
         while groups:
-            yield from _finish(groups.popleft(), timings)
+            yield from groups.popleft().results(timings)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -200,42 +263,3 @@ def _collect(future: concurrent.futures.Future, timings: EngineTimings) -> list:
     timings.wait_decode_s += time.perf_counter() - started
     timings.decode_s += decode_s
     return results
-
-
-def _submit(group: _Group, scorer: Scorer, timings: EngineTimings) -> _Group:
-    if group.images:
-        n = len(group.images)
-        timings.batch_sizes[n] = timings.batch_sizes.get(n, 0) + 1
-        group.future = scorer.infer_async(np.stack(group.images))
-        group.images = []  # the stacked copy is all the request needs
-    return group
-
-
-def _done(group: _Group) -> bool:
-    return group.future is None or group.future.done()
-
-
-def _finish(group: _Group, timings: EngineTimings) -> Iterator[ItemResult]:
-    probabilities, batch_error = None, None
-    if group.future is not None:
-        started = time.perf_counter()
-        try:
-            probabilities = group.future.result()
-        except ServerUnavailableError:
-            raise
-        except InferenceError as exc:
-            batch_error = exc
-            log.warning("a batch of %d failed on the server after retries (rows kept for --resume): %s",
-                        len(group.items), exc)
-        finally:
-            timings.wait_infer_s += time.perf_counter() - started
-    row = 0
-    for path, error in group.items:
-        if error is not None:
-            yield ItemResult(path, error=str(error), error_kind=getattr(error, "kind", "input"))
-        elif batch_error is not None:
-            yield ItemResult(path, error=f"{path}: server failed after retries: {batch_error}",
-                             error_kind=SERVER_ERROR_KIND, retryable=True)
-        else:
-            yield ItemResult(path, probabilities=probabilities[row])
-            row += 1

@@ -52,6 +52,7 @@ class RayOptions:
     max_decode_bytes: int | None = None
 
     def decode_limits(self) -> dict[str, int]:
+        """Byte and pixel limits for the decode tasks: these options over the single-process defaults."""
         from facialattr.client.batching import EngineConfig
 
         limits = {k: v for k, v in (("max_file_bytes", self.max_file_bytes),
@@ -70,6 +71,7 @@ class RayTimings:
     plan_s: float = 0.0
 
     def line(self) -> str:
+        """One human-readable summary line for stderr."""
         return (f"ray engine: start {self.startup_s:.1f} s, walk {self.plan_s:.1f} s; summed over units: "
                 f"decode {self.decode_s:.1f} s, inference {self.infer_s:.1f} s, shard writes {self.write_s:.1f} s")
 
@@ -213,7 +215,7 @@ def decode_units(batch, *, out: str, preprocessing, limits: dict[str, int]):
     """Ray task: unit numbers -> one row per unit with its prepared images (or its shard's size, when done)."""
     import pyarrow as pa
     from facialattr.client import sharded_out
-    from facialattr.client.batching import _decode_chunk
+    from facialattr.client.batching import decode_files
 
     rows = []
     for unit in batch.column("id").to_pylist():
@@ -222,7 +224,7 @@ def decode_units(batch, *, out: str, preprocessing, limits: dict[str, int]):
                "images": b"", "decode_s": 0.0}
         if done is None:
             items = sharded_out.read_unit(Path(out), unit)
-            decoded, row["decode_s"] = _decode_chunk(items, preprocessing, limits)
+            decoded, row["decode_s"] = decode_files(items, preprocessing, limits)
             row["paths"] = [os.fsencode(item.path) for item in items]
             row["errors"] = [None if error is None else str(error) for _, error in decoded]
             row["kinds"] = [None if error is None else getattr(error, "kind", "input") for _, error in decoded]
@@ -264,7 +266,7 @@ class ScoreUnits:
     def _unit(self, unit: dict) -> dict:
         import numpy as np
         from facialattr.client import sharded_out
-        from facialattr.client.batching import EngineTimings, _finish, _Group, _submit
+        from facialattr.client.batching import EngineTimings, RequestGroup
         from facialattr.client.parquet_out import record_batch
 
         summary = {"unit": unit["unit"], "already_done": 0, "scored": 0, "failed": 0, "errors_by_kind": "{}",
@@ -274,7 +276,7 @@ class ScoreUnits:
             return summary
         h, w = self.scorer.contract.preprocessing.size_hw
         images = np.frombuffer(unit["images"], np.uint8).reshape(-1, h, w, 3)
-        group, row = _Group(), 0
+        group, row = RequestGroup(), 0
         for raw, error, kind in zip(unit["paths"], unit["errors"], unit["kinds"], strict=True):
             if error is None:
                 group.add(os.fsdecode(raw), images[row], None)
@@ -282,10 +284,10 @@ class ScoreUnits:
             else:
                 group.add(os.fsdecode(raw), None, _DecodeFailure(error, kind))
         timings = EngineTimings()
-        results = list(_finish(_submit(group, self.scorer, timings), timings))
+        results = list(group.submit(self.scorer, timings).results(timings))
         rows = [self.rows.row(result) for result in results]
         started = time.perf_counter()
-        sharded_out.write_shard(self.out, unit["unit"], pa_table(record_batch(rows, self.schema)))
+        sharded_out.write_shard(self.out, unit["unit"], _table(record_batch(rows, self.schema)))
         errors = Counter(result.error_kind or "input" for result in results if not result.ok)
         summary.update(scored=len(results) - sum(errors.values()), failed=sum(errors.values()),
                        errors_by_kind=json.dumps(errors), infer_s=timings.wait_infer_s,
@@ -306,7 +308,7 @@ class _DecodeFailure(InputError):
         self.kind = kind
 
 
-def pa_table(batch):
+def _table(batch):
     import pyarrow as pa
 
     return pa.Table.from_batches([batch])

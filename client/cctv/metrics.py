@@ -14,26 +14,21 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
+from facialattr.client import serverstats
+from facialattr.client.serverstats import mean_batch  # noqa: F401 - part of this module's API (pipeline.py)
+
+from facialattr import MODEL_NAME
 
 log = logging.getLogger(__name__)
 
 
-def server_batch_counts(url: str, model_name: str = "facial_attributes") -> Counter[int]:
-    """{batch size: executions} Triton has run for the model since it loaded."""
-    import tritonclient.grpc as grpcclient
+def server_batch_counts(url: str, model_name: str = MODEL_NAME) -> Counter[int]:
+    """{batch size: executions} Triton has run for the model since it loaded.
 
-    with grpcclient.InferenceServerClient(url) as client:
-        stats = client.get_inference_statistics(model_name)
-    counts: Counter[int] = Counter()
-    for model in stats.model_stats:
-        for b in model.batch_stats:
-            counts[int(b.batch_size)] += int(b.compute_infer.count)
-    return counts
-
-
-def mean_batch(counts: Counter[int]) -> float:
-    executions = sum(counts.values())
-    return sum(size * n for size, n in counts.items()) / executions if executions else 0.0
+    Read through ``client/serverstats.py``; raises tritonclient's InferenceServerException
+    when the server at ``url`` cannot answer.
+    """
+    return Counter(serverstats.read(url, model_name).batch_executions)
 
 
 @dataclass

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
-from facialattr.benchmarks import locust_run, serverstats
+from facialattr.benchmarks import locust_run
+from facialattr.client import serverstats
 from testsupport import start_server
 
 

@@ -7,27 +7,7 @@ import math
 import pytest
 from facialattr.benchmarks import report
 from facialattr.benchmarks.load import LoadResult, percentiles_ms
-from facialattr.benchmarks.serverstats import StatsSnapshot, difference
 from facialattr.benchmarks.sweep import Aggregate, ServingSettings, TrialResult, choose
-
-
-def test_difference_gives_per_request_times_and_the_batches_formed_in_between():
-    before = StatsSnapshot(inference_count=10, execution_count=10, success_count=10, queue_ns=5_000_000,
-                           compute_ns=20_000_000, batch_executions={1: 10})
-    after = StatsSnapshot(inference_count=42, execution_count=14, success_count=42, fail_count=1,
-                          queue_ns=5_000_000 + 32 * 2_000_000, compute_ns=20_000_000 + 32 * 10_000_000,
-                          batch_executions={1: 10, 8: 4})
-    d = difference(before, after)
-    assert (d.requests, d.failed_requests, d.inferences, d.executions) == (32, 1, 32, 4)
-    assert d.mean_queue_ms == pytest.approx(2.0) and d.mean_compute_ms == pytest.approx(10.0)
-    assert d.mean_formed_batch == pytest.approx(8.0)
-    assert d.formed_batches == {8: 4}
-
-
-def test_difference_of_an_idle_window_is_zero_not_a_division_error():
-    s = StatsSnapshot(inference_count=3, execution_count=3, success_count=3, batch_executions={1: 3})
-    d = difference(s, s)
-    assert d.requests == 0 and d.mean_formed_batch == 0.0 and d.formed_batches == {}
 
 
 @pytest.mark.parametrize("latencies_s, expected_p50_ms", [([0.010] * 99 + [1.0], 10.0), ([0.002, 0.004], 3.0)])
