@@ -355,12 +355,22 @@ class EmbeddedTriton:
                 process.wait()
             # Stubs live in the same group; none may outlive the server.
             _signal_group(process.pid, signal.SIGKILL)
-        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
+
+def start_on_free_ports(model_repository: Path, **config_fields: object) -> EmbeddedTriton:
+    """A started embedded Triton serving ``model_repository`` on ports the launcher picked itself.
+
+    The one way tests and benchmarks start a private server: the caller probes no port, and
+    ``server.config`` holds the ports it got (``server.config.grpc_url``). ``config_fields`` are
+    further ServerConfig fields (e.g. ``allow_http=True``). Raises what ``EmbeddedTriton.start`` raises.
+    """
+    config = ServerConfig(Path(model_repository), http_port=0, grpc_port=0, metrics_port=0, **config_fields)
+    return EmbeddedTriton(config).start()
 
 def _taken_ports(log_text: str) -> list[int]:
     """Ports tritonserver reported as taken ("Socket '127.0.0.1:8001' already in use")."""
