@@ -355,7 +355,7 @@ class EmbeddedTriton:
                 process.wait()
             # Stubs live in the same group; none may outlive the server.
             _signal_group(process.pid, signal.SIGKILL)
-        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
             region.unlink(missing_ok=True)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -371,6 +371,7 @@ def start_on_free_ports(model_repository: Path, **config_fields: object) -> Embe
     """
     config = ServerConfig(Path(model_repository), http_port=0, grpc_port=0, metrics_port=0, **config_fields)
     return EmbeddedTriton(config).start()
+
 
 def _taken_ports(log_text: str) -> list[int]:
     """Ports tritonserver reported as taken ("Socket '127.0.0.1:8001' already in use")."""
