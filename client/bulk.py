@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facialattr.client.batching import EngineConfig, EngineTimings, ItemResult, score_files
+from facialattr.client.outputs import open_writer
 from facialattr.client.paths import Input, WalkStats, iter_inputs
-from facialattr.client.results import RowMaker, open_writer
+from facialattr.client.results import RowMaker
 from facialattr.client.scorer import Scorer, ScorerStats
 
 from facialattr.errors import EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
@@ -52,6 +53,7 @@ class Summary:
 
     @property
     def images_per_s(self) -> float:
+        """Inputs handled this run (scored and failed) per second of wall time; 0.0 before any time passed."""
         return (self.scored + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
@@ -61,6 +63,7 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
+        """The command's exit status: EXIT_SOME_INPUTS_FAILED if any input failed, EXIT_NO_INPUTS if none was found, else EXIT_OK."""
         if self.failed:
             return EXIT_SOME_INPUTS_FAILED
         return EXIT_NO_INPUTS if self.no_inputs else EXIT_OK

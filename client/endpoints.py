@@ -64,15 +64,21 @@ class Endpoint:
     _closed: bool = field(default=False, repr=False)
 
     def mark_down(self, backoff_s: float) -> None:
+        """Skip this endpoint for ``backoff_s`` seconds from now (it refused or did not answer)."""
         self.down_until = time.monotonic() + backoff_s
 
     def close(self) -> None:
+        """Close the gRPC channel; closing again does nothing."""
         if not self._closed:
             self._closed = True
             self.client.close()
 
 
 def normalise_urls(urls: str | Sequence[str]) -> list[str]:
+    """``HOST:PORT`` strings from one comma-separated string or a list, without scheme and duplicates, in order.
+
+    Raises InputError when none is given or one is not HOST:PORT.
+    """
     items = [urls] if isinstance(urls, str) else list(urls)
     out: list[str] = []
     for item in items:
@@ -92,6 +98,10 @@ def normalise_urls(urls: str | Sequence[str]) -> list[str]:
 
 
 def open_endpoints(urls: str | Sequence[str], *, max_message_bytes: int) -> list[Endpoint]:
+    """One :class:`Endpoint` (a gRPC client, not yet checked) per URL of :func:`normalise_urls`.
+
+    Messages either way are capped at ``max_message_bytes``. Raises InputError for bad URLs.
+    """
     import tritonclient.grpc as grpcclient
 
     # Bound both directions: a runaway response (or request) fails instead of eating memory.

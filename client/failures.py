@@ -31,6 +31,7 @@ class RetryPolicy:
     max_server_error_attempts: int = 10
 
     def backoff_s(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based): doubling from ``initial_backoff_s``, capped, jittered to 50-100 %."""
         base = min(self.max_backoff_s, self.initial_backoff_s * (2 ** min(attempt, 20)))
         return base * random.uniform(0.5, 1.0)  # jitter: clients that failed together don't retry together
 
@@ -83,6 +84,7 @@ class RateLimitedLog:
         self._lock = threading.Lock()
 
     def warning(self, key: str, message: str, *args: Any) -> None:
+        """Log ``message % args`` as a warning unless ``key`` was logged within ``interval_s``; then count it instead."""
         now = time.monotonic()
         with self._lock:
             if now - self._last.get(key, -self.interval_s) < self.interval_s:

@@ -44,9 +44,11 @@ class Prediction:
 
     @property
     def ok(self) -> bool:
+        """True when the image was scored (``attributes`` holds its top-k)."""
         return self.attributes is not None
 
     def as_dict(self) -> dict:
+        """The JSON shape ``predict --json`` prints: status, and the ranked attributes or the error."""
         if not self.ok:
             return {"path": self.path, "status": "error", "error": self.error, "error_kind": self.error_kind}
         return {"path": self.path, "status": "ok", "top": [
@@ -90,10 +92,12 @@ def format_table(predictions: Sequence[Prediction]) -> str:
 
 
 def format_json(predictions: Sequence[Prediction]) -> str:
+    """The predictions as an indented JSON list, one object per input (see :meth:`Prediction.as_dict`)."""
     return json.dumps([p.as_dict() for p in predictions], indent=2, ensure_ascii=False)
 
 
 def register(subparsers) -> None:
+    """Add the ``facialattr predict`` subcommand to the CLI's subparsers."""
     from facialattr.client.commands import DEFAULT_URL
 
     p = subparsers.add_parser(

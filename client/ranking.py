@@ -23,6 +23,8 @@ _EPS = 1e-6
 
 @dataclass(frozen=True)
 class RankedAttribute:
+    """One attribute of one face: probability in [0, 1], present at its threshold, ``score`` its lift over the prior (logits)."""
+
     name: str
     probability: float
     present: bool
@@ -56,6 +58,7 @@ class Ranker:
         return np.lexsort((self._index, -scores, ~present)), scores, present
 
     def top_names(self, probabilities: np.ndarray, k: int = 10) -> list[str]:
+        """The names of the ``k`` best attributes of one face (the order of :meth:`order`). Raises InputError on a wrong length."""
         order, _, _ = self.order(probabilities)
         return [self.names[i] for i in order[:k]]
 

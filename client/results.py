@@ -40,7 +40,6 @@ from facialattr.errors import InputError
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 TOP_K = 10
 # Error kinds of rows a resumed run scores again: the server failed, not the image ("inference": older runs).
 RETRYABLE_ERROR_KINDS = frozenset({SERVER_ERROR_KIND, "inference"})
@@ -48,13 +47,6 @@ RETRYABLE_ERROR_KINDS = frozenset({SERVER_ERROR_KIND, "inference"})
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 # Rows per Parquet row group; also bounds the Python rows held while converting (measured ~115 MB peak).
 PARQUET_ROWS_PER_GROUP = 10_000
-
-
-def output_format(out: Path) -> str:
-    fmt = FORMATS.get(Path(out).suffix.lower())
-    if fmt is None:
-        raise InputError(f"{out}: output must end in .csv, .jsonl or .parquet")
-    return fmt
 
 
 def columns(contract: ModelContract) -> list[str]:
@@ -307,16 +299,3 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             if not isinstance(row, dict) or "path" not in row:
                 raise InputError(f"{path}: line {number} is not a result row")
             yield row
-
-
-def open_writer(out: Path, contract: ModelContract, *, resume: bool = False, overwrite: bool = False, **kwargs: Any):
-    """The writer for ``out``'s format, opened; its ``done`` holds the paths already written."""
-    from facialattr.client.parquet_out import ParquetWriter
-
-    out = Path(out)
-    fmt = output_format(out)
-    if not resume and not overwrite and (out.exists() or ParquetWriter.journal_for(out).exists()):
-        raise InputError(f"{out} exists: pass --resume to continue it or --overwrite to replace it")
-    writer = {"csv": CsvWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter}[fmt](out, contract, **kwargs)
-    writer.open(resume=resume)
-    return writer

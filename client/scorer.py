@@ -124,6 +124,7 @@ class Scorer:
 
     @property
     def urls(self) -> list[str]:
+        """The endpoints' ``HOST:PORT`` URLs, in the order given (normalised, without duplicates)."""
         return [e.url for e in self._endpoints]
 
     def __enter__(self) -> Scorer:

@@ -40,10 +40,12 @@ SHARD_PREFIX = "part-"
 
 
 def unit_file(out: Path, unit: int) -> Path:
+    """The manifest file listing unit number ``unit``'s inputs, under the dataset folder ``out``."""
     return Path(out) / MANIFEST_DIR / f"unit-{unit:06d}.parquet"
 
 
 def shard_file(out: Path, unit: int) -> Path:
+    """The Parquet shard holding unit number ``unit``'s result rows, in the dataset folder ``out``."""
     return Path(out) / f"{SHARD_PREFIX}{unit:06d}.parquet"
 
 
@@ -60,6 +62,7 @@ class Plan:
     skipped_symlinks: int = 0
 
     def same_walk(self, other: Plan) -> bool:
+        """True when ``other`` walked the same arguments (so its units can be resumed)."""
         return (self.paths, self.recursive, self.follow_symlinks) == (other.paths, other.recursive, other.follow_symlinks)
 
 

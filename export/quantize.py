@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from facialattr.export.parity import onnx_session, run_onnx
+from facialattr.training.metrics import threshold_metrics
 
 from facialattr.errors import ExportError
 
@@ -174,15 +175,13 @@ def head_nodes(path: Path) -> list[str]:
 
 
 def mean_accuracies(probabilities: np.ndarray, labels: np.ndarray, thresholds: Sequence[float]) -> tuple[float, float]:
-    """(mean accuracy, mean balanced accuracy) over attributes; an attribute with one class only counts its accuracy."""
-    predicted = probabilities >= np.asarray(thresholds, dtype=np.float32)
-    truth = labels.astype(bool)
-    accuracy = (predicted == truth).mean(axis=0)
-    positives, negatives = truth.sum(axis=0), (~truth).sum(axis=0)
-    tpr = np.where(positives > 0, (predicted & truth).sum(axis=0) / np.maximum(positives, 1), np.nan)
-    tnr = np.where(negatives > 0, (~predicted & ~truth).sum(axis=0) / np.maximum(negatives, 1), np.nan)
-    balanced = np.where(np.isnan(tpr) | np.isnan(tnr), accuracy, (tpr + tnr) / 2)
-    return float(accuracy.mean()), float(balanced.mean())
+    """(mean accuracy, mean balanced accuracy) over attributes, as fractions in [0, 1].
+
+    Computed by :func:`facialattr.training.metrics.threshold_metrics` (numpy only), the one home
+    of balanced accuracy: an attribute with one class only counts that class's rate.
+    """
+    per_attribute = threshold_metrics(labels, probabilities, np.asarray(thresholds, dtype=np.float32))
+    return float(per_attribute["accuracy"].mean()), float(per_attribute["balanced_accuracy"].mean())
 
 
 def throughput_side_by_side(paths: Sequence[Path], images: np.ndarray, *, batch_size: int, rounds: int = 5) -> list[float]:

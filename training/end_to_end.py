@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 def train_end_to_end(train_split, val_split, run_dir: Path, config) -> dict:
     from facialattr.training.evaluate import batched, decode_images, predict_images
     from facialattr.training.model import build_model, reestimate_batchnorm, set_batchnorm_momentum
+    from facialattr.training.phases import fit_phases, init_from_images, model_spec
     from facialattr.training.pipeline import image_dataset
     from facialattr.training.report import finish_run
-    from facialattr.training.train import fit_phases, init_from_images, model_spec
 
     model = build_model(model_spec(config))
     if config.weights is None:

@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from facialattr.training.config import TrainConfig, save_config
 
 from facialattr.errors import FacialAttrError
+from facialattr.training.config import TrainConfig, save_config
+from facialattr.training.phases import fit_phases, init_from_images, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,9 @@ def prepare_splits(data_dir: Path, config: TrainConfig):
     return train, val
 
 
-def model_spec(config: TrainConfig):
-    from facialattr.training.model import ModelSpec
-
-    return ModelSpec(size_hw=tuple(config.size_hw), alpha=config.alpha, weights=config.weights,
-                     split_layer=config.split_layer, dropout=config.dropout)
-
-
 def train(data_dir: Path, run_dir: Path, config: TrainConfig) -> dict:
     import keras
+
     from facialattr.training.pipeline import configure_threads
 
     configure_threads(config.threads)
@@ -91,15 +86,6 @@ def _train_cached(train_split, val_split, run_dir: Path, config: TrainConfig) ->
     return finish_run(run_dir, model.full, config, train_split, val_split, val_scores, timings)
 
 
-def init_from_images(model, train_split, config: TrainConfig, *, n: int = 64) -> None:
-    """Data-dependent BatchNorm initialisation for a randomly initialised backbone."""
-    from facialattr.training.model import init_batchnorm_from_data
-    from facialattr.training.pipeline import image_dataset
-
-    images = next(iter(image_dataset(train_split.paths[:n], model.spec.size_hw, batch_size=n)))
-    init_batchnorm_from_data(model, images)
-
-
 def _sync_lower_weights(model, cache_dir: Path) -> None:
     """Pin the frozen lower part to the weights the cache was built with (matters for weights=None)."""
     path = cache_dir / "lower.weights.h5"
@@ -108,58 +94,6 @@ def _sync_lower_weights(model, cache_dir: Path) -> None:
         model.lower.load_weights(path)
     else:
         model.lower.save_weights(path)
-
-
-def fit_phases(trainer, set_upper_trainable, make_data, predict_val, val_split, priors, run_dir: Path,
-               config: TrainConfig) -> dict:
-    """Head phase (upper frozen) then fine-tune phase (upper trainable), each resumable."""
-    import keras
-    from facialattr.training.losses import make_loss
-    from facialattr.training.metrics import calibrate_thresholds, evaluate_scores, threshold_metrics
-    from facialattr.training.resume import PhaseState, ResumableEpochs
-
-    loss = make_loss(config.loss, priors)
-
-    def score() -> dict[str, float]:
-        scores = predict_val()
-        at_half = evaluate_scores(val_split.labels, scores, 0.5)
-        calibrated = threshold_metrics(val_split.labels, scores, calibrate_thresholds(val_split.labels, scores))
-        return {"mean_auc": float(np.nanmean(at_half["roc_auc"])),
-                "mean_accuracy": float(at_half["accuracy"].mean()),
-                "mean_balanced_accuracy": float(calibrated["balanced_accuracy"].mean())}
-
-    timings: dict = {}
-    finished: list[tuple[float, str, object]] = []
-    phases = (("head", config.head_epochs, config.head_lr, False),
-              ("finetune", config.finetune_epochs, config.finetune_lr, True))
-    for name, epochs, lr, upper in phases:
-        if epochs <= 0:
-            continue
-        set_upper_trainable(upper)
-        phase = PhaseState(run_dir / "checkpoints" / name)
-        data = make_data(config.seed + len(name))
-        steps = len(data) * epochs
-        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1), alpha=0.05)
-        trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
-        state = phase.read()
-        if state.get("stopped") or state["epoch"] + 1 >= epochs:
-            log.info("phase %s already finished; loading its best weights", name)
-        else:
-            start = phase.restore(trainer)
-            callback = ResumableEpochs(phase, score, monitor=config.monitor, patience=config.patience,
-                                       images_per_epoch=len(data) * config.batch_size)
-            t0 = time.monotonic()
-            trainer.fit(data, epochs=epochs, initial_epoch=start, verbose=2, callbacks=[
-                callback, keras.callbacks.CSVLogger(str(run_dir / f"history_{name}.csv"), append=True)])
-            timings[f"{name}_s_per_epoch"] = round((time.monotonic() - t0) / max(epochs - start, 1), 1)
-        trainer.load_weights(phase.best)
-        finished.append((phase.read()["best"], name, phase))
-    best, name, phase = max(finished, key=lambda f: f[0])
-    if name != finished[-1][1]:  # fine-tuning did not help: ship the head-only weights
-        log.info("phase %s scored best (val %s %.4f); using its weights", name, config.monitor, best)
-        trainer.load_weights(phase.best)
-    timings["chosen_phase"] = name
-    return timings
 
 
 def verify_assembly(model, val_split, val_features, val_scores) -> float:

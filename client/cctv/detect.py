@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Detection:
+    """One face box in pixels (x1, y1, x2, y2; x2/y2 exclusive) with the detector's score (higher: surer; scale per detector)."""
+
     box_xyxy: tuple[int, int, int, int]
     score: float = 1.0
 
@@ -47,7 +49,8 @@ class FaceDetector(Protocol):
     name: str
     margins: FrameMargins
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """The faces in one HxWx3 uint8 BGR frame, in no particular order (empty when none)."""
 
 
 # Medians over the first 400 aligned CelebA images, on those where the detector found exactly one
@@ -76,6 +79,7 @@ class HaarDetector:
         self._min_size_px = min_size_px
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in a BGR (or grayscale) frame; ``score`` is the cascade's level weight (unbounded)."""
         import cv2
 
         gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
@@ -101,6 +105,7 @@ class YuNetDetector:
         self.margins = margins or HAAR_MARGINS
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in a BGR frame; ``score`` is YuNet's confidence in [0, 1]."""
         h, w = image_bgr.shape[:2]
         self._net.setInputSize((w, h))
         _, faces = self._net.detect(image_bgr)
@@ -122,6 +127,7 @@ class LbpDetector:
         self._min_size_px = min_size_px
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in a BGR frame; ``score`` is the box width in pixels (the cascade gives no confidence)."""
         h, w = image_bgr.shape[:2]
         found = self._cascade.detect_multi_scale(
             img=image_bgr[..., ::-1], scale_factor=1.2, step_ratio=1,
@@ -155,6 +161,7 @@ class MtcnnDetector:
         self.margins = margins or MTCNN_MARGINS
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in a BGR frame with confidence at least ``min_confidence``; ``score`` is that confidence in [0, 1]."""
         found = self._net.detect_faces(np.ascontiguousarray(image_bgr[..., ::-1]))
         return [Detection((int(x), int(y), int(x + w), int(y + h)), float(f["confidence"]))
                 for f in found for x, y, w, h in [f["box"]] if f["confidence"] >= self._min_confidence]
@@ -208,6 +215,7 @@ def crop_celeba_frame(image_bgr: np.ndarray, box_xyxy: tuple[int, int, int, int]
 
 
 def iou(a: tuple[int, int, int, int] | np.ndarray, b: tuple[int, int, int, int] | np.ndarray) -> float:
+    """Intersection over union of two xyxy boxes, in [0, 1]; 0.0 when both are empty."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy

@@ -66,7 +66,12 @@ class WatchMetrics:
         self._latencies_ms: deque[float] = deque(maxlen=latency_window)
         self._prom = None
 
-    def serve(self, port: int, *, host: str = "127.0.0.1") -> None:
+    def serve(self, port: int, *, host: str = "127.0.0.1") -> int:
+        """Expose the counters on http://HOST:PORT/metrics from a daemon thread; port 0 picks a free one.
+
+        Returns the port bound (logged too), so a caller never has to probe for a free port first.
+        Raises OSError when the port cannot be bound.
+        """
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
         registry = CollectorRegistry()
@@ -80,8 +85,10 @@ class WatchMetrics:
                                buckets=(1, 2, 4, 8, 16, 32, 64)),
             "server_batch": Gauge("facialattr_cctv_server_mean_batch", "mean batch Triton formed", registry=registry),
         }
-        start_http_server(port, addr=host, registry=registry)
-        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
+        httpd, _ = start_http_server(port, addr=host, registry=registry)
+        bound = httpd.server_port
+        log.info("Prometheus metrics on http://%s:%d/metrics", host, bound)
+        return bound
 
     def frame(self, camera: str, *, faces: int, latency_s: float) -> None:
         with self._lock:

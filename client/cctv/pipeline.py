@@ -29,6 +29,7 @@ from facialattr.client.cctv.recommend import Recommender
 from facialattr.client.cctv.sources import Frame, FrameSource
 from facialattr.client.cctv.track import IouTracker, Track, TrackerConfig
 
+from facialattr import MODEL_NAME
 from facialattr.errors import FacialAttrError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class WatchConfig:
     annotate_top: int = 3
     # Where to read the batches Triton formed (its gRPC URL); None skips that statistic.
     server_url: str | None = None
-    model_name: str = "facial_attributes"
+    model_name: str = MODEL_NAME
     # Threads detecting the cameras of a round when the Watcher gets a detector factory; None: one per CPU.
     detect_threads: int | None = None
 

@@ -26,18 +26,22 @@ _DAYS = ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su")
 
 
 def sample_rules_path() -> Path:
+    """The example rules file shipped with the package (``facialattr watch`` default)."""
     return Path(str(resources.files("facialattr.client.cctv") / "sample_rules.yaml"))
 
 
 def sample_catalogue_path() -> Path:
+    """The example provider catalogue (CSV) shipped with the package."""
     return Path(str(resources.files("facialattr.client.cctv") / "sample_providers.csv"))
 
 
 def sample_cameras_path() -> Path:
+    """The example camera locations (YAML) shipped with the package."""
     return Path(str(resources.files("facialattr.client.cctv") / "sample_cameras.yaml"))
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in km between two points given in degrees (latitude, longitude)."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
@@ -46,6 +50,8 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 @dataclass(frozen=True)
 class Rule:
+    """Recommend ``category`` when any attribute of ``when_any`` reaches its probability threshold."""
+
     category: str
     # Any one attribute at or above its threshold triggers the rule.
     when_any: Mapping[str, float]
@@ -74,6 +80,7 @@ class OpeningHours:
         return cls(tuple(intervals))
 
     def is_open(self, when: dt.datetime) -> bool:
+        """True when ``when`` falls in one of the intervals (to the minute; its weekday and clock time as given)."""
         day, minute = when.weekday(), when.hour * 60 + when.minute
         for days, start, end in self.intervals:
             if start < end and day in days and start <= minute < end:
@@ -97,6 +104,8 @@ def _parse_days(text: str) -> frozenset[int]:
 
 @dataclass(frozen=True)
 class Provider:
+    """A place that serves one recommendation ``category``: position in degrees, opening hours (None: always open)."""
+
     name: str
     category: str
     latitude: float
@@ -104,11 +113,17 @@ class Provider:
     hours: OpeningHours | None = None
 
     def is_open(self, when: dt.datetime) -> bool:
+        """True when open at ``when``; a provider without opening hours is always open."""
         return self.hours is None or self.hours.is_open(when)
 
 
 @dataclass(frozen=True)
 class Recommendation:
+    """One recommendation for a track: the attribute that triggered it and the nearest open provider.
+
+    ``provider``, ``distance_km`` and the position are None when the camera has no location.
+    """
+
     category: str
     triggered_by: str
     provider: str | None
@@ -117,6 +132,7 @@ class Recommendation:
     longitude: float | None = None
 
     def to_json(self) -> dict:
+        """The event's JSON form: distance rounded to metres, the provider's position only when there is one."""
         d = {"category": self.category, "triggered_by": self.triggered_by, "provider": self.provider,
              "distance_km": None if self.distance_km is None else round(self.distance_km, 3)}
         if self.provider is not None:
@@ -126,12 +142,19 @@ class Recommendation:
 
 @dataclass(frozen=True)
 class RuleSet:
+    """The rules from a rules file, in file order, and how often a track must be scored before any applies."""
+
     rules: tuple[Rule, ...]
     # A track must have been scored this often before it gets recommendations.
     min_times_scored: int = 1
 
 
 def load_rules(path: Path, attribute_names: Sequence[str]) -> RuleSet:
+    """Read a YAML rules file (``rules: [{category, when_any: {attribute: threshold}}]``).
+
+    Raises InputError naming the file and rule when it is unreadable, names an unknown attribute
+    or a threshold outside (0, 1).
+    """
     import yaml
 
     try:
@@ -157,6 +180,10 @@ def load_rules(path: Path, attribute_names: Sequence[str]) -> RuleSet:
 
 
 def load_catalogue(path: Path) -> list[Provider]:
+    """Read a provider CSV (name, category, latitude, longitude, optional opening_hours).
+
+    Raises InputError naming the file and line of a bad row.
+    """
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
@@ -183,6 +210,11 @@ class Recommender:
 
     def recommend(self, probabilities: np.ndarray, *, location: tuple[float, float] | None, when: dt.datetime,
                   already: set[str] | frozenset[str] = frozenset()) -> list[Recommendation]:
+        """New recommendations for one track's averaged probabilities (one per attribute, contract order).
+
+        At most one per category, skipping categories in ``already``; with a ``location`` (degrees) only
+        categories with a provider open at ``when`` count, each with its nearest one.
+        """
         out = []
         for rule in self.rules:
             if rule.category in already or any(r.category == rule.category for r in out):

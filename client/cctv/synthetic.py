@@ -22,6 +22,8 @@ _HEAD_XYXY = (120, 0, 330, 260)
 
 @dataclass(frozen=True)
 class Scene:
+    """Frames (HxWx3 uint8 BGR) with the truth: per frame, each visible person's number and face box (xyxy, pixels)."""
+
     frames_bgr: list[np.ndarray]
     # truth[frame] = [(person, face box xyxy), ...]
     truth: list[list[tuple[int, tuple[int, int, int, int]]]]
@@ -29,6 +31,7 @@ class Scene:
 
     @property
     def size_wh(self) -> tuple[int, int]:
+        """Frame size in pixels as (width, height), the order OpenCV's video writer takes."""
         return self.frames_bgr[0].shape[1], self.frames_bgr[0].shape[0]
 
 
@@ -95,6 +98,7 @@ def make_scene(*, n_frames: int = 30, size_wh: tuple[int, int] = (400, 300), peo
 
 
 def write_video(scene: Scene, path: Path, *, fourcc: str = "mp4v") -> Path:
+    """Write the frames as a video at the scene's fps to ``path`` (returned). Raises OSError when OpenCV cannot write that codec."""
     import cv2
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), scene.fps, scene.size_wh)
@@ -107,6 +111,7 @@ def write_video(scene: Scene, path: Path, *, fourcc: str = "mp4v") -> Path:
 
 
 def write_folder(scene: Scene, folder: Path, *, suffix: str = ".jpg") -> Path:
+    """Write each frame as ``frame_NNNNN<suffix>`` into ``folder`` (created; returned), in frame order."""
     import cv2
 
     folder = Path(folder)

@@ -4,7 +4,7 @@ Runs under the system Python (``/usr/bin/python3``) with GStreamer's RTSP server
 bindings (Debian: python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
 gstreamer1.0-plugins-good). Usage:
 ``rtsp_server.py PORT VIDEO.avi``; serves rtsp://127.0.0.1:PORT/cam and prints
-``ready`` once listening.
+``ready PORT`` once listening (PORT 0: the server binds a free port itself and prints it).
 """
 
 import sys
@@ -33,7 +33,7 @@ def main() -> None:
     server.get_mount_points().add_factory("/cam", factory)
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on 127.0.0.1:{port}")
-    print("ready", flush=True)
+    print(f"ready {server.get_bound_port()}", flush=True)
     GLib.MainLoop().run()
 
 

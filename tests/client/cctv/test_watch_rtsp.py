@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from facialattr.client.cctv.synthetic import make_scene, write_video
-from testsupport import free_ports
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
@@ -43,17 +42,24 @@ def wait_for(condition, *, timeout_s: float, what: str) -> None:
 
 
 class RtspServer:
-    def __init__(self, port: int, video: Path) -> None:
-        self.port, self.video, self.process = port, video, None
+    """The GStreamer test server; it binds a free port itself (no probe-then-bind race) and reports it.
+
+    A restart comes back on the same port, as a rebooted camera keeps its address.
+    """
+
+    def __init__(self, video: Path) -> None:
+        self.video, self.process, self.port = video, None, None
 
     @property
     def url(self) -> str:
         return f"rtsp://127.0.0.1:{self.port}/cam"
 
     def start(self) -> "RtspServer":
-        self.process = subprocess.Popen([SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.port), str(self.video)],
+        self.process = subprocess.Popen([SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.port or 0), str(self.video)],
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.process.stdout.readline().strip() == "ready"
+        word, port = self.process.stdout.readline().split()
+        assert word == "ready"
+        self.port = int(port)
         return self
 
     def stop(self) -> None:
@@ -71,7 +77,7 @@ def live_video(tmp_path_factory):
 
 @pytest.fixture
 def rtsp_server(live_video):
-    server = RtspServer(free_ports(1)[0], live_video).start()
+    server = RtspServer(live_video).start()
     yield server
     server.stop()
 

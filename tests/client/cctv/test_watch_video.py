@@ -7,6 +7,8 @@ from the model's own outputs (computed here with onnxruntime) predict.
 """
 
 import datetime as dt
+import logging
+import re
 import urllib.request
 
 import cv2
@@ -20,7 +22,6 @@ from facialattr.client.cctv.sources import FrameSource, parse_source
 from facialattr.client.cctv.synthetic import make_scene, write_folder, write_video
 from facialattr.client.cctv.track import TrackerConfig
 from facialattr.client.scorer import Scorer
-from testsupport import free_ports
 
 from facialattr.cli import EXIT_SOME_INPUTS_FAILED, main
 from facialattr.contract import CELEBA_ATTRIBUTES
@@ -137,18 +138,21 @@ def test_recommendations_follow_the_rules_once_per_track_and_category(watched, s
             recommend.haversine_km(*CAMERA, rec["latitude"], rec["longitude"]), abs=1e-3)
 
 
-def test_watch_command_on_an_image_folder_writes_events_video_and_metrics(scene, triton_server, tmp_path, read_events):
+def test_watch_command_on_an_image_folder_writes_events_video_and_metrics(scene, triton_server, tmp_path, read_events,
+                                                                         caplog):
     folder = write_folder(scene, tmp_path / "frames")
-    port = free_ports(1)[0]
+    caplog.set_level(logging.INFO, logger="facialattr.client.cctv.metrics")
     code = main(["watch", "--detector", "haar", f"gate={folder}", "--url", triton_server.config.grpc_url, "--events", str(tmp_path / "ev.jsonl"),
-                 "--annotate", str(tmp_path / "out.avi"), "--metrics-port", str(port), "--camera", "gate=47.37,8.54",
+                 "--annotate", str(tmp_path / "out.avi"), "--metrics-port", "0", "--camera", "gate=47.37,8.54",
                  "--rescore-every", "10"])
     assert code == 0
     by_track = read_events(tmp_path / "ev.jsonl")
     assert sorted(len(v) for v in by_track.values()) == [3, 3]
     video = cv2.VideoCapture(str(tmp_path / "out.avi"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(scene.frames_bgr)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    # Port 0: the metrics server bound a free port itself and logged where it listens.
+    url = re.search(r"http://127\.0\.0\.1:\d+/metrics", caplog.text).group(0)
+    metrics = urllib.request.urlopen(url, timeout=10).read().decode()
     assert f'facialattr_cctv_frames_total{{camera="gate"}} {float(len(scene.frames_bgr))}' in metrics
     assert "facialattr_cctv_request_batch_size_count 3.0" in metrics  # frames 0, 10, 20; both faces in each
     assert "facialattr_cctv_server_mean_batch 2.0" in metrics  # what Triton formed: one request at a time

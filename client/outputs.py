@@ -1,0 +1,40 @@
+"""Opening a run's result file: the writer is chosen by the file's suffix (CSV, JSONL or Parquet).
+
+The one module that knows every format, so ``results`` (CSV, JSONL) and ``parquet_out``
+(Parquet, built on the JSONL writer) need not import each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from facialattr.client.parquet_out import ParquetWriter
+from facialattr.client.results import CsvWriter, JsonlWriter
+from facialattr.contract import ModelContract
+from facialattr.errors import InputError
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+def output_format(out: Path) -> str:
+    """``"csv"``, ``"jsonl"`` or ``"parquet"`` from ``out``'s suffix; raises InputError for any other suffix."""
+    fmt = FORMATS.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise InputError(f"{out}: output must end in .csv, .jsonl or .parquet")
+    return fmt
+
+
+def open_writer(out: Path, contract: ModelContract, *, resume: bool = False, overwrite: bool = False, **kwargs: Any):
+    """The writer for ``out``'s format, opened; its ``done`` holds the paths already written.
+
+    Raises InputError when the suffix is unknown, or when ``out`` (or a Parquet journal) exists
+    and neither ``resume`` nor ``overwrite`` is set; resuming a malformed file raises InputError too.
+    """
+    out = Path(out)
+    fmt = output_format(out)
+    if not resume and not overwrite and (out.exists() or ParquetWriter.journal_for(out).exists()):
+        raise InputError(f"{out} exists: pass --resume to continue it or --overwrite to replace it")
+    writer = {"csv": CsvWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter}[fmt](out, contract, **kwargs)
+    writer.open(resume=resume)
+    return writer
