@@ -288,7 +288,7 @@ class Watcher:
             frames=snap.frames, dropped=sum(s.frames_dropped for s in self.sources), faces=snap.faces,
             scored=snap.scored, requests=snap.requests, failed_requests=self.failed_requests, events=self._events_written,
             reconnects=sum(s.reconnects for s in self.sources),
-            tracks_per_camera={c: t._next_id - 1 for c, t in self.trackers.items()},
+            tracks_per_camera={c: t.tracks_started for c, t in self.trackers.items()},
             fps=snap.fps, server_batches=batches,
             source_errors={s.spec.name: s.error for s in self.sources if s.error},
         )

@@ -17,6 +17,8 @@ from facialattr.client.cctv.detect import Detection, iou
 
 @dataclass(frozen=True)
 class TrackerConfig:
+    """How :class:`IouTracker` matches detections to tracks and how often it asks for a track's scores."""
+
     iou_threshold: float = 0.3
     # A track survives this many frames without a matching detection (a missed detection, a blink).
     max_missed_frames: int = 10
@@ -28,6 +30,8 @@ class TrackerConfig:
 
 @dataclass
 class Track:
+    """One face followed across frames of one camera (box in pixels, frames by index), with its running scores."""
+
     track_id: int
     box_xyxy: tuple[int, int, int, int]
     first_frame: int
@@ -40,6 +44,10 @@ class Track:
     recommended_categories: set[str] = field(default_factory=set)
 
     def add_scores(self, probabilities: np.ndarray, *, ema_alpha: float = 0.0) -> None:
+        """Fold one scoring (one probability per attribute) into the track's average.
+
+        ``ema_alpha`` > 0 weights the new scores by it (exponential moving average); 0 keeps the plain mean.
+        """
         p = np.asarray(probabilities, dtype=np.float64)
         self.times_scored += 1
         if self.probabilities is None:
@@ -74,6 +82,7 @@ class IouTracker:
         self.config = config
         self.tracks: list[Track] = []
         self._next_id = first_id
+        self.tracks_started = 0  # tracks this tracker has created so far, retired ones included
 
     def update(self, detections: list[Detection], frame_index: int) -> list[Track]:
         """Match, create and retire tracks; returns the tracks seen in this frame."""
@@ -96,6 +105,7 @@ class IouTracker:
             if di not in matched_d:
                 track = Track(self._next_id, det.box_xyxy, first_frame=frame_index, last_frame=frame_index)
                 self._next_id += 1
+                self.tracks_started += 1
                 self.tracks.append(track)
                 seen.append(track)
         return seen

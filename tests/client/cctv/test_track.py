@@ -40,6 +40,7 @@ def test_track_missed_longer_than_allowed_is_retired_and_face_gets_new_id():
     tracker.update([], 2)
     assert tracker.tracks == []
     assert [t.track_id for t in tracker.update([det(0, 0)], 3)] == [2]
+    assert tracker.tracks_started == 2, "a retired track still counts as started"
 
 
 def test_greedy_matching_gives_each_detection_to_the_best_overlapping_track():
