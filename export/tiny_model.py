@@ -16,6 +16,11 @@ from facialattr.contract import INPUT_NAME, OUTPUT_NAME
 
 
 def build_tiny_onnx(path: Path, *, size_hw: tuple[int, int] = (128, 128), num_outputs: int = 40, seed: int = 0) -> Path:
+    """Write a tiny ONNX model with the served interface to ``path`` (returned).
+
+    Input uint8 ``[N, h, w, 3]`` (``size_hw`` in pixels), output float32 ``[N, num_outputs]`` sigmoid probabilities;
+    ``seed`` fixes its random projection, so the same arguments give the same numbers.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

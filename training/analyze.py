@@ -21,6 +21,7 @@ TOP_PAIRS = 15
 
 
 def attribute_stats(labels: np.ndarray, names) -> list[dict]:
+    """Per attribute (``labels`` [N, A] of 0/1, ``names`` in column order): positives, positive rate, majority:minority ratio (inf when one class is absent)."""
     rate = labels.mean(axis=0)
     minority = np.minimum(rate, 1 - rate)
     ratio = np.divide(np.maximum(rate, 1 - rate), minority, out=np.full_like(rate, np.inf), where=minority > 0)
@@ -28,8 +29,9 @@ def attribute_stats(labels: np.ndarray, names) -> list[dict]:
              "imbalance_ratio": float(ratio[i])} for i, n in enumerate(names)]
 
 
-def co_occurrence(labels: np.ndarray, names, *, top: int = TOP_PAIRS, min_count: int = 20) -> list[dict]:
-    """Pairs ranked by lift P(a,b) / (P(a) P(b)) among pairs seen at least ``min_count`` times."""
+def co_occurrence(labels: np.ndarray, names, *, top: int = TOP_PAIRS,
+                  min_count: int = 20) -> tuple[list[dict], list[dict]]:
+    """The ``top`` pairs by lift P(a,b) / (P(a) P(b)) and the ``top`` by count, among pairs seen at least ``min_count`` times."""
     x = labels.astype(np.float64)
     n = len(x)
     joint = x.T @ x
@@ -47,6 +49,7 @@ def co_occurrence(labels: np.ndarray, names, *, top: int = TOP_PAIRS, min_count:
 
 
 def plot_rates(stats: list[dict], path: Path, *, title: str) -> None:
+    """Write the horizontal bar chart of positive rates (%) to ``path`` (PNG); minority classes under 10 % in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,6 +72,7 @@ def plot_rates(stats: list[dict], path: Path, *, title: str) -> None:
 
 
 def render_markdown(stats, by_lift, by_count, *, source: str) -> str:
+    """The IMBALANCE.md report: the rates table (sorted), then the pairs by lift and by count."""
     lines = [f"# Attribute imbalance — {source}", "",
              "Positive rate per attribute (sorted) and imbalance ratio = majority / minority class count.",
              "![positive rates](imbalance.png)", "",
@@ -84,6 +88,10 @@ def render_markdown(stats, by_lift, by_count, *, source: str) -> str:
 
 
 def analyze(data_dir: Path, out_dir: Path, *, split: str = "train") -> list[Path]:
+    """Analyse the ``split`` partition of the CelebA-format folder ``data_dir``; returns the PNG, Markdown and JSON written to ``out_dir``.
+
+    Raises DatasetError when the label files are missing or malformed or the partition is absent.
+    """
     (part,) = require_splits(load_celeba(data_dir, check_images=False), split)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(part.attribute_names)

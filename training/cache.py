@@ -26,6 +26,10 @@ CHUNK_BATCHES = 8
 
 
 def cache_recipe(spec, augmentation, *, views: int, seed: int, counts: dict[str, int]) -> dict:
+    """What a cache is built from (model spec, augmentation, views, seed, images per split), as stored beside it.
+
+    :func:`ensure_cache` refuses a cache whose stored recipe differs from this one.
+    """
     return {"size_hw": list(spec.size_hw), "alpha": spec.alpha, "weights": str(spec.weights),
             "split_layer": spec.split_layer, "views": views, "seed": seed,
             "augmentation": asdict(augmentation), "counts": counts}

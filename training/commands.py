@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
+    """Add the ``analyze``, ``train`` and ``evaluate`` subcommands to the CLI's subparsers."""
     p = subparsers.add_parser("analyze", help="stage-1 analysis of a CelebA-format data set (imbalance, co-occurrence)")
     p.add_argument("data_dir", type=Path, help="CelebA-format folder (list_attr_celeba.txt, list_eval_partition.txt)")
     p.add_argument("--out", type=Path, default=Path("analysis"), help="output folder (default: %(default)s)")

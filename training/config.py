@@ -83,10 +83,12 @@ class TrainConfig:
             raise FacialAttrError("cache_views, batch_size and threads must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as plain data (nested dataclasses become dicts), as :func:`config_from_dict` reads it."""
         return dataclasses.asdict(self)
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from plain data (as a YAML/JSON config holds it). Raises FacialAttrError on an unknown key or bad value."""
     data = dict(data)
     nested = {"augmentation": Augmentation, "loss": LossSpec}
     try:
@@ -101,6 +103,10 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 
 def load_config(path: Path | str | None, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a YAML (or ``.json``) file, or the defaults when ``path`` is None; ``overrides`` that are not None win.
+
+    Raises FacialAttrError when the file is unreadable, not a mapping, or holds an unknown key or bad value.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -116,4 +122,5 @@ def load_config(path: Path | str | None, **overrides: Any) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
+    """Write ``config`` as YAML to ``path`` (fields in declaration order; :func:`load_config` reads it back)."""
     path.write_text(yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False))

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def locate_model(path: Path) -> tuple[Path, ModelContract | None]:
+    """(model.keras path, its run's contract or None) from a run directory or a model.keras file.
+
+    Raises FacialAttrError when there is no model.keras; ContractError when contract.json is malformed.
+    """
     model_path = path / "model.keras" if path.is_dir() else path
     if not model_path.is_file():
         raise FacialAttrError(f"{model_path}: no model.keras there")
@@ -34,6 +38,7 @@ def locate_model(path: Path) -> tuple[Path, ModelContract | None]:
 
 
 def batched(array: np.ndarray, batch_size: int):
+    """Consecutive slices of ``array`` of at most ``batch_size`` rows (views, not copies)."""
     return (array[i:i + batch_size] for i in range(0, len(array), batch_size))
 
 
@@ -54,6 +59,7 @@ def predict_images(model, images: np.ndarray, *, batch_size: int = 64) -> np.nda
 
 
 def predict_split(model, split, size_hw, *, batch_size: int = 64) -> np.ndarray:
+    """Inference-mode probabilities [N, attributes] for ``split``'s images through tf.data (``size_hw`` in pixels), in split order."""
     from facialattr.training.pipeline import image_dataset
 
     out = []

@@ -18,6 +18,8 @@ EPSILON = 1e-6
 
 @dataclass(frozen=True)
 class LossSpec:
+    """Which loss :func:`make_loss` builds and its knobs (see the module docstring)."""
+
     kind: str = "weighted_bce"  # weighted_bce | focal | bce
     pos_weight_power: float = 0.5
     max_pos_weight: float = 20.0
@@ -27,11 +29,16 @@ class LossSpec:
 
 
 def positive_weights(priors: np.ndarray, *, power: float, max_weight: float) -> np.ndarray:
+    """Per-attribute weight of the positive term, ((1 - p) / p) ** ``power`` from the priors, clipped to [1/max_weight, max_weight]."""
     p = np.clip(np.asarray(priors, dtype=np.float64), 1e-3, 1 - 1e-3)
     return np.clip(((1 - p) / p) ** power, 1 / max_weight, max_weight).astype(np.float32)
 
 
 def make_loss(spec: LossSpec, priors: np.ndarray):
+    """A Keras loss ``(y_true, y_pred) -> [N]`` on sigmoid probabilities, as ``spec`` says, for the training ``priors`` (one per attribute).
+
+    Raises FacialAttrError for an unknown kind, or label smoothing outside [0, 1) or with focal loss.
+    """
     from keras import ops
 
     from facialattr.errors import FacialAttrError

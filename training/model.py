@@ -73,6 +73,12 @@ def _backbone(spec: ModelSpec) -> keras.Model:
 
 
 def build_model(spec: ModelSpec) -> AttributeModel:
+    """MobileNetV2 (``spec.size_hw`` pixels, uint8 input) with a sigmoid head, split at ``spec.split_layer``.
+
+    The returned model's parts share weights: ``full`` (images -> probabilities), ``lower`` (images -> cached
+    features, frozen) and ``trainer`` (features -> probabilities); the upper backbone starts frozen.
+    Raises FacialAttrError for a missing weights file or an unknown split layer.
+    """
     base = _backbone(spec)
     try:
         split = base.get_layer(spec.split_layer).output
@@ -102,6 +108,7 @@ def build_model(spec: ModelSpec) -> AttributeModel:
 
 
 def batchnorm_layers(model: AttributeModel) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer of the backbone, lower part first (the head has none)."""
     return [layer for layer in model.lower.get_layer("backbone_lower").layers + model.upper.layers
             if isinstance(layer, keras.layers.BatchNormalization)]
 
@@ -148,4 +155,5 @@ def init_batchnorm_from_data(model: AttributeModel, images) -> None:
 
 
 def split_shape(model: AttributeModel) -> tuple[int, ...]:
+    """Shape of the cached features at the split layer, without the batch dimension (H, W, C)."""
     return tuple(int(d) for d in model.trainer.input.shape[1:])

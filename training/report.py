@@ -34,6 +34,7 @@ def score_report(labels, scores, identities, priors, thresholds) -> dict:
 
 
 def render_markdown(names, report: dict, *, title: str, note: str = "") -> str:
+    """The metrics tables of :func:`score_report` as Markdown, values in percent, one row per attribute in ``names`` order."""
     base, half, cal, cross = (report[k] for k in ("baseline_majority", "at_0.5", "at_thresholds_in_sample",
                                                   "cross_calibrated_2fold"))
     columns = {
@@ -49,12 +50,18 @@ def render_markdown(names, report: dict, *, title: str, note: str = "") -> str:
 
 
 def to_jsonable(report: dict, names) -> dict:
+    """The report as plain floats: per table, the means and each attribute's values by name."""
     return {table: {"mean": M.summarise(values),
                     "per_attribute": {n: {k: float(v[i]) for k, v in values.items()} for i, n in enumerate(names)}}
             for table, values in report.items()}
 
 
 def finish_run(run_dir: Path, full_model, config, train_split, val_split, val_scores, timings: dict) -> dict:
+    """Calibrate thresholds on val and write the run's model.keras, contract.json, metrics.json/.md, val scores and curves.
+
+    ``val_scores`` are the model's val probabilities [N, attributes]; ``timings`` (seconds) go into metrics.json.
+    Returns the summary, timings and mean metrics.
+    """
     names = train_split.attribute_names
     priors = np.clip(train_split.priors, 1e-4, 1 - 1e-4)
     thresholds = M.calibrate_thresholds(val_split.labels, val_scores)
@@ -90,6 +97,7 @@ def finish_run(run_dir: Path, full_model, config, train_split, val_split, val_sc
 
 
 def read_history(run_dir: Path) -> list[dict]:
+    """The per-epoch rows of the run's history CSVs (head phase first, then fine-tune), each tagged with its phase."""
     rows: list[dict] = []
     for phase in ("head", "finetune"):
         path = run_dir / f"history_{phase}.csv"
@@ -100,6 +108,7 @@ def read_history(run_dir: Path) -> list[dict]:
 
 
 def plot_curves(run_dir: Path) -> Path | None:
+    """Write curves.png (loss and val metrics per epoch) into ``run_dir``; returns it, or None without any history."""
     import matplotlib
 
     matplotlib.use("Agg")

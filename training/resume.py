@@ -33,11 +33,13 @@ class PhaseState:
         self.optimizer = directory / "optimizer.npz"
 
     def read(self) -> dict:
+        """The phase's saved state (0-based last finished ``epoch``, ``best`` score and its epoch, ``wait``, ``stopped``); epoch -1 before any."""
         if self.state_file.exists():
             return json.loads(self.state_file.read_text())
         return {"epoch": -1, "best": None, "best_epoch": None, "wait": 0, "stopped": False}
 
     def write(self, state: dict) -> None:
+        """Save ``state`` atomically (a killed run leaves the old or the new file, never half of one)."""
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(self.state_file)
@@ -73,9 +75,11 @@ class ResumableEpochs(keras.callbacks.Callback):
         self._epoch_t0 = time.monotonic()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Keras hook: start the epoch's clock."""
         self._epoch_t0 = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Keras hook: log speed and load, score val, save last (and best) weights and the optimizer, decide on early stopping."""
         # Training speed is only meaningful next to the machine's load: other jobs halve it.
         train_s = time.monotonic() - self._epoch_t0
         speed = {"train_s": round(train_s, 1), "images_per_s": round(self.images_per_epoch / max(train_s, 1e-9), 1),
