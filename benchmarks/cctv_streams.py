@@ -25,15 +25,9 @@ from facialattr.client.cctv.sources import FrameSource, parse_source
 from facialattr.client.cctv.synthetic import make_scene, write_video
 from facialattr.client.cctv.track import TrackerConfig
 from facialattr.client.scorer import Scorer
+from facialattr.serving.embedded import start_on_free_ports
 
 from facialattr import repository
-
-
-def _start_server(model_repository: Path):
-    from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
-
-    # Port 0: the launcher picks free ports itself (retrying if one is taken before it binds).
-    return EmbeddedTriton(ServerConfig(model_repository, http_port=0, grpc_port=0, metrics_port=0)).start()
 
 
 def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, rescore_every: int,
@@ -96,7 +90,7 @@ def main() -> None:
         scene = make_scene(n_frames=args.frames, size_wh=(w, h), face_width_px=max(32, h // 5),
                            step_px=max(1, (w - h // 2) // args.frames))
         video = write_video(scene, Path(tmp) / "scene.mp4")
-        server = _start_server(args.model_repository)
+        server = start_on_free_ports(args.model_repository)
         try:
             url = server.config.grpc_url
             run_streams(video, 1, url=url, detector_name=args.detector, rescore_every=args.rescore_every)  # warm-up

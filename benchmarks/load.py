@@ -19,7 +19,6 @@ from facialattr.benchmarks.cpu import CpuMeter
 from facialattr.client import serverstats
 
 from facialattr import MODEL_NAME
-from facialattr.contract import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,27 @@ class LoadResult:
         return d
 
 
+@dataclass(frozen=True)
+class ServedTensors:
+    """The input and output a served model declares in its config (what a request must name)."""
+
+    input_name: str
+    input_datatype: str  # tritonclient's spelling, e.g. "UINT8"
+    output_name: str
+
+
+def served_tensors(client: Any, model_name: str = MODEL_NAME, *, timeout_s: float | None = None) -> ServedTensors:
+    """Read the tensor names and input datatype from the server's model config (its first input and output).
+
+    Raises tritonclient's InferenceServerException when the server cannot answer for ``model_name``.
+    """
+    from tritonclient.grpc import model_config_pb2
+
+    config = client.get_model_config(model_name, client_timeout=timeout_s).config
+    datatype = model_config_pb2.DataType.Name(config.input[0].data_type).removeprefix("TYPE_")
+    return ServedTensors(config.input[0].name, datatype, config.output[0].name)
+
+
 def percentiles_ms(latencies_s: list[float]) -> tuple[float, float, float, float]:
     """(p50, p95, p99, mean) in milliseconds; NaN when nothing was measured."""
     if not latencies_s:
@@ -71,10 +91,10 @@ def percentiles_ms(latencies_s: list[float]) -> tuple[float, float, float, float
 
 class _Worker(threading.Thread):
     def __init__(self, url: str, images: np.ndarray, spec: LoadSpec, *, offset: int, model_name: str,
-                 stop_at: float) -> None:
+                 tensors: ServedTensors, stop_at: float) -> None:
         super().__init__(daemon=True)
         self.url, self.images, self.spec, self.offset = url, images, spec, offset
-        self.model_name, self.stop_at = model_name, stop_at
+        self.model_name, self.tensors, self.stop_at = model_name, tensors, stop_at
         # (finish time, latency) per successful request; errors counted by finish time
         self.done: list[tuple[float, float]] = []
         self.failed: list[float] = []
@@ -86,13 +106,13 @@ class _Worker(threading.Thread):
         client = grpcclient.InferenceServerClient(self.url)
         n, b = len(self.images), self.spec.batch_size
         cursor = self.offset
-        output = [grpcclient.InferRequestedOutput(OUTPUT_NAME)]
+        output = [grpcclient.InferRequestedOutput(self.tensors.output_name)]
         try:
             while time.perf_counter() < self.stop_at:
                 idx = np.arange(cursor, cursor + b) % n
                 cursor = (cursor + b) % n
                 batch = self.images[idx]
-                tensor = grpcclient.InferInput(INPUT_NAME, list(batch.shape), "UINT8")
+                tensor = grpcclient.InferInput(self.tensors.input_name, list(batch.shape), self.tensors.input_datatype)
                 tensor.set_data_from_numpy(batch)
                 start = time.perf_counter()
                 try:
@@ -117,13 +137,13 @@ def run_load(url: str, images: np.ndarray, spec: LoadSpec, *, model_name: str = 
 
     if len(images) < spec.batch_size:
         raise ValueError(f"need at least {spec.batch_size} images, have {len(images)}")
-    t0 = time.perf_counter()
-    window_start = t0 + spec.warmup_s
-    window_end = window_start + spec.duration_s
     stride = max(1, len(images) // spec.concurrency)
-    workers = [_Worker(url, images, spec, offset=i * stride, model_name=model_name, stop_at=window_end)
-               for i in range(spec.concurrency)]
     with grpcclient.InferenceServerClient(url) as stats_client:
+        tensors = served_tensors(stats_client, model_name, timeout_s=spec.timeout_s)
+        window_start = time.perf_counter() + spec.warmup_s
+        window_end = window_start + spec.duration_s
+        workers = [_Worker(url, images, spec, offset=i * stride, model_name=model_name, tensors=tensors,
+                           stop_at=window_end) for i in range(spec.concurrency)]
         for w in workers:
             w.start()
         time.sleep(max(0.0, window_start - time.perf_counter()))

@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from facialattr.benchmarks.score_throughput import add_run_args, pick_files, run_cli, start_server
+from facialattr.benchmarks.score_throughput import add_run_args, pick_files, run_cli
+from facialattr.serving.embedded import start_on_free_ports
 
 RAY_LINE = re.compile(r"ray engine: start ([\d.]+) s, walk ([\d.]+) s; summed over units: decode ([\d.]+) s, "
                       r"inference ([\d.]+) s, shard writes ([\d.]+) s")
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         for path in files:
             (folder / path.name).symlink_to(path.resolve())
         (tmp / "ray-head").mkdir()
-        server = start_server(args.model_repository)
+        server = start_on_free_ports(args.model_repository)
         head, address = start_ray_head(tmp / "ray-head", num_cpus=args.cpus)
         try:
             single, ray = _alternate(args, folder, tmp, server.config.grpc_url, address)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from facialattr.client.preprocess import prepare
+from facialattr.serving.embedded import start_on_free_ports
 
 from facialattr import repository
 from facialattr.contract import Preprocessing
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
 
 def _alternate(args, files, folder, tmp, onnx_path, contract, decode, setting) -> dict:
     results = {"ceiling": [], "cli_wall": [], "cli": [], "library": [], "runs": []}
-    server = start_server(args.model_repository)
+    server = start_on_free_ports(args.model_repository)
     try:
         url = server.config.grpc_url
         client = {"workers": args.workers, "max_in_flight": args.max_in_flight, "batch_size": args.batch_size}
@@ -216,13 +217,6 @@ def _alternate(args, files, folder, tmp, onnx_path, contract, decode, setting) -
     finally:
         server.stop()
     return results
-
-
-def start_server(repo: Path):
-    from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
-
-    # Port 0: the launcher picks free ports itself (retrying if one is taken before it binds).
-    return EmbeddedTriton(ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0)).start()
 
 
 def _report(results: dict, n: int) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from facialattr.benchmarks.load import LoadResult, LoadSpec, run_load
+from facialattr.serving.embedded import start_on_free_ports
 
 from facialattr import repository, triton_config
 
@@ -58,26 +59,12 @@ def configured_repository(source: Path, target: Path, settings: ServingSettings)
 
 
 @contextlib.contextmanager
-def embedded_server(model_repository: Path) -> Iterator[Any]:
-    """The embedded Triton on free local ports; yields the running ``EmbeddedTriton``."""
-    from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
-
-    # Port 0: the launcher picks free ports itself (retrying if one is taken before it binds).
-    server = EmbeddedTriton(ServerConfig(model_repository, http_port=0, grpc_port=0, metrics_port=0))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@contextlib.contextmanager
 def serve_with(source: Path, settings: ServingSettings) -> Iterator[Any]:
     """Serve ``source`` with ``settings`` from a temporary configured copy."""
     with tempfile.TemporaryDirectory(prefix="facialattr-bench-") as tmp:
         repo = configured_repository(source, Path(tmp) / "repository", settings)
         log.info("serving with %s", settings.label)
-        with embedded_server(repo) as server:
+        with start_on_free_ports(repo) as server:
             yield server
 
 

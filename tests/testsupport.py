@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from facialattr.serving.embedded import start_on_free_ports as start_server  # noqa: F401 - the tests' name for it
+
 from facialattr import repository
 from facialattr.contract import ModelContract
 
@@ -42,14 +44,6 @@ def make_tiny_repository(root: Path, *, size_hw=(64, 64), max_batch_size: int = 
     contract = ModelContract(preprocessing=Preprocessing(size_hw=size_hw), max_batch_size=max_batch_size, **contract_fields)
     repository.write_model(root / "repo", onnx_path, contract)
     return root / "repo"
-
-
-def start_server(repo: Path, **config_fields):
-    """A started embedded Triton on ports it picked itself (``server.config`` holds them)."""
-    from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
-
-    config = ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0, **config_fields)
-    return EmbeddedTriton(config).start()
 
 
 SERVE_BANNER = re.compile(r"Triton serving .* gRPC (?P<grpc_url>[\w.]+:(?P<grpc_port>\d+))")
