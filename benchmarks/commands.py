@@ -10,6 +10,7 @@ DEFAULT_REPOSITORY = os.environ.get("FACIALATTR_MODEL_REPOSITORY", "model_reposi
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """The sweep's options (model repository, images, batch sizes, concurrency, seconds per point)."""
     p.add_argument("--model-repository", type=Path, default=Path(DEFAULT_REPOSITORY),
                    help="repository the embedded server serves when no --url is given (default: %(default)s)")
     p.add_argument("--images", type=Path, metavar="DIR",
@@ -22,6 +23,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
+    """Add ``facialattr bench`` to the CLI's subparsers (exit status 0, or EXIT_SOME_INPUTS_FAILED when requests failed)."""
     p = subparsers.add_parser(
         "bench", help="measure throughput and p50/p95/p99 latency over client batch size x concurrency",
         description="Closed-loop gRPC load against Triton: one point per (batch size, concurrency), with the "
@@ -42,6 +44,8 @@ def register(subparsers) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from facialattr.benchmarks.sweep import sweep_command
 
+    from facialattr.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
+
     result = sweep_command(
         url=args.url, model_repository=args.model_repository, images_dir=args.images, limit=args.limit,
         batch_sizes=args.batch_sizes, concurrencies=args.concurrency, duration_s=args.duration_s,
@@ -50,4 +54,5 @@ def _bench(args: argparse.Namespace) -> int:
                    "max_queue_delay_us": args.queue_delay_us},
     )
     print(f"wrote {result['json']} and {result['png']}")
-    return 0 if result["errors"] == 0 else 3
+    # Some requests failed: the same status as a scoring run where some inputs failed.
+    return EXIT_OK if result["errors"] == 0 else EXIT_SOME_INPUTS_FAILED
