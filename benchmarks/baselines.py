@@ -22,6 +22,7 @@ import numpy as np
 from facialattr.benchmarks.cpu import CpuMeter
 
 from facialattr.errors import FacialAttrError
+from facialattr.onnx_runtime import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,6 @@ class Throughput:
         return cls(**{k: v for k, v in d.items() if k != "images_per_cpu_s"})
 
 
-def ort_session(onnx_path: Path, *, threads: int):
-    """The same session options the served model uses (serving/python_model.py)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
 def ort_throughput(session, images: np.ndarray, batch_size: int, *, duration_s: float) -> Throughput:
     """Images/s of one ONNX Runtime session at one batch size (after one warm-up batch)."""
     input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
@@ -78,7 +68,7 @@ def ort_throughput(session, images: np.ndarray, batch_size: int, *, duration_s: 
 
 def ort_in_process(onnx_path: Path, images: np.ndarray, batch_sizes: list[int], *, threads: int,
                    duration_s: float = 4.0) -> list[Throughput]:
-    session = ort_session(onnx_path, threads=threads)
+    session = cpu_session(onnx_path, threads=threads)
     return [ort_throughput(session, images, b, duration_s=duration_s) for b in batch_sizes]
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from facialattr.benchmarks.baselines import ort_session, ort_throughput
+from facialattr.benchmarks.baselines import ort_throughput
 from facialattr.benchmarks.load import LoadSpec, run_load
+
+from facialattr.onnx_runtime import cpu_session
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -30,7 +32,7 @@ def paired_rounds(onnx_path: Path, url: str, frames: np.ndarray, *, batch_size: 
                   bulk_batch_size: int | None = None, bulk_concurrency: int = 2, server_pid: int | None = None,
                   rounds: int = 3, duration_s: float = 4.0) -> dict[str, Any]:
     """Alternating windows; ratios of images/s and of images per CPU-second (client + server CPU)."""
-    session = ort_session(onnx_path, threads=threads)
+    session = cpu_session(onnx_path, threads=threads)
     rows = []
     for _ in range(rounds):
         ort = ort_throughput(session, frames, batch_size, duration_s=duration_s)

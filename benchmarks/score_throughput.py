@@ -34,6 +34,7 @@ from facialattr.serving.embedded import start_on_free_ports
 
 from facialattr import repository
 from facialattr.contract import Preprocessing
+from facialattr.onnx_runtime import cpu_session
 
 DEFAULT_IMAGES = "/work/shared/data/celeba/img_align_celeba"
 
@@ -62,21 +63,11 @@ def measure_decoders(files: list[Path], preprocessing: Preprocessing, *, rounds:
     return rates
 
 
-def ort_session(onnx_path: Path, *, spinning: bool):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
 def best_ort_setting(onnx_path: Path, images: np.ndarray, contract, batches=(1, 8, 16, 32, 64)) -> tuple[dict, float]:
     """The (spinning, batch) with the highest images/s on real prepared images."""
     results = {}
     for spinning in (False, True):
-        session = ort_session(onnx_path, spinning=spinning)
+        session = cpu_session(onnx_path, threads=2, spinning=spinning)
         for batch in batches:
             x = images[:batch]
             session.run([contract.output_name], {contract.input_name: x})
@@ -91,7 +82,7 @@ def best_ort_setting(onnx_path: Path, images: np.ndarray, contract, batches=(1, 
 
 def in_process_ceiling(files: list[Path], onnx_path: Path, contract, decode, *, batch: int, spinning: bool, workers: int) -> float:
     """Decode in a thread pool while ONNX Runtime runs batches in this thread; images/s."""
-    session = ort_session(onnx_path, spinning=spinning)
+    session = cpu_session(onnx_path, threads=2, spinning=spinning)
     preprocessing = contract.preprocessing
 
     def load(path: Path) -> np.ndarray:

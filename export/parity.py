@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from facialattr.errors import ParityError
+from facialattr.onnx_runtime import cpu_session as onnx_session  # the name export/ callers use
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,6 @@ class ParityReport:
             "max_abs_diff_by_batch": {str(k): v for k, v in self.max_abs_diff_by_batch.items()},
             "num_images": self.num_images,
         }
-
-
-def onnx_session(path: Path, *, threads: int = 2) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def run_onnx(session: Any, images: np.ndarray, *, batch_size: int) -> np.ndarray:
