@@ -16,16 +16,13 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        # Importable: the launcher makes the stub's interpreter use the launching environment.
-        import onnxruntime as ort
+        # Importable: the launcher makes the stub's interpreter use the launching environment,
+        # where facialattr is installed; the session is set up as everywhere else (spinning off:
+        # spinning threads starve clients that share the CPU, measured to cost nothing here).
+        from facialattr.onnx_runtime import cpu_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "2"))
-        options.inter_op_num_threads = 1
-        # Spinning threads starve clients that share the CPU; measured to cost nothing here.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         onnx_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(onnx_path, threads=int(params.get("intra_op_thread_count", "2")))
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
 
