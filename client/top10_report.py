@@ -1,6 +1,6 @@
 """Top-10 by lift over the prior vs by raw probability, on labelled CelebA images scored by the served model.
 
-    python -m facialattr.client.top10_report --url 127.0.0.1:8001 --celeba /work/shared/data/celeba [--count 1000]
+    python -m facialattr.client.top10_report --url 127.0.0.1:8001 --celeba CELEBA_DIR [--count 1000]
 
 Prints a Markdown report (for docs/TOP10.md): for validation images, how often
 the two rules put the ubiquitous attributes on top, how many truly present rare
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", action="append", default=None, help="Triton gRPC HOST:PORT")
-    p.add_argument("--celeba", type=Path, default=Path("/work/shared/data/celeba"))
+    p.add_argument("--celeba", type=Path, required=True, metavar="DIR",
+                   help="CelebA in its native layout (list_attr_celeba.txt, list_eval_partition.txt, img_align_celeba/)")
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--examples", type=int, default=5)
     args = p.parse_args(argv)
