@@ -13,7 +13,7 @@ Calibrate (``--calibrate DIR``): runs each detector on aligned CelebA images
 facialattr.client.cctv.detect uses. CelebA images are only read, never stored.
 
     python benchmarks/cctv_detectors.py
-    python benchmarks/cctv_detectors.py --calibrate /work/shared/data/celeba/img_align_celeba --images 400
+    python benchmarks/cctv_detectors.py --calibrate CELEBA_DIR/img_align_celeba --images 400
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """INT8 (static QDQ) against FP32 on this CPU: accuracy on CelebA val and speed, side by side in one run.
 
     python benchmarks/int8_vs_fp32.py model_repository/facial_attributes/1/model.onnx \\
-        --celeba /work/shared/data/celeba [--int8 model_int8.onnx] [--plot int8_vs_fp32.png]
+        --celeba CELEBA_DIR [--int8 model_int8.onnx] [--plot int8_vs_fp32.png]
 
 Without ``--int8`` the FP32 model is quantized here exactly as ``facialattr export
 --int8-calibration`` does it (first val images calibrate, the rest grade). The contract

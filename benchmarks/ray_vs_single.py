@@ -1,6 +1,6 @@
 """``facialattr score --engine ray`` against the single-process command, side by side in one run.
 
-    python benchmarks/ray_vs_single.py [--model-repository model_repository] [--images DIR] [--count 2000]
+    python benchmarks/ray_vs_single.py --images DIR [--model-repository model_repository] [--count 2000]
 
 Both sides are the real command (a subprocess) on the same JPEGs and the same embedded
 Triton; the Ray side joins a Ray head this script starts beforehand (``ray start --head
