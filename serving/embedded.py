@@ -66,10 +66,12 @@ class ServerConfig:
 
     @property
     def grpc_url(self) -> str:
+        """``HOST:PORT`` a client on this machine uses for gRPC (a wildcard bind host becomes 127.0.0.1)."""
         return f"{_client_host(self.host)}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
+        """``http://HOST:PORT`` a client on this machine uses for HTTP (served only with ``allow_http``)."""
         return f"http://{_client_host(self.host)}:{self.http_port}"
 
 
@@ -96,6 +98,7 @@ def bundled_server() -> tuple[Path, Path]:
 
 
 def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUseError (naming host and port) when ``port`` cannot be bound on ``host`` now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -111,7 +114,8 @@ class EmbeddedTriton:
         self.config = config
         self._process: subprocess.Popen | None = None
         self._workdir: Path | None = None
-        self._shm_prefix = f"facialattr_{uuid.uuid4().hex[:12]}_"
+        # Name prefix of this server's /dev/shm regions: what stop() and a leak check look for.
+        self.shm_prefix = f"facialattr_{uuid.uuid4().hex[:12]}_"
         self._preload: Path | None = None
         # Header value that unlocks the restricted admin APIs of this server start only.
         self.admin_key = secrets.token_urlsafe(24)
@@ -129,14 +133,17 @@ class EmbeddedTriton:
 
     @property
     def http_admin_headers(self) -> dict[str, str]:
+        """HTTP headers that unlock the restricted admin APIs of this start."""
         return {_ADMIN_KEY_HEADER: self.admin_key}
 
     @property
     def pid(self) -> int | None:
+        """The tritonserver process id (leader of its process group), or None when not started."""
         return self._process.pid if self._process else None
 
     @property
     def log_path(self) -> Path | None:
+        """This start's tritonserver log file in the private work folder, or None before the first start."""
         return self._workdir / "tritonserver.log" if self._workdir else None
 
     def start(self) -> EmbeddedTriton:
@@ -175,7 +182,7 @@ class EmbeddedTriton:
 
     def _start_once(self, cfg: ServerConfig, entries: list[repository.ModelEntry]) -> None:
         binary, libs = bundled_server()
-        self._workdir = workdirs.create(self._shm_prefix)
+        self._workdir = workdirs.create(self.shm_prefix)
         try:
             backends = self._prepare_backends(binary)
             for entry in entries:
@@ -228,7 +235,7 @@ class EmbeddedTriton:
             f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
             f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
-            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--log-verbose={cfg.log_verbose}",
         ]
         if cfg.allow_http:
@@ -331,11 +338,13 @@ class EmbeddedTriton:
             raise ServerError(f"the restricted admin APIs refuse this start's key: {exc.message()}") from exc
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of the server log ("" when there is none yet), for error messages."""
         if not self.log_path or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def is_running(self) -> bool:
+        """True while the tritonserver process started by :meth:`start` has not exited."""
         return self._process is not None and self._process.poll() is None
 
     def wait(self) -> int:
@@ -355,7 +364,7 @@ class EmbeddedTriton:
                 process.wait()
             # Stubs live in the same group; none may outlive the server.
             _signal_group(process.pid, signal.SIGKILL)
-        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)

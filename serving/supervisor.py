@@ -60,6 +60,8 @@ class SupervisorSettings:
 
 @dataclass(frozen=True)
 class Problem:
+    """Why a server must be replaced: ``reason`` one of RESTART_REASONS, ``detail`` a line for the log."""
+
     reason: str  # one of RESTART_REASONS
     detail: str
 
@@ -127,6 +129,7 @@ class InferenceProbe:
         return "ok", ""
 
     def close(self) -> None:
+        """Close the probe's gRPC channel."""
         self._client.close()
 
 
@@ -149,12 +152,15 @@ class SupervisorEndpoint:
 
     @property
     def port(self) -> int:
+        """The TCP port it listens on (the one picked when it was created with port 0)."""
         return self._httpd.server_address[1]
 
     def start(self) -> None:
+        """Serve requests from a daemon thread; returns at once."""
         self._thread.start()
 
     def close(self) -> None:
+        """Stop serving and release the port."""
         if self._thread.is_alive():
             self._httpd.shutdown()
         self._httpd.server_close()
@@ -205,7 +211,7 @@ class Supervisor:
 
     ``run()`` blocks (the ``serve`` command runs it in the main thread); as a context
     manager it runs in a thread of its own that lives as long as the servers it starts
-    (the servers die with the thread that started them, see embedded._die_with_parent).
+    (the servers die with the thread that started them: ``PR_SET_PDEATHSIG``, serving/embedded.py).
     ``endpoint_port`` (None: no endpoint; 0: any free port) serves ``/metrics`` and
     ``/ready`` on the server's host.
     """
@@ -235,10 +241,12 @@ class Supervisor:
 
     @property
     def endpoint_port(self) -> int | None:
+        """The port of the ``/metrics`` and ``/ready`` endpoint, or None when it has none."""
         return self._endpoint.port if self._endpoint else None
 
     @property
     def restarts_total(self) -> int:
+        """Restarts so far, whatever the reason (``restarts`` counts them by reason)."""
         return sum(self.restarts.values())
 
     def run(self, *, on_first_ready: Callable[[Supervisor], None] | None = None) -> None:

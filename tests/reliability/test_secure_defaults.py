@@ -231,7 +231,7 @@ def test_another_local_user_cannot_read_the_admin_key(http_server):
 
 
 def _shm_regions(server) -> list[Path]:
-    regions = sorted(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
+    regions = sorted(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
     assert regions, "the Python backend should hold shared-memory regions"
     return regions
 

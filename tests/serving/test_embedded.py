@@ -86,7 +86,7 @@ def _group_alive(pgid: int) -> bool:
 
 def test_stop_leaves_no_process_and_no_shared_memory_behind(tmp_path):
     server = start_server(make_tiny_repository(tmp_path))
-    pid, prefix = server.pid, server._shm_prefix
+    pid, prefix = server.pid, server.shm_prefix
     assert list(Path("/dev/shm").glob(f"{prefix}*")), "the Python backend should use its own shm regions"
     server.stop()
     assert not _group_alive(pid)

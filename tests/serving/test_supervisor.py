@@ -113,7 +113,7 @@ def _leftovers(pgids: list[int], prefixes: list[str], workdirs: list[Path]) -> l
 
 def _generation(supervisor: Supervisor) -> tuple[int, str, Path]:
     server = supervisor.server
-    return server.pid, server._shm_prefix, server.log_path.parent
+    return server.pid, server.shm_prefix, server.log_path.parent
 
 
 def _wait_restarted(supervisor: Supervisor, old_pid: int, *, timeout_s: float = 120.0) -> None:
