@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Throughput:
+    """One measured way of scoring: ``images`` in ``seconds`` wall time (``images_per_s``), with its CPU seconds when known."""
+
     name: str
     images: int
     seconds: float
@@ -40,6 +42,7 @@ class Throughput:
 
     @property
     def images_per_cpu_s(self) -> float | None:
+        """Images per CPU second (client + local server), or None when CPU time was not measured."""
         return self.images / self.cpu_s if self.cpu_s else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +71,11 @@ def ort_throughput(session, images: np.ndarray, batch_size: int, *, duration_s: 
 
 def ort_in_process(onnx_path: Path, images: np.ndarray, batch_sizes: list[int], *, threads: int,
                    duration_s: float = 4.0) -> list[Throughput]:
+    """ONNX Runtime in this process on pre-decoded ``images``, one ``Throughput`` per batch size.
+
+    ``threads`` intra-op threads (as the served model), ``duration_s`` measured seconds per batch size.
+    Raises onnxruntime's errors when ``onnx_path`` cannot be loaded.
+    """
     session = cpu_session(onnx_path, threads=threads)
     return [ort_throughput(session, images, b, duration_s=duration_s) for b in batch_sizes]
 

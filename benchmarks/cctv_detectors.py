@@ -60,6 +60,10 @@ def labelled_videos(folder: Path, *, frames_per_video: int):
 
 
 def evaluate(detector_names, *, frames_per_video: int) -> None:
+    """Print each detector's hits, false positives, IoU and ms/frame on the synthetic test videos (a Markdown table).
+
+    A detector whose package is missing is reported and skipped, not fatal.
+    """
     detectors = {}
     for name in detector_names:
         try:
@@ -118,6 +122,10 @@ def _print_tables(totals, per_condition) -> None:
 
 
 def calibrate(folder: Path, detector_names, *, images: int) -> None:
+    """Print where each detector's single-face box sits in the first ``images`` aligned CelebA JPEGs of ``folder``.
+
+    The ratios (frame size / box width, box top / box width) are what ``crop_celeba_frame`` needs per detector.
+    """
     files = sorted(folder.glob("*.jpg"))[:images]
     print(f"\n{len(files)} aligned CelebA images from {folder}\n")
     print("| detector | single-face hits | box width px | frame width / box | frame height / box | box top / box width | box centre x px |")
@@ -144,6 +152,7 @@ def calibrate(folder: Path, detector_names, *, images: int) -> None:
 
 
 def main() -> None:
+    """Command line: ``--calibrate DIR`` measures box geometry on CelebA, otherwise detectors are evaluated on test videos."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detectors", nargs="+", default=list(CANDIDATES))
     parser.add_argument("--frames-per-video", type=int, default=12)

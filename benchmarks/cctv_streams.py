@@ -32,6 +32,11 @@ from facialattr import repository
 
 def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, rescore_every: int,
                 parallel: bool = True) -> dict:
+    """Watch ``n_streams`` copies of ``video`` at once against the server at ``url``; frames/s, faces/s, batches.
+
+    Returns a row for ``print_table``: rates per second of wall time, latency percentiles in ms, and the
+    batch sizes Triton formed during the run (from its statistics). ``parallel=False`` shares one detector.
+    """
     sources = [FrameSource(parse_source(f"cam{i}={video}", default_name=f"cam{i}")) for i in range(n_streams)]
     config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=rescore_every), log_interval_s=3600)
     before = server_batch_counts(url)
@@ -54,6 +59,7 @@ def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, re
 
 
 def print_table(rows: list[dict]) -> None:
+    """Print ``run_streams`` rows as a Markdown table, then frames/s relative to the first row."""
     print("\n| streams | frames | frames/s | frames/s per stream | faces/s | crops scored/s | requests | crops/request | "
           "server mean batch | server batches formed (size: count) | frame latency p50 / p95 ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -68,6 +74,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    """Command line (see the module docstring): starts the embedded server on free ports, runs each stream count."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8])

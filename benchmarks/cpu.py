@@ -38,6 +38,7 @@ class CpuMeter:
         self.server_pid = server_pid
 
     def read(self) -> float:
+        """CPU seconds so far (user + system): this process, its finished children and the server tree, if any."""
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         total = time.process_time() + children.ru_utime + children.ru_stime
         if self.server_pid is not None:

@@ -29,10 +29,12 @@ log = logging.getLogger("int8_vs_fp32")
 
 
 def per_attribute_accuracy(probabilities: np.ndarray, labels: np.ndarray, thresholds) -> np.ndarray:
+    """Accuracy of each attribute (fraction in [0, 1]) at its threshold, over the rows of ``probabilities``."""
     return ((probabilities >= np.asarray(thresholds)) == labels.astype(bool)).mean(axis=0)
 
 
 def plot(path: Path, names, fp32_acc, int8_acc, batch_sizes, speeds) -> None:
+    """Write a PNG to ``path``: per-attribute accuracy change (points) and images/s per batch size, FP32 vs INT8."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,6 +59,7 @@ def plot(path: Path, names, fp32_acc, int8_acc, batch_sizes, speeds) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring); returns 0 (errors from export.quantize are raised, not coded)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("fp32", type=Path, help="FP32 model.onnx inside a model repository version folder")
     parser.add_argument("--celeba", type=Path, required=True, help="CelebA folder (its val split is used)")

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadSpec:
+    """One load point: ``concurrency`` closed-loop clients sending ``batch_size`` images, ``duration_s`` measured
+    after ``warmup_s`` seconds; a request taking over ``timeout_s`` seconds counts as an error.
+    """
+
     batch_size: int
     concurrency: int
     duration_s: float = 5.0
@@ -34,6 +38,10 @@ class LoadSpec:
 
 @dataclass(frozen=True)
 class LoadResult:
+    """What one load point measured: client latencies in ms, images/s over the window, errors, and
+    the server's own statistics for the same window (``server``, None when not read).
+    """
+
     batch_size: int
     concurrency: int
     duration_s: float
@@ -50,6 +58,7 @@ class LoadResult:
 
     @property
     def images_per_cpu_s(self) -> float | None:
+        """Images per CPU second of load generator + server, or None when the server is not local."""
         return self.requests * self.batch_size / self.cpu_s if self.cpu_s else None
 
     def to_dict(self) -> dict[str, Any]:

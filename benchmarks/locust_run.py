@@ -22,25 +22,34 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 @dataclass(frozen=True)
 class LocustRun:
+    """One headless Locust run: the command shown to readers, its statistics rows, its exit status."""
+
     command: str
     rows: list[dict[str, str]]  # locust's *_stats.csv rows, the "Aggregated" row last
     returncode: int
 
     @property
     def aggregated(self) -> dict[str, str]:
+        """The "Aggregated" statistics row (all request types)."""
         return self.rows[-1]
 
     @property
     def requests(self) -> int:
+        """Requests Locust counted over the run (all request types)."""
         return int(self.aggregated["Request Count"])
 
     @property
     def failures(self) -> int:
+        """Failed requests Locust counted over the run."""
         return int(self.aggregated["Failure Count"])
 
 
 def locust_command(host: str, *, users: int, run_time_s: int, csv_prefix: Path, html: Path | None = None,
                    user_classes: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> list[str]:
+    """The argv of a headless Locust run of ``benchmarks/locustfile.py`` against ``host`` (gRPC HOST:PORT).
+
+    ``users`` spawned at once, ``run_time_s`` seconds, CSV statistics under ``csv_prefix``, optional HTML report.
+    """
     args = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
             "-t", f"{run_time_s}s", "--host", host, "--csv", str(csv_prefix), "--only-summary",
             "--stop-timeout", "10", *extra]

@@ -96,11 +96,14 @@ def _load_images(options, contract: ModelContract) -> np.ndarray:
 
 
 class TritonUser(User):
+    """A Locust user with its own gRPC client that reads the served model's config at start."""
+
     abstract = True
     wait_time = constant(0)
     batch_size = 1
 
     def on_start(self) -> None:
+        """Open this user's client and read the served config (tensor names, input size) from the server."""
         options = self.environment.parsed_options
         self.model_name = options.model_name
         self.timeout_s = options.request_timeout_s
@@ -112,6 +115,7 @@ class TritonUser(User):
         self.cursor = 0
 
     def on_stop(self) -> None:
+        """Close the client once, here (see benchmarks/README.md: a second close from ``__del__`` could hang)."""
         self.client.close()
 
     def _next_batch(self, n: int) -> np.ndarray:
@@ -120,6 +124,7 @@ class TritonUser(User):
         return self.images[idx]
 
     def infer(self, n: int, name: str) -> None:
+        """Send ``n`` images as one request and report it to Locust as ``name`` (response time in ms)."""
         batch = self._next_batch(n)
         tensor = grpcclient.InferInput(self.contract.input_name, list(batch.shape), "UINT8")
         tensor.set_data_from_numpy(batch)
@@ -147,6 +152,7 @@ class CctvUser(TritonUser):
 
     @task
     def single_face(self) -> None:
+        """One request with one face."""
         self.infer(1, "infer 1 face")
 
 
@@ -157,5 +163,6 @@ class BulkUser(TritonUser):
 
     @task
     def batch_of_faces(self) -> None:
+        """One request with ``--bulk-batch`` faces (at most the server's max batch size)."""
         n = min(self.environment.parsed_options.bulk_batch, self.contract.max_batch_size)
         self.infer(n, f"infer batch of {n}")

@@ -88,6 +88,7 @@ def trial_chart(trials: list[dict[str, Any]], path: Path, *, title: str, p99_bud
 
 
 def rss_over_time(samples: list[dict[str, float]], path: Path, *, title: str) -> Path:
+    """Plot resident memory (MiB) of the server tree against minutes under load into ``path`` (PNG); returns ``path``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     ax.plot([s["elapsed_s"] / 60 for s in samples], [s["rss_mib"] for s in samples], marker=".")

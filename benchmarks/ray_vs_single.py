@@ -50,6 +50,7 @@ def run_ray(folder: Path, out: Path, url: str, address: str, *, shard_size: int,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The shared run options (``add_run_args``) plus the Ray comparison's own."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(p)
     p.add_argument("--shard-size", type=int, default=256)
@@ -59,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Command line (see the module docstring); returns the exit status 0."""
     import logging
 
     from facialattr.client.ray_cluster import start_ray_head, stop_ray_head

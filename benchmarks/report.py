@@ -13,6 +13,7 @@ SOAK_END = "<!-- soak:end -->"
 
 
 def machine_info() -> dict[str, Any]:
+    """CPU model, logical cores, memory (GiB), OS, Python and the measuring packages' versions."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -109,6 +110,7 @@ def _load_line(data: dict[str, Any]) -> str:
 
 
 def verdict(passed: bool | None) -> str:
+    """"pass", "FAIL", or "n/a" when a target does not apply (``passed`` is None)."""
     return "n/a" if passed is None else ("pass" if passed else "FAIL")
 
 
@@ -293,6 +295,7 @@ def soak_section(existing: str) -> str:
 
 
 def replace_soak_section(results_md: Path, section_body: str) -> None:
+    """Put ``section_body`` between the soak markers of ``results_md`` (appended when absent); other text is kept."""
     text = results_md.read_text() if results_md.exists() else ""
     block = f"{SOAK_BEGIN}\n{section_body.strip()}\n{SOAK_END}"
     if SOAK_BEGIN in text:
@@ -303,6 +306,7 @@ def replace_soak_section(results_md: Path, section_body: str) -> None:
 
 
 def write_results_md(data: dict[str, Any], path: Path) -> Path:
+    """Render RESULTS.md from a run's ``data`` into ``path``, keeping its existing soak section; returns ``path``."""
     existing = path.read_text() if path.exists() else ""
     parts = (_header(data) + _targets(data) + _paired(data) + _baselines(data) + _trial(data) + _sweep(data) + _other_sizes(data)
              + _locust(data) + [soak_section(existing), ""] + GPU_SECTION + MEANING)

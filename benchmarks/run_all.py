@@ -41,6 +41,7 @@ CANDIDATES = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options of ``python benchmarks/run_all.py`` (see ``--help``)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="folder of face JPEGs (CelebA aligned); required unless --render-only")
     p.add_argument("--limit", type=int, default=2000, help="images used (default: %(default)s)")
@@ -59,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def resolve_models(args: argparse.Namespace) -> tuple[Path, Path | None, list[int]]:
+    """(repository, Keras file or None, further stand-in sizes): the stand-in when ``--standin``, else the given model."""
     if args.standin is None:
         return args.model_repository, args.keras_model, []
     sizes = args.standin or [128, 160]
@@ -67,6 +69,7 @@ def resolve_models(args: argparse.Namespace) -> tuple[Path, Path | None, list[in
 
 
 def ort_best(results: list[baselines.Throughput]) -> baselines.Throughput:
+    """The fastest ONNX Runtime measurement (highest images/s)."""
     return max(results, key=lambda r: r.images_per_s)
 
 
@@ -108,6 +111,7 @@ def measure_serving(repo: Path, frames, files, args, *, onnx_path: Path, paired_
 
 
 def reason(best, trials) -> str:
+    """One sentence saying why ``best`` was chosen among ``trials``."""
     u = best.users
     within = [t for t in trials if t.users.p99_ms <= P99_BUDGET_MS and t.users.errors == 0]
     if not within:
@@ -120,6 +124,7 @@ def reason(best, trials) -> str:
 
 
 def other_size(size: int, settings: dict[str, Any], folder: Path, limit: int, duration_s: float) -> dict[str, Any]:
+    """ONNX Runtime and Triton bulk throughput (images/s) of the stand-in at ``size`` pixels, with the chosen settings."""
     extra = standin.build_standin(size=size)
     entry = repository.load_model(extra.repository)
     frames = images.prepare_files(images.list_images(folder, limit=min(limit, 512)), entry.contract.preprocessing)
@@ -186,6 +191,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def draw(data: dict[str, Any], out: Path) -> None:
+    """Write the run's PNG charts (sweep, baselines, settings trial) into ``out``."""
     h, w = data["model"]["size_hw"]
     ort = max(r["images_per_s"] for r in data["ort"])
     plots.throughput_latency(data["sweep"], out / "sweep.png", ceiling=ort,
@@ -197,6 +203,7 @@ def draw(data: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line (see ``--help``); returns 0 when the run completed."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.render_only:

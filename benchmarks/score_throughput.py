@@ -38,6 +38,7 @@ from facialattr.onnx_runtime import cpu_session
 
 
 def decoders() -> dict:
+    """The JPEG decoders compared, by name: bytes -> RGB uint8 array (H, W, 3)."""
     import cv2
     import simplejpeg
     from PIL import Image
@@ -100,6 +101,7 @@ def in_process_ceiling(files: list[Path], onnx_path: Path, contract, decode, *, 
 
 
 def run_library(folder: Path, out: Path, url: str, *, workers: int, max_in_flight: int, batch_size: int | None) -> dict:
+    """``score_paths`` over ``folder`` with one Scorer: its summary, the Scorer's statistics and the server's for the run."""
     from facialattr.client import serverstats
     from facialattr.client.batching import EngineConfig
     from facialattr.client.bulk import score_paths
@@ -139,6 +141,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The shared run options (``add_run_args``) plus the client's workers, requests in flight and batch size."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(p)
     p.add_argument("--workers", type=int, default=2, help="decode threads on both sides")
@@ -148,6 +151,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def pick_files(folder: Path, count: int) -> list[Path]:
+    """The first ``count`` JPEGs of ``folder`` in name order; exits with a message when it holds fewer."""
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg")))[:count]
     if len(names) < count:
         raise SystemExit(f"{folder} has only {len(names)} JPEGs; need {count}")
@@ -155,6 +159,7 @@ def pick_files(folder: Path, count: int) -> list[Path]:
 
 
 def main(argv=None) -> int:
+    """Command line (see the module docstring); returns the exit status 0."""
     import logging
 
     logging.basicConfig(level=logging.WARNING)

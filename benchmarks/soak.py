@@ -41,6 +41,11 @@ def server_rss_mib(pid: int) -> tuple[float, int]:
 
 
 def soak(server, *, minutes: float, users: int, out: Path, sample_every_s: float = 15.0) -> dict[str, Any]:
+    """Locust load on ``server`` for ``minutes``, sampling its memory every ``sample_every_s`` seconds.
+
+    Returns the samples (RSS in MiB), request and failure counts and whether the server survived; the Locust
+    files go under ``out``.
+    """
     url = server.config.grpc_url
     # A short warm-up so "before" is the steady state after the first batches, not a cold start.
     locust_run.run_locust(url, users=users, run_time_s=10, csv_prefix=out / "soak_warmup")
@@ -80,6 +85,7 @@ def _steady_growth(samples: list[dict[str, float]]) -> float:
 
 
 def section(result: dict[str, Any], settings: ServingSettings, model: str, *, plot: str) -> str:
+    """The RESULTS.md soak section (Markdown) for a ``soak`` result."""
     growth = result["rss_after_mib"] - result["rss_before_mib"]
     rows = "\n".join(f"| {r['Name']} | {r['Request Count']} | {r['Failure Count']} | {float(r['Requests/s']):.1f} "
                      f"| {r['50%']} | {r['99%']} |" for r in result["rows"])
@@ -109,6 +115,7 @@ niced next to whatever else the machine does, so its request rate is not a throu
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line (see ``--help``); returns 0 when the server survived with no failed request, else 1."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     p.add_argument("--minutes", type=float, default=10.0)

@@ -36,9 +36,11 @@ class ServingSettings:
 
     @property
     def label(self) -> str:
+        """Short human-readable form, e.g. "2 inst x 1 thr, delay 2 ms"."""
         return f"{self.instances} inst x {self.intra_op_threads} thr, delay {self.max_queue_delay_us / 1000:g} ms"
 
     def model_config(self, base: triton_config.ModelConfig) -> triton_config.ModelConfig:
+        """``base`` with these instances, threads and batching delay."""
         import dataclasses
 
         batching = dataclasses.replace(base.dynamic_batching, max_queue_delay_microseconds=self.max_queue_delay_us)
@@ -71,6 +73,10 @@ def serve_with(source: Path, settings: ServingSettings) -> Iterator[Any]:
 def run_sweep(url: str, images: np.ndarray, *, batch_sizes: list[int], concurrencies: list[int],
               duration_s: float, warmup_s: float = 1.0, max_batch_size: int | None = None,
               server_pid: int | None = None) -> list[LoadResult]:
+    """One ``run_load`` per (batch size, concurrency), batch sizes above ``max_batch_size`` skipped with a warning.
+
+    ``duration_s``/``warmup_s`` in seconds per point; ``server_pid`` (a local server) adds CPU accounting.
+    """
     results = []
     for batch_size in batch_sizes:
         if max_batch_size and batch_size > max_batch_size:
@@ -96,6 +102,7 @@ class Aggregate:
 
     @classmethod
     def of(cls, passes: list[LoadResult]) -> Aggregate:
+        """The means of ``passes`` (errors summed), each pass kept."""
         return cls(
             images_per_s=float(np.mean([p.images_per_s for p in passes])),
             p50_ms=float(np.mean([p.p50_ms for p in passes])),
@@ -116,6 +123,8 @@ class Aggregate:
 
 @dataclass(frozen=True)
 class TrialResult:
+    """One candidate's settings with its bulk and concurrent-users aggregates."""
+
     settings: ServingSettings
     bulk: Aggregate
     users: Aggregate
@@ -168,6 +177,7 @@ def settings_of(config) -> ServingSettings:
 
 
 def server_contract(url: str):
+    """What the server at ``url`` serves, read from its model config (raises tritonclient's error when it cannot answer)."""
     import tritonclient.grpc as grpcclient
 
     from facialattr import MODEL_NAME

@@ -33,6 +33,8 @@ def server_batch_counts(url: str, model_name: str = MODEL_NAME) -> Counter[int]:
 
 @dataclass
 class Snapshot:
+    """The watcher's counters at one moment: totals since start, rates per second, frame latency in ms."""
+
     elapsed_s: float
     frames: int
     faces: int
@@ -46,6 +48,7 @@ class Snapshot:
     mean_request_batch: float
 
     def line(self) -> str:
+        """One log line with the rates, counts and latency percentiles."""
         return (f"{self.fps:.1f} frames/s, {self.faces_per_s:.1f} faces/s, {self.frames} frames "
                 f"({self.dropped} dropped), {self.scored} crops scored in {self.requests} requests "
                 f"(mean {self.mean_request_batch:.1f}/request), latency p50 {self.latency_p50_ms:.0f} ms "
@@ -91,6 +94,7 @@ class WatchMetrics:
         return bound
 
     def frame(self, camera: str, *, faces: int, latency_s: float) -> None:
+        """Count one processed frame of ``camera`` with its ``faces`` and read-to-written latency (seconds)."""
         with self._lock:
             self.frames += 1
             self.faces += faces
@@ -101,6 +105,7 @@ class WatchMetrics:
             self._prom["latency"].observe(latency_s)
 
     def request(self, batch_size: int) -> None:
+        """Count one inference request of ``batch_size`` face crops."""
         with self._lock:
             self.requests += 1
             self.scored += batch_size
@@ -108,6 +113,7 @@ class WatchMetrics:
             self._prom["batch"].observe(batch_size)
 
     def set_dropped(self, per_camera: dict[str, int]) -> None:
+        """Frames skipped so far to stay real-time, per camera."""
         with self._lock:
             self.dropped = sum(per_camera.values())
         if self._prom:
@@ -115,10 +121,12 @@ class WatchMetrics:
                 self._prom["dropped"].labels(camera).set(n)
 
     def set_server_mean_batch(self, value: float) -> None:
+        """The mean batch size Triton formed (exported only when metrics are served)."""
         if self._prom:
             self._prom["server_batch"].set(value)
 
     def snapshot(self) -> Snapshot:
+        """The counters now, with rates over the time since this object was created."""
         with self._lock:
             elapsed = max(1e-9, time.monotonic() - self._start)
             lat = np.asarray(self._latencies_ms) if self._latencies_ms else np.zeros(1)
