@@ -11,8 +11,8 @@ from typing import Any
 
 from facialattr.client.failures import EndpointError, status_code
 
-from facialattr.contract import ModelContract
 from facialattr.errors import ContractError, InputError
+from facialattr.triton_config import ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,12 @@ def open_endpoints(urls: str | Sequence[str], *, max_message_bytes: int) -> list
     return [Endpoint(url, grpcclient.InferenceServerClient(url, channel_args=channel_args)) for url in normalise_urls(urls)]
 
 
-def read_contract(endpoint: Endpoint, model_name: str, model_version: str, timeout_s: float) -> ModelContract:
-    """The contract from the server's model config, cross-checked against its model metadata."""
+def read_contract(endpoint: Endpoint, model_name: str, model_version: str, timeout_s: float) -> ServedModel:
+    """The model's Triton config and contract from the server, cross-checked against its model metadata.
+
+    Raises EndpointError when the server cannot be asked, ContractError (naming the URL) when the
+    config lacks the contract or disagrees with the metadata.
+    """
     from tritonclient.utils import InferenceServerException
 
     try:
@@ -124,21 +128,25 @@ def read_contract(endpoint: Endpoint, model_name: str, model_version: str, timeo
     except InferenceServerException as exc:
         raise EndpointError(f"{endpoint.url}: cannot read model {model_name!r}: {exc}", code=status_code(exc)) from None
     try:
-        contract = ModelContract.from_model_config(config)
+        served = ServedModel.from_proto(config)
     except ContractError as exc:
         raise ContractError(f"{endpoint.url}: {exc}") from None
-    check_metadata(contract, metadata, url=endpoint.url)
-    preferred = [int(b) for b in config.dynamic_batching.preferred_batch_size if int(b) > 0]
+    check_metadata(served, metadata, url=endpoint.url)
+    preferred = [b for b in served.config.dynamic_batching.preferred_batch_size if b > 0]
     endpoint.preferred_batch = max(preferred) if preferred else None
-    return contract
+    return served
 
 
-def check_metadata(contract: ModelContract, metadata: Any, *, url: str) -> None:
-    """The model's metadata (what the server will actually accept) must agree with the contract."""
+def check_metadata(served: ServedModel, metadata: Any, *, url: str) -> None:
+    """The model's metadata (what the server will actually accept) must agree with its config and contract.
+
+    Raises ContractError naming ``url`` when a tensor's name, type or shape differs.
+    """
+    config, contract = served.config, served.contract
     h, w = contract.preprocessing.size_hw
-    batch_dim = [-1] if contract.max_batch_size > 0 else []
-    expected_in = (contract.input_name, "UINT8", batch_dim + [h, w, 3])
-    expected_out = (contract.output_name, "FP32", batch_dim + [contract.num_attributes])
+    batch_dim = [-1] if config.max_batch_size > 0 else []
+    expected_in = (config.input_name, "UINT8", batch_dim + [h, w, 3])
+    expected_out = (config.output_name, "FP32", batch_dim + [contract.num_attributes])
     if len(metadata.inputs) != 1 or len(metadata.outputs) != 1:
         raise ContractError(f"{url}: model metadata lists {len(metadata.inputs)} inputs and {len(metadata.outputs)} outputs")
     for kind, tensor, expected in (("input", metadata.inputs[0], expected_in), ("output", metadata.outputs[0], expected_out)):

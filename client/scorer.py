@@ -42,6 +42,7 @@ from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStat
 
 from facialattr import MODEL_NAME
 from facialattr.contract import ModelContract
+from facialattr.triton_config import ModelConfig, ServedModel
 from facialattr.errors import ContractError, InferenceError, InputError
 
 log = logging.getLogger(__name__)
@@ -99,17 +100,20 @@ class Scorer:
         if answered_wait_s is None:
             answered_wait_s = self.retry.give_up_after_s
         try:
-            self.contract: ModelContract = self._connect(connect_timeout_s, answered_wait_s)
+            # Triton's config (tensor names, max_batch_size) and the contract, as every endpoint serves them.
+            self.served: ServedModel = self._connect(connect_timeout_s, answered_wait_s)
         except BaseException:
             for endpoint in self._endpoints:
                 endpoint.close()
             raise
+        self.contract: ModelContract = self.served.contract
+        self.model_config: ModelConfig = self.served.config
         h, w = self.contract.preprocessing.size_hw
         # Requests fill up to the server's max_batch_size, or to the largest preferred_batch_size
         # it declares (on 2 CPU cores MobileNetV2 runs faster at 8-16 than at 64), and never
         # exceed the channel's message limit (leaving room for framing).
         preferred = [e.preferred_batch for e in self._endpoints if e.verified and e.preferred_batch]
-        server_batch = min([self.contract.max_batch_size or 1, *preferred])
+        server_batch = min([self.model_config.max_batch_size or 1, *preferred])
         self.chunk_size = max(1, min(server_batch, (max_message_bytes - 65536) // (h * w * 3)))
         self._cond = threading.Condition()
         self._ready: list[tuple[float, int, _Job]] = []
@@ -133,7 +137,7 @@ class Scorer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self, connect_timeout_s: float | None, answered_wait_s: float | None) -> ModelContract:
+    def _connect(self, connect_timeout_s: float | None, answered_wait_s: float | None) -> ServedModel:
         """The contract from every endpoint that answers; they must agree. Waits for at least one."""
         started = time.monotonic()
         answered = False  # some endpoint answered as a gRPC server (e.g. "model not loaded yet")
@@ -155,7 +159,7 @@ class Scorer:
             if contracts:
                 first_url, contract = next(iter(contracts.items()))
                 for url, other in contracts.items():
-                    if other != contract:
+                    if not other.interchangeable_with(contract):
                         raise ContractError(f"endpoints {first_url} and {url} serve different model contracts")
                 return contract
             wait_s = answered_wait_s if answered else connect_timeout_s
@@ -213,7 +217,7 @@ class Scorer:
     def _submit_chunk(self, chunk: np.ndarray) -> concurrent.futures.Future:
         import tritonclient.grpc as grpcclient
 
-        inp = grpcclient.InferInput(self.contract.input_name, list(chunk.shape), "UINT8")
+        inp = grpcclient.InferInput(self.model_config.input_name, list(chunk.shape), "UINT8")
         inp.set_data_from_numpy(chunk)  # serialised once, reused by every retry
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
@@ -279,7 +283,7 @@ class Scorer:
             except InferenceError as exc:
                 self._finish(job, endpoint, started, None, unavailable_error(str(exc)))
                 return
-            if contract != self.contract:
+            if not contract.interchangeable_with(self.served):
                 log.error("%s serves a different model contract; not using it", endpoint.url)
                 endpoint.disabled = True
                 self._finish(job, endpoint, started, None, unavailable_error(f"{endpoint.url}: contract mismatch"))
@@ -291,7 +295,7 @@ class Scorer:
                 self.model_name, job.inputs,
                 lambda result, error: self._finish_safely(job, endpoint, started, result, error),
                 model_version=self.model_version,
-                outputs=[grpcclient.InferRequestedOutput(self.contract.output_name)],
+                outputs=[grpcclient.InferRequestedOutput(self.model_config.output_name)],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
@@ -311,10 +315,10 @@ class Scorer:
         output, status = None, None
         if error is None:
             try:
-                output = result.as_numpy(self.contract.output_name)
+                output = result.as_numpy(self.model_config.output_name)
             except ValueError as exc:  # payload that doesn't fit its shape: must not escape the callback
                 output = None
-                error = InferenceError(f"{endpoint.url} returned a malformed {self.contract.output_name!r} tensor: {exc}")
+                error = InferenceError(f"{endpoint.url} returned a malformed {self.model_config.output_name!r} tensor: {exc}")
         if error is None:
             if output is None or output.shape != (job.size, self.contract.num_attributes):
                 shape = None if output is None else output.shape

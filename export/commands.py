@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facialattr.triton_config import DEFAULT_MAX_BATCH_SIZE
+
 DEFAULT_REPOSITORY = "model_repository"
 
 
@@ -21,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--version", type=int, help="version number to write (default: the next free one)")
     p.add_argument("--replace", action="store_true",
                    help="regenerate the model folder completely: earlier versions are removed")
-    p.add_argument("--max-batch-size", type=int, default=64, help="Triton max_batch_size (default: %(default)s)")
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="Triton max_batch_size (default: %(default)s)")
     p.add_argument("--instances", type=int, default=2, help="model instances per device (default: %(default)s)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
     p.add_argument("--tensorrt-fp16", action="store_true",

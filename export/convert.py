@@ -12,6 +12,7 @@ from typing import Any
 
 from facialattr.contract import ModelContract
 from facialattr.errors import ExportError
+from facialattr.triton_config import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +54,22 @@ def check_keras_interface(model: Any, contract: ModelContract) -> None:
 
 
 def convert_to_onnx(model: Any, target: Path, contract: ModelContract, *, opset: int = OPSET) -> Path:
-    """Convert with tf2onnx and name the tensors as the contract says. Returns ``target``."""
+    """Convert with tf2onnx and name the tensors as Triton's config does (INPUT_NAME, OUTPUT_NAME). Returns ``target``.
+
+    Raises ExportError when tf2onnx cannot convert the model.
+    """
     import onnx
     import tensorflow as tf
     import tf2onnx
 
     h, w = contract.preprocessing.size_hw
-    signature = (tf.TensorSpec((None, h, w, 3), tf.uint8, name=contract.input_name),)
+    signature = (tf.TensorSpec((None, h, w, 3), tf.uint8, name=INPUT_NAME),)
     log.info("converting to ONNX (opset %d, tf2onnx %s)", opset, tf2onnx.__version__)
     try:
         model_proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     except Exception as exc:  # tf2onnx raises bare exceptions for unsupported ops
         raise ExportError(f"tf2onnx could not convert the model: {exc}") from exc
-    rename_graph_tensors(model_proto, inputs=[contract.input_name], outputs=[contract.output_name])
+    rename_graph_tensors(model_proto, inputs=[INPUT_NAME], outputs=[OUTPUT_NAME])
     onnx.checker.check_model(model_proto)
     target = Path(target)
     onnx.save(model_proto, target)
@@ -100,8 +104,8 @@ def check_onnx_interface(path: Path, contract: ModelContract) -> None:
     graph = onnx.load(str(path), load_external_data=False).graph
     h, w = contract.preprocessing.size_hw
     expected = (
-        ("input", graph.input, contract.input_name, onnx.TensorProto.UINT8, [h, w, 3]),
-        ("output", graph.output, contract.output_name, onnx.TensorProto.FLOAT, [contract.num_attributes]),
+        ("input", graph.input, INPUT_NAME, onnx.TensorProto.UINT8, [h, w, 3]),
+        ("output", graph.output, OUTPUT_NAME, onnx.TensorProto.FLOAT, [contract.num_attributes]),
     )
     for kind, values, name, elem_type, dims in expected:
         if len(values) != 1 or values[0].name != name:

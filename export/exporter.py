@@ -40,12 +40,14 @@ INT8_MODEL_NAME = f"{MODEL_NAME}_int8"
 
 @dataclass(frozen=True)
 class ExportOptions:
+    """What ``facialattr export`` was asked to do; raises ExportError for counts below 1 or a tolerance <= 0."""
+
     repository: Path
     version: int | None = None
     # Regenerate the model folder from scratch (old versions removed) instead of adding a version.
     replace: bool = False
     opset: int = convert.OPSET
-    max_batch_size: int = 64
+    max_batch_size: int = triton_config.DEFAULT_MAX_BATCH_SIZE
     instance_count: int = 2
     tensorrt_fp16: bool = False
     parity_images: Path | None = None
@@ -69,6 +71,8 @@ class ExportOptions:
 
 @dataclass(frozen=True)
 class ExportResult:
+    """The published FP32 version folder, its parity report, and the INT8 attempts (if asked)."""
+
     version_dir: Path
     parity: parity.ParityReport
     # Every INT8 recipe tried, in order; the last one passed the gate if int8_version_dir is set.
@@ -77,11 +81,15 @@ class ExportResult:
 
     @property
     def int8(self) -> Int8Report | None:
+        """The last INT8 attempt (the one that passed, if any passed), or None when INT8 was not asked for."""
         return self.int8_attempts[-1] if self.int8_attempts else None
 
 
 def resolve_sources(model: Path, contract: Path | None = None) -> tuple[Path, Path]:
-    """(model.keras, contract.json) from a training run folder or a ``.keras`` file plus its contract."""
+    """(model.keras, contract.json) from a training run folder or a ``.keras`` file plus its contract.
+
+    Raises ExportError naming the path when either file is missing.
+    """
     model = Path(model)
     if model.is_dir():
         keras_path, contract = model / KERAS_FILENAME, Path(contract or model / CONTRACT_FILENAME)
@@ -98,7 +106,8 @@ def resolve_sources(model: Path, contract: Path | None = None) -> tuple[Path, Pa
     return keras_path, Path(contract)
 
 
-def load_contract(path: Path, *, max_batch_size: int) -> ModelContract:
+def load_contract(path: Path) -> ModelContract:
+    """The contract in a run's ``contract.json``; raises ExportError naming ``path`` when unreadable or invalid."""
     try:
         params = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -106,13 +115,20 @@ def load_contract(path: Path, *, max_batch_size: int) -> ModelContract:
     if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
         raise ExportError(f"{path}: expected a JSON object of string parameters (ModelContract.to_parameters())")
     try:
-        return ModelContract.from_parameters(params, max_batch_size=max_batch_size)
+        return ModelContract.from_parameters(params)
     except FacialAttrError as exc:
         raise ExportError(f"{path}: {exc}") from exc
 
 
-def check_publishable(repo: Path, contract: ModelContract, *, version: int | None, name: str = MODEL_NAME) -> None:
-    """Before any work: the version must be free, and older versions must stay servable (same tensor shapes)."""
+def check_publishable(repo: Path, contract: ModelContract, *, version: int | None,
+                      model_config: triton_config.ModelConfig | None = None) -> None:
+    """Before any work: the version must be free, and older versions must stay servable (same tensor shapes).
+
+    ``model_config`` (default: the defaults) is the config the new model would be served with.
+    Raises ExportError when the version exists or the tensors' names or dims would change.
+    """
+    model_config = model_config or triton_config.ModelConfig()
+    name = model_config.name
     model_dir = Path(repo) / name
     if version is not None and model_dir.is_dir() and version in repository.version_numbers(model_dir):
         raise ExportError(f"{model_dir}/{version} exists; choose another --version, or --replace")
@@ -120,7 +136,7 @@ def check_publishable(repo: Path, contract: ModelContract, *, version: int | Non
     if not config_path.is_file():
         return
     old = triton_config.load(config_path)
-    new = triton_config.ModelConfig(name=name, max_batch_size=contract.max_batch_size).to_proto(contract)
+    new = model_config.to_proto(contract)
     for kind in ("input", "output"):
         old_t, new_t = getattr(old, kind), getattr(new, kind)
         if [(t.name, list(t.dims)) for t in old_t] != [(t.name, list(t.dims)) for t in new_t]:
@@ -132,39 +148,43 @@ def check_publishable(repo: Path, contract: ModelContract, *, version: int | Non
 
 
 def export_model(model: Path, options: ExportOptions, *, contract_path: Path | None = None) -> ExportResult:
-    """Convert, gate, and publish one trained model (plus its INT8 variant when asked and it qualifies)."""
+    """Convert, gate, and publish one trained model (plus its INT8 variant when asked and it qualifies).
+
+    Raises ExportError for missing or inconsistent inputs and failed conversion, ParityError when
+    ONNX Runtime does not reproduce Keras within ``options.parity_tolerance``.
+    """
     keras_path, contract_path = resolve_sources(model, contract_path)
-    contract = load_contract(contract_path, max_batch_size=options.max_batch_size)
+    contract = load_contract(contract_path)
     if not options.replace:
-        check_publishable(options.repository, contract, version=options.version)
+        check_publishable(options.repository, contract, version=options.version, model_config=_fp32_config(options))
     keras_model = convert.load_keras_model(keras_path)
     convert.check_keras_interface(keras_model, contract)
     with tempfile.TemporaryDirectory(prefix="facialattr-export-") as tmp:
         onnx_path = convert.convert_to_onnx(keras_model, Path(tmp) / "model.onnx", contract, opset=options.opset)
         convert.check_onnx_interface(onnx_path, contract)
         gate = parity.check_parity(keras_model, onnx_path, _parity_images(contract, options),
-                                   max_batch_size=contract.max_batch_size, tolerance=options.parity_tolerance)
+                                   max_batch_size=options.max_batch_size, tolerance=options.parity_tolerance)
         attempts, int8_path = (), None
         if options.int8_calibration is not None:
             int8_path = Path(tmp) / "model_int8.onnx"
             attempts = _quantize_and_compare(onnx_path, int8_path, contract, options)
         export_info = _export_info(keras_path, options, gate)
         fp32_contract = _with_summary(contract, export=export_info)
-        version_dir = _publish(onnx_path, fp32_contract, _fp32_config(contract, options), options)
+        version_dir = _publish(onnx_path, fp32_contract, _fp32_config(options), options)
         int8_dir = None
         if attempts and attempts[-1].passed:
             int8_contract = _with_summary(contract, export=export_info, int8=attempts[-1].as_dict(),
                                           quantized_from={"model": MODEL_NAME, "version": int(version_dir.name)})
             # Its own version sequence: an explicit --version names the FP32 model's version only.
             int8_options = options if options.replace else dataclasses.replace(options, version=None)
-            int8_dir = _publish(int8_path, int8_contract, _int8_config(contract, options), int8_options)
+            int8_dir = _publish(int8_path, int8_contract, _int8_config(options), int8_options)
         elif options.replace:
             _remove_model_folder(options.repository / INT8_MODEL_NAME)
     return ExportResult(version_dir=version_dir, parity=gate, int8_attempts=attempts, int8_version_dir=int8_dir)
 
 
 def _parity_images(contract: ModelContract, options: ExportOptions):
-    count = contract.max_batch_size
+    count = options.max_batch_size
     if options.parity_images is not None:
         return images.load_folder(options.parity_images, contract.preprocessing, count=count)
     return images.sample_photos(contract.preprocessing, count=count)
@@ -219,17 +239,17 @@ def _with_summary(contract: ModelContract, **extra: Any) -> ModelContract:
     return dataclasses.replace(contract, summary={**contract.summary, **extra})
 
 
-def _fp32_config(contract: ModelContract, options: ExportOptions) -> triton_config.ModelConfig:
+def _fp32_config(options: ExportOptions) -> triton_config.ModelConfig:
     return triton_config.ModelConfig(
-        max_batch_size=contract.max_batch_size, tensorrt_fp16=options.tensorrt_fp16,
+        max_batch_size=options.max_batch_size, tensorrt_fp16=options.tensorrt_fp16,
         instance_group=(triton_config.InstanceGroup(count=options.instance_count),),
     )
 
 
-def _int8_config(contract: ModelContract, options: ExportOptions) -> triton_config.ModelConfig:
+def _int8_config(options: ExportOptions) -> triton_config.ModelConfig:
     # QDQ INT8 is the CPU deployment's model: pin it to CPU instances, no TensorRT section.
     return triton_config.ModelConfig(
-        name=INT8_MODEL_NAME, max_batch_size=contract.max_batch_size,
+        name=INT8_MODEL_NAME, max_batch_size=options.max_batch_size,
         instance_group=(triton_config.InstanceGroup(count=options.instance_count, kind="KIND_CPU"),),
     )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facialattr.contract import INPUT_NAME, OUTPUT_NAME
+from facialattr.triton_config import INPUT_NAME, OUTPUT_NAME
 
 
 def build_tiny_onnx(path: Path, *, size_hw: tuple[int, int] = (128, 128), num_outputs: int = 40, seed: int = 0) -> Path:

@@ -1,9 +1,11 @@
-"""The model contract: everything a client needs to feed the model and read its answer.
+"""The model contract: what a client needs to feed the model and read its answer that
+Triton's own config does not say: preprocessing, attribute names, thresholds, priors.
 
 It travels inside ``config.pbtxt`` as Triton model parameters, so a client learns
 it from the server (``get_model_config``) and never from a second, hand-kept copy.
 Training writes it, export puts it in the repository, clients and the embedded
-server read it back with :meth:`ModelContract.from_model_config`.
+server read it back with :meth:`ModelContract.from_model_config`. Tensor names and
+``max_batch_size`` are Triton's fields: :class:`facialattr.triton_config.ModelConfig` owns them.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ CELEBA_ALIGNED_SIZE_HW = (218, 178)
 CELEBA_FACE_CROP_XYXY = (0.0, 20 / 218, 1.0, 198 / 218)
 
 CONTRACT_VERSION = "1"
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,16 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class ModelContract:
-    """The served model's inputs, outputs and per-attribute calibration."""
+    """The served model's attributes, preprocessing and per-attribute calibration.
+
+    Raises ContractError when attribute names are empty or repeated, or when thresholds or
+    priors do not hold one value strictly between 0 and 1 per attribute.
+    """
 
     attribute_names: tuple[str, ...] = CELEBA_ATTRIBUTES
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     thresholds: tuple[float, ...] = (0.5,) * len(CELEBA_ATTRIBUTES)
     priors: tuple[float, ...] = (0.5,) * len(CELEBA_ATTRIBUTES)
-    input_name: str = INPUT_NAME
-    output_name: str = OUTPUT_NAME
-    max_batch_size: int = 64
     summary: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,10 +87,11 @@ class ModelContract:
 
     @property
     def num_attributes(self) -> int:
+        """How many attributes (probabilities) the model outputs per image."""
         return len(self.attribute_names)
 
     def to_parameters(self) -> dict[str, str]:
-        """The contract as Triton model parameters (all string values)."""
+        """The contract as Triton model parameters (all string values); ``contract.json`` holds the same dict."""
         p = self.preprocessing
         return {
             "contract_version": CONTRACT_VERSION,
@@ -104,15 +106,13 @@ class ModelContract:
         }
 
     @classmethod
-    def from_parameters(
-        cls,
-        params: Mapping[str, str],
-        *,
-        input_name: str = INPUT_NAME,
-        output_name: str = OUTPUT_NAME,
-        max_batch_size: int = 64,
-    ) -> ModelContract:
-        """Rebuild the contract from Triton parameters (as strings)."""
+    def from_parameters(cls, params: Mapping[str, str]) -> ModelContract:
+        """Rebuild the contract from Triton parameters (as strings), e.g. a run's ``contract.json``.
+
+        Keys other than the contract's are ignored (``contract.json`` files written before the
+        tensor names moved to the Triton config read the same). Raises ContractError when a
+        contract parameter is missing or malformed, or the contract version is not supported.
+        """
         missing = [k for k in ("attribute_names", "input_size_hw", "crop_box_xyxy", "thresholds", "priors") if k not in params]
         if missing:
             raise ContractError(f"model config lacks contract parameters: {', '.join(missing)}")
@@ -130,9 +130,6 @@ class ModelContract:
                 preprocessing=preprocessing,
                 thresholds=tuple(float(v) for v in params["thresholds"].split(",")),
                 priors=tuple(float(v) for v in params["priors"].split(",")),
-                input_name=input_name,
-                output_name=output_name,
-                max_batch_size=max_batch_size,
                 summary=json.loads(params.get("model_summary", "{}")),
             )
         except (ValueError, TypeError) as exc:
@@ -140,16 +137,16 @@ class ModelContract:
 
     @classmethod
     def from_model_config(cls, config: Any) -> ModelContract:
-        """From a ``model_config_pb2.ModelConfig`` (read from disk or from the server)."""
+        """From a ``model_config_pb2.ModelConfig`` (read from disk or from the server).
+
+        Checks the config's tensor shapes against the contract: raises ContractError when the
+        model has other than one input and one output, or their dims disagree with
+        ``input_size_hw`` (pixels) or the number of attributes.
+        """
         if len(config.input) != 1 or len(config.output) != 1:
             raise ContractError(f"model {config.name!r} must have one input and one output")
         params = {key: value.string_value for key, value in config.parameters.items()}
-        contract = cls.from_parameters(
-            params,
-            input_name=config.input[0].name,
-            output_name=config.output[0].name,
-            max_batch_size=config.max_batch_size,
-        )
+        contract = cls.from_parameters(params)
         h, w = contract.preprocessing.size_hw
         if list(config.input[0].dims) not in ([h, w, 3], [-1, -1, 3]):
             raise ContractError(f"input dims {list(config.input[0].dims)} disagree with input_size_hw {h},{w}")

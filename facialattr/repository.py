@@ -20,31 +20,49 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One validated model folder of a repository."""
+    """One validated model folder of a repository.
+
+    ``config`` is the parsed ``config.pbtxt`` protobuf; ``model_config`` the same config typed
+    (tensor names, ``max_batch_size``, batching); ``contract`` what Triton's config does not hold.
+    """
 
     path: Path
     config: mc.ModelConfig
+    model_config: triton_config.ModelConfig
     contract: ModelContract
     versions: tuple[int, ...]
 
     @property
+    def served(self) -> triton_config.ServedModel:
+        """Config and contract together, as a client reads them from the server."""
+        return triton_config.ServedModel(config=self.model_config, contract=self.contract)
+
+    @property
     def latest_version(self) -> int:
+        """The highest version number: the one Triton serves."""
         return self.versions[-1]
 
     def onnx_path(self, version: int | None = None) -> Path:
+        """``model.onnx`` of ``version`` (default: the latest)."""
         return self.path / str(version or self.latest_version) / triton_config.ONNX_FILENAME
 
 
 def version_numbers(model_path: Path) -> tuple[int, ...]:
+    """The numbered version folders of a model folder, ascending."""
     return tuple(sorted(int(p.name) for p in model_path.iterdir() if p.is_dir() and p.name.isdigit()))
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
+    """The attribute names in a ``labels.txt``, one a line (blank lines skipped)."""
     return tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
 
 
 def load_model(repository: Path, name: str = MODEL_NAME) -> ModelEntry:
-    """Validate ``repository/name`` and return its config, contract and versions."""
+    """Validate ``repository/name`` and return its config, contract and versions.
+
+    Raises ModelRepositoryError naming the file when the folder, ``config.pbtxt``, a version's
+    ``model.onnx`` or ``labels.txt`` is missing, or the config, contract and labels disagree.
+    """
     repository = Path(repository)
     if not repository.is_dir():
         raise ModelRepositoryError(f"{repository}: model repository not found")
@@ -55,7 +73,7 @@ def load_model(repository: Path, name: str = MODEL_NAME) -> ModelEntry:
     if config.name and config.name != name:
         raise ModelRepositoryError(f"{path}/config.pbtxt names model {config.name!r}, folder is {name!r}")
     try:
-        contract = ModelContract.from_model_config(config)
+        served = triton_config.ServedModel.from_proto(config)
     except ContractError as exc:
         raise ModelRepositoryError(f"{path}/config.pbtxt: {exc}") from exc
     versions = version_numbers(path)
@@ -67,9 +85,9 @@ def load_model(repository: Path, name: str = MODEL_NAME) -> ModelEntry:
     labels_path = path / triton_config.LABEL_FILENAME
     if not labels_path.is_file():
         raise ModelRepositoryError(f"{path}: no {triton_config.LABEL_FILENAME}")
-    if read_labels(labels_path) != contract.attribute_names:
+    if read_labels(labels_path) != served.contract.attribute_names:
         raise ModelRepositoryError(f"{labels_path} disagrees with the attribute_names parameter")
-    return ModelEntry(path=path, config=config, contract=contract, versions=versions)
+    return ModelEntry(path=path, config=config, model_config=served.config, contract=served.contract, versions=versions)
 
 
 def write_model(
@@ -83,13 +101,10 @@ def write_model(
     """Add ``onnx_file`` as a new version and rewrite config and labels. Returns the version folder.
 
     ``version=None`` takes the next free number, so earlier versions stay servable;
-    an explicit version that already exists is refused rather than overwritten.
+    an explicit version that already exists is refused (ModelRepositoryError) rather than overwritten.
+    ``model_config`` (default: :class:`~facialattr.triton_config.ModelConfig`'s defaults) names the model.
     """
-    model_config = model_config or triton_config.ModelConfig(max_batch_size=contract.max_batch_size)
-    if model_config.max_batch_size != contract.max_batch_size:
-        raise ContractError(
-            f"max_batch_size differs: config {model_config.max_batch_size}, contract {contract.max_batch_size}"
-        )
+    model_config = model_config or triton_config.ModelConfig()
     path = Path(repository) / model_config.name
     path.mkdir(parents=True, exist_ok=True)
     existing = version_numbers(path)

@@ -287,6 +287,9 @@ class EmbeddedTriton:
         config.backend = "python"
         # Execution accelerators are ONNX Runtime (GPU) options; the Python backend rejects them.
         config.ClearField("optimization")
+        # Always set, so python_model.py needs no default of its own (a missing one reads as the core's).
+        threads = entry.model_config.intra_op_thread_count
+        config.parameters[triton_config.THREADS_PARAMETER].string_value = str(threads)
         target = self._workdir / "models" / config.name
         target.mkdir(parents=True)
         for version in entry.versions:

@@ -22,7 +22,8 @@ class TritonPythonModel:
         from facialattr.onnx_runtime import cpu_session
 
         onnx_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = cpu_session(onnx_path, threads=int(params.get("intra_op_thread_count", "2")))
+        # The launcher always sets the thread count (default: facialattr.triton_config.DEFAULT_INTRA_OP_THREADS).
+        self.session = cpu_session(onnx_path, threads=int(params["intra_op_thread_count"]))
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
 

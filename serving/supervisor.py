@@ -27,8 +27,8 @@ import numpy as np
 from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
 from facialattr import MODEL_NAME, repository
-from facialattr.contract import ModelContract
 from facialattr.errors import FacialAttrError, PortInUseError
+from facialattr.triton_config import ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,14 @@ def stub_problem(server_pid: int, expected: int) -> str | None:
 class InferenceProbe:
     """One real inference of one black image against the served model, with a deadline."""
 
-    def __init__(self, config: ServerConfig, contract: ModelContract, *, timeout_s: float) -> None:
+    def __init__(self, config: ServerConfig, served: ServedModel, *, timeout_s: float) -> None:
         import tritonclient.grpc as grpcclient
 
+        size_hw = served.contract.preprocessing.size_hw
         self._client = grpcclient.InferenceServerClient(config.grpc_url)
-        self._input = grpcclient.InferInput(contract.input_name, [1, *contract.preprocessing.size_hw, 3], "UINT8")
-        self._input.set_data_from_numpy(np.zeros((1, *contract.preprocessing.size_hw, 3), np.uint8))
-        self._output = grpcclient.InferRequestedOutput(contract.output_name)
+        self._input = grpcclient.InferInput(served.config.input_name, [1, *size_hw, 3], "UINT8")
+        self._input.set_data_from_numpy(np.zeros((1, *size_hw, 3), np.uint8))
+        self._output = grpcclient.InferRequestedOutput(served.config.output_name)
         self.timeout_s = timeout_s
 
     def check(self) -> tuple[str, str]:
@@ -231,7 +232,7 @@ class Supervisor:
         self._first_error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._quick_restarts = 0  # restarts since the last stable period: the backoff exponent
-        self._contract: ModelContract | None = None
+        self._served: ServedModel | None = None
         self._endpoint = SupervisorEndpoint(self, config.host, endpoint_port) if endpoint_port is not None else None
 
     @property
@@ -263,7 +264,7 @@ class Supervisor:
             self.config = self.server.config
             # Read once: a repository edited on disk later must not stop the watching (a restart
             # that cannot load it fails and is retried instead).
-            self._contract = repository.load_model(self.config.model_repository).contract
+            self._served = repository.load_model(self.config.model_repository).served
             self._first_start_done.set()
             if on_first_ready:
                 on_first_ready(self)
@@ -316,7 +317,7 @@ class Supervisor:
         """Check until something is wrong (the Problem) or a stop is asked for (None)."""
         s = self.settings
         expected_stubs = len(stub_processes(server.pid))
-        probe = InferenceProbe(server.config, self._contract, timeout_s=s.probe_timeout_s)
+        probe = InferenceProbe(server.config, self._served, timeout_s=s.probe_timeout_s)
         started, failures, next_probe = time.monotonic(), 0, time.monotonic() + s.probe_interval_s
         try:
             while not self._stopping.wait(s.check_interval_s):

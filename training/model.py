@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from facialattr.contract import INPUT_NAME, OUTPUT_NAME
+from facialattr.triton_config import INPUT_NAME, OUTPUT_NAME
 from facialattr.errors import FacialAttrError
 
 log = logging.getLogger(__name__)

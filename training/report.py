@@ -80,8 +80,7 @@ def finish_run(run_dir: Path, full_model, config, train_split, val_split, val_sc
     contract = ModelContract(
         attribute_names=names,
         preprocessing=Preprocessing(size_hw=tuple(config.size_hw), crop_box_xyxy=CELEBA_FACE_CROP_XYXY, channel_order="RGB"),
-        thresholds=tuple(float(t) for t in thresholds), priors=tuple(float(p) for p in priors),
-        max_batch_size=64, summary=summary)
+        thresholds=tuple(float(t) for t in thresholds), priors=tuple(float(p) for p in priors), summary=summary)
     full_model.save(run_dir / "model.keras")
     (run_dir / "contract.json").write_text(json.dumps(contract.to_parameters()))
     (run_dir / "metrics.json").write_text(json.dumps(

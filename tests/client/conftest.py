@@ -37,15 +37,15 @@ def reference_session(tiny_repository):
     from facialattr import repository
 
     entry = repository.load_model(tiny_repository)
-    return ort.InferenceSession(str(entry.onnx_path()), providers=["CPUExecutionProvider"]), entry.contract
+    return ort.InferenceSession(str(entry.onnx_path()), providers=["CPUExecutionProvider"]), entry.served
 
 
 def reference_probabilities(reference_session, paths) -> dict[str, np.ndarray]:
     from facialattr.client.preprocess import load_and_prepare
 
-    session, contract = reference_session
-    batch = np.stack([load_and_prepare(p, contract.preprocessing) for p in paths])
-    out = session.run([contract.output_name], {contract.input_name: batch})[0]
+    session, served = reference_session
+    batch = np.stack([load_and_prepare(p, served.contract.preprocessing) for p in paths])
+    out = session.run([served.config.output_name], {served.config.input_name: batch})[0]
     return {str(p): row for p, row in zip(paths, out, strict=True)}
 
 

@@ -9,8 +9,9 @@ from facialattr.client.endpoints import check_metadata, normalise_urls
 
 from facialattr.contract import ModelContract, Preprocessing
 from facialattr.errors import ContractError, InputError
+from facialattr.triton_config import ModelConfig, ServedModel
 
-CONTRACT = ModelContract(preprocessing=Preprocessing(size_hw=(64, 64)))
+SERVED = ServedModel(config=ModelConfig(), contract=ModelContract(preprocessing=Preprocessing(size_hw=(64, 64))))
 
 
 def _metadata(in_name="images", in_type="UINT8", in_shape=(-1, 64, 64, 3), out_name="probabilities", out_shape=(-1, 40)):
@@ -21,7 +22,7 @@ def _metadata(in_name="images", in_type="UINT8", in_shape=(-1, 64, 64, 3), out_n
 
 
 def test_matching_metadata_passes():
-    check_metadata(CONTRACT, _metadata(), url="u")
+    check_metadata(SERVED, _metadata(), url="u")
 
 
 @pytest.mark.parametrize("field,value", [
@@ -30,7 +31,7 @@ def test_matching_metadata_passes():
 ])
 def test_metadata_that_disagrees_with_the_contract_is_refused(field, value):
     with pytest.raises(ContractError, match="disagrees with the contract"):
-        check_metadata(CONTRACT, _metadata(**{field: value}), url="u")
+        check_metadata(SERVED, _metadata(**{field: value}), url="u")
 
 
 @pytest.mark.parametrize("urls,expected", [

@@ -32,7 +32,7 @@ def _batch(paths, contract):
 def test_scorer_reads_the_contract_from_the_server(grpc_url, tiny_repository):
     with Scorer(grpc_url) as scorer:
         assert scorer.contract == repository.load_model(tiny_repository).contract
-        assert scorer.contract.max_batch_size == 16
+        assert scorer.model_config.max_batch_size == 16
 
 
 def test_outputs_equal_direct_onnx_runtime_across_chunked_requests(grpc_url, prepared):
@@ -148,7 +148,7 @@ def test_requests_fill_up_to_the_preferred_batch_size_the_server_declares(tmp_pa
     from facialattr import triton_config
     from facialattr.contract import ModelContract, Preprocessing
 
-    contract = ModelContract(preprocessing=Preprocessing(size_hw=(64, 64)), max_batch_size=16)
+    contract = ModelContract(preprocessing=Preprocessing(size_hw=(64, 64)))
     config = triton_config.ModelConfig(max_batch_size=16, dynamic_batching=triton_config.DynamicBatching(preferred_batch_size=(4,)))
     repository.write_model(tmp_path / "repo", build_tiny_onnx(tmp_path / "m.onnx", size_hw=(64, 64)), contract, model_config=config)
     paths, expected = prepared

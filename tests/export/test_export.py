@@ -238,10 +238,10 @@ def test_model_that_disagrees_with_its_contract_is_refused(outputs, size, messag
 
 def test_existing_version_or_a_new_input_size_is_refused_without_replace(exported):
     repo, _ = exported
-    contract = ModelContract(preprocessing=Preprocessing(size_hw=(SIZE, SIZE)), max_batch_size=MAX_BATCH)
+    contract = ModelContract(preprocessing=Preprocessing(size_hw=(SIZE, SIZE)))
     with pytest.raises(ExportError, match="exists; choose another --version"):
         exporter.check_publishable(repo, contract, version=2)
-    bigger = ModelContract(preprocessing=Preprocessing(size_hw=(48, 48)), max_batch_size=MAX_BATCH)
+    bigger = ModelContract(preprocessing=Preprocessing(size_hw=(48, 48)))
     with pytest.raises(ExportError, match="older versions would stop working"):
         exporter.check_publishable(repo, bigger, version=None)
 

@@ -47,7 +47,7 @@ def make_repository(root: Path, *, max_batch_size: int = 16, max_queue_size: int
 
     root.mkdir(parents=True, exist_ok=True)
     onnx_path = build_tiny_onnx(root / "tiny.onnx", size_hw=SIZE_HW)
-    contract = ModelContract(preprocessing=Preprocessing(size_hw=SIZE_HW), max_batch_size=max_batch_size)
+    contract = ModelContract(preprocessing=Preprocessing(size_hw=SIZE_HW))
     config = triton_config.ModelConfig(
         max_batch_size=max_batch_size,
         dynamic_batching=triton_config.DynamicBatching(max_queue_size=max_queue_size),
@@ -232,4 +232,4 @@ def in_process_model(repo: Path):
 
     entry = repository.load_model(repo)
     session = ort.InferenceSession(str(entry.onnx_path()), providers=["CPUExecutionProvider"])
-    return lambda batch: session.run([entry.contract.output_name], {entry.contract.input_name: batch})[0]
+    return lambda batch: session.run([entry.model_config.output_name], {entry.model_config.input_name: batch})[0]

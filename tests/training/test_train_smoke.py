@@ -57,7 +57,7 @@ def test_run_dir_holds_model_contract_metrics_and_curves(run):
         assert (run / name).is_file(), name
     contract = ModelContract.from_parameters(json.loads((run / "contract.json").read_text()))
     assert contract.attribute_names == CELEBA_ATTRIBUTES
-    assert contract.preprocessing.size_hw == (64, 64) and contract.max_batch_size == 64
+    assert contract.preprocessing.size_hw == (64, 64)
     assert contract.summary["data"].startswith("CelebA subset: 128 train / 48 val")
     assert abs(contract.priors[CELEBA_ATTRIBUTES.index("Bangs")] - 0.3) < 0.15
 

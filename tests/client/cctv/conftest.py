@@ -21,7 +21,7 @@ def _reference_probabilities(repo: Path, image_bgr: np.ndarray, face_box) -> np.
     entry = repository.load_model(repo)
     session = ort.InferenceSession(str(entry.onnx_path()), providers=["CPUExecutionProvider"])
     x = prepare(crop_celeba_frame(image_bgr, face_box, HAAR_MARGINS), entry.contract.preprocessing)
-    return session.run(None, {entry.contract.input_name: x[None]})[0][0]
+    return session.run(None, {entry.model_config.input_name: x[None]})[0][0]
 
 
 def _read_events(path: Path) -> dict[tuple[str, int], list[dict]]:
