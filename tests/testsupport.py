@@ -38,11 +38,12 @@ def make_tiny_repository(root: Path, *, size_hw=(64, 64), max_batch_size: int = 
     from facialattr.export.tiny_model import build_tiny_onnx
 
     from facialattr.contract import Preprocessing
+    from facialattr.triton_config import ModelConfig
 
     root.mkdir(parents=True, exist_ok=True)
     onnx_path = build_tiny_onnx(root / "tiny.onnx", size_hw=size_hw)
-    contract = ModelContract(preprocessing=Preprocessing(size_hw=size_hw), max_batch_size=max_batch_size, **contract_fields)
-    repository.write_model(root / "repo", onnx_path, contract)
+    contract = ModelContract(preprocessing=Preprocessing(size_hw=size_hw), **contract_fields)
+    repository.write_model(root / "repo", onnx_path, contract, model_config=ModelConfig(max_batch_size=max_batch_size))
     return root / "repo"
 
 
