@@ -55,7 +55,7 @@ class ServingSettings:
 def configured_repository(source: Path, target: Path, settings: ServingSettings) -> Path:
     """A new repository at ``target`` serving ``source``'s latest model with ``settings``."""
     entry = repository.load_model(source)
-    base = triton_config.ModelConfig(max_batch_size=entry.contract.max_batch_size)
+    base = triton_config.ModelConfig(max_batch_size=entry.model_config.max_batch_size)
     repository.write_model(target, entry.onnx_path(), entry.contract, model_config=settings.model_config(base))
     return target
 
@@ -168,10 +168,9 @@ def choose(results: list[TrialResult], *, p99_budget_ms: float = 100.0) -> Trial
 
 def settings_of(config) -> ServingSettings:
     """The knobs a repository's ``config.pbtxt`` ships with."""
-    threads = config.parameters["intra_op_thread_count"].string_value if "intra_op_thread_count" in config.parameters else ""
     return ServingSettings(
         instances=sum(g.count or 1 for g in config.instance_group) or 1,
-        intra_op_threads=int(threads or 2),
+        intra_op_threads=triton_config.ModelConfig.from_proto(config).intra_op_thread_count,
         max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds,
     )
 
@@ -181,10 +180,9 @@ def server_contract(url: str):
     import tritonclient.grpc as grpcclient
 
     from facialattr import MODEL_NAME
-    from facialattr.contract import ModelContract
 
     with grpcclient.InferenceServerClient(url) as client:
-        return ModelContract.from_model_config(client.get_model_config(MODEL_NAME).config)
+        return triton_config.ServedModel.from_proto(client.get_model_config(MODEL_NAME).config)
 
 
 def sweep_command(*, url: str | None, model_repository: Path, images_dir: Path | None, limit: int,
@@ -205,14 +203,15 @@ def sweep_command(*, url: str | None, model_repository: Path, images_dir: Path |
                                            **{k: v for k, v in overrides.items() if v is not None})
             server = stack.enter_context(serve_with(model_repository, settings))
             url, pid = server.config.grpc_url, server.pid
-        contract = server_contract(url)
+        served = server_contract(url)
+        contract = served.contract
         frames = images.benchmark_images(images_dir, contract.preprocessing, limit=limit)
         points = run_sweep(url, frames, batch_sizes=batch_sizes, concurrencies=concurrencies,
-                           duration_s=duration_s, warmup_s=warmup_s, max_batch_size=contract.max_batch_size,
+                           duration_s=duration_s, warmup_s=warmup_s, max_batch_size=served.config.max_batch_size,
                            server_pid=pid)
     data = {
         "machine": report.machine_info(),
-        "model": report.model_info(contract),
+        "model": report.model_info(served),
         "settings": settings.to_dict() if settings else None,
         "url": url,
         "images": str(images_dir) if images_dir else f"{len(frames)} synthetic frames",
