@@ -89,7 +89,7 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     entry = repository.load_model(args.model_repository)
     print(f"model served: {args.model_repository} version {entry.latest_version}, input "
-          f"{entry.contract.preprocessing.size_hw}, max batch {entry.contract.max_batch_size}, "
+          f"{entry.contract.preprocessing.size_hw}, max batch {entry.model_config.max_batch_size}, "
           f"summary {dict(entry.contract.summary)}")
     print(f"video: {args.frames} frames {w}x{h}, 2 faces per frame; detector {args.detector}; "
           f"each track re-scored every {args.rescore_every} frames")

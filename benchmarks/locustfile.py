@@ -31,6 +31,7 @@ from locust import User, constant, events, task  # noqa: E402
 
 from facialattr import MODEL_NAME  # noqa: E402
 from facialattr.contract import ModelContract  # noqa: E402
+from facialattr.triton_config import ServedModel  # noqa: E402
 
 _IMAGE_POOL = 64
 
@@ -110,7 +111,8 @@ class TritonUser(User):
         self.client = _Client(grpc_target(self.host or "127.0.0.1:8001"))
         _OPEN_CLIENTS.add(self.client)
         config = self.client.get_model_config(self.model_name).config
-        self.contract = ModelContract.from_model_config(config)
+        self.served = ServedModel.from_proto(config)
+        self.contract = self.served.contract
         self.images = _load_images(options, self.contract)
         self.cursor = 0
 
@@ -126,14 +128,14 @@ class TritonUser(User):
     def infer(self, n: int, name: str) -> None:
         """Send ``n`` images as one request and report it to Locust as ``name`` (response time in ms)."""
         batch = self._next_batch(n)
-        tensor = grpcclient.InferInput(self.contract.input_name, list(batch.shape), "UINT8")
+        tensor = grpcclient.InferInput(self.served.config.input_name, list(batch.shape), "UINT8")
         tensor.set_data_from_numpy(batch)
-        outputs = [grpcclient.InferRequestedOutput(self.contract.output_name)]
+        outputs = [grpcclient.InferRequestedOutput(self.served.config.output_name)]
         start = time.perf_counter()
         exception, length = None, 0
         try:
             result = self.client.infer(self.model_name, [tensor], outputs=outputs, client_timeout=self.timeout_s)
-            probabilities = result.as_numpy(self.contract.output_name)
+            probabilities = result.as_numpy(self.served.config.output_name)
             if probabilities is None or probabilities.shape != (n, self.contract.num_attributes):
                 raise ValueError(f"unexpected output shape {getattr(probabilities, 'shape', None)}")
             length = probabilities.nbytes
@@ -164,5 +166,5 @@ class BulkUser(TritonUser):
     @task
     def batch_of_faces(self) -> None:
         """One request with ``--bulk-batch`` faces (at most the server's max batch size)."""
-        n = min(self.environment.parsed_options.bulk_batch, self.contract.max_batch_size)
+        n = min(self.environment.parsed_options.bulk_batch, self.served.config.max_batch_size)
         self.infer(n, f"infer batch of {n}")

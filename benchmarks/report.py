@@ -40,8 +40,10 @@ def machine_info() -> dict[str, Any]:
             "os": platform.platform(terse=True), "python": platform.python_version(), "versions": versions}
 
 
-def model_info(contract) -> dict[str, Any]:
-    return {"size_hw": list(contract.preprocessing.size_hw), "max_batch_size": contract.max_batch_size,
+def model_info(served) -> dict[str, Any]:
+    """Input size, max batch and summary of a served model (a :class:`facialattr.triton_config.ServedModel`)."""
+    contract = served.contract
+    return {"size_hw": list(contract.preprocessing.size_hw), "max_batch_size": served.config.max_batch_size,
             "stand_in": bool(contract.summary.get("stand_in")), "summary": dict(contract.summary)}
 
 

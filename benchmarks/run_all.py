@@ -221,13 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     frames = images.prepare_files(files, contract.preprocessing)
     data: dict[str, Any] = {
         "command": " ".join(["python benchmarks/run_all.py", *map(shlex.quote, argv if argv is not None else sys.argv[1:])]),
-        "machine": report.machine_info(), "model": report.model_info(contract), "model_repository": str(repo),
+        "machine": report.machine_info(), "model": report.model_info(entry.served), "model_repository": str(repo),
         "images": {"folder": str(args.images), "count": len(files)},
         "plot_dir": os.path.relpath(args.out, args.results_md.parent),
         "load_average_start": os.getloadavg(),
     }
     log.info("model: %s (%s)", repo, "stand-in" if data["model"]["stand_in"] else "shipped")
-    ort_batches = [b for b in (1, 8, 32, 64) if b <= contract.max_batch_size]
+    ort_batches = [b for b in (1, 8, 32, 64) if b <= entry.model_config.max_batch_size]
     ort = baselines.ort_in_process(entry.onnx_path(), frames, ort_batches, threads=2, duration_s=args.duration_s)
     data["ort"] = [r.to_dict() for r in ort]
     data.update(measure_serving(repo, frames, files, args, onnx_path=entry.onnx_path(),

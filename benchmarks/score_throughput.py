@@ -62,27 +62,27 @@ def measure_decoders(files: list[Path], preprocessing: Preprocessing, *, rounds:
     return rates
 
 
-def best_ort_setting(onnx_path: Path, images: np.ndarray, contract, batches=(1, 8, 16, 32, 64)) -> tuple[dict, float]:
+def best_ort_setting(onnx_path: Path, images: np.ndarray, served, batches=(1, 8, 16, 32, 64)) -> tuple[dict, float]:
     """The (spinning, batch) with the highest images/s on real prepared images."""
     results = {}
     for spinning in (False, True):
         session = cpu_session(onnx_path, threads=2, spinning=spinning)
         for batch in batches:
             x = images[:batch]
-            session.run([contract.output_name], {contract.input_name: x})
+            session.run([served.config.output_name], {served.config.input_name: x})
             n, started = 0, time.perf_counter()
             while time.perf_counter() - started < 0.5:
-                session.run([contract.output_name], {contract.input_name: x})
+                session.run([served.config.output_name], {served.config.input_name: x})
                 n += batch
             results[(spinning, batch)] = n / (time.perf_counter() - started)
     (spinning, batch), rate = max(results.items(), key=lambda kv: kv[1])
     return {"spinning": spinning, "batch": batch}, rate
 
 
-def in_process_ceiling(files: list[Path], onnx_path: Path, contract, decode, *, batch: int, spinning: bool, workers: int) -> float:
+def in_process_ceiling(files: list[Path], onnx_path: Path, served, decode, *, batch: int, spinning: bool, workers: int) -> float:
     """Decode in a thread pool while ONNX Runtime runs batches in this thread; images/s."""
     session = cpu_session(onnx_path, threads=2, spinning=spinning)
-    preprocessing = contract.preprocessing
+    preprocessing = served.contract.preprocessing
 
     def load(path: Path) -> np.ndarray:
         return prepare(decode(path.read_bytes()), preprocessing)
@@ -93,10 +93,10 @@ def in_process_ceiling(files: list[Path], onnx_path: Path, contract, decode, *, 
         for image in pool.map(load, files):
             pending.append(image)
             if len(pending) == batch:
-                session.run([contract.output_name], {contract.input_name: np.stack(pending)})
+                session.run([served.config.output_name], {served.config.input_name: np.stack(pending)})
                 pending = []
         if pending:
-            session.run([contract.output_name], {contract.input_name: np.stack(pending)})
+            session.run([served.config.output_name], {served.config.input_name: np.stack(pending)})
     return len(files) / (time.perf_counter() - started)
 
 
@@ -168,26 +168,26 @@ def main(argv=None) -> int:
     contract, onnx_path = entry.contract, entry.onnx_path()
     files = pick_files(args.images, args.count)
     print(f"model: {args.model_repository} v{entry.latest_version}, input {contract.preprocessing.size_hw}, "
-          f"max_batch_size {contract.max_batch_size}; summary {dict(contract.summary)}")
+          f"max_batch_size {entry.model_config.max_batch_size}; summary {dict(contract.summary)}")
     print(f"images: {len(files)} from {args.images}; cores: {os.cpu_count()}; decode workers: {args.workers}")
     rates = measure_decoders(files[:300], contract.preprocessing)
     best = max(rates, key=rates.get)
     print("decoders (read+decode+crop+resize, 1 thread, images/s): "
           + ", ".join(f"{k} {v:.0f}" for k, v in sorted(rates.items(), key=lambda kv: -kv[1])) + f" -> {best}")
     sample = np.stack([prepare(decoders()[best](p.read_bytes()), contract.preprocessing) for p in files[:64]])
-    setting, rate = best_ort_setting(onnx_path, sample, contract)
+    setting, rate = best_ort_setting(onnx_path, sample, entry.served)
     print(f"ONNX Runtime alone (no decode): best batch {setting['batch']}, spinning {setting['spinning']}: {rate:.0f} images/s")
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
         for path in files:
             (folder / path.name).symlink_to(path.resolve())
-        results = _alternate(args, files, folder, Path(tmp), onnx_path, contract, decoders()[best], setting)
+        results = _alternate(args, files, folder, Path(tmp), onnx_path, entry.served, decoders()[best], setting)
     _report(results, len(files))
     return 0
 
 
-def _alternate(args, files, folder, tmp, onnx_path, contract, decode, setting) -> dict:
+def _alternate(args, files, folder, tmp, onnx_path, served, decode, setting) -> dict:
     results = {"ceiling": [], "cli_wall": [], "cli": [], "library": [], "runs": []}
     server = start_on_free_ports(args.model_repository)
     try:
@@ -195,9 +195,9 @@ def _alternate(args, files, folder, tmp, onnx_path, contract, decode, setting) -
         client = {"workers": args.workers, "max_in_flight": args.max_in_flight, "batch_size": args.batch_size}
         run_library(folder, tmp / "warm.csv", url, **client)  # warm-up
         # The short sweep is noisy on a shared host: the server's batch size is tried too, and the better counts.
-        batches = sorted({setting["batch"], contract.max_batch_size})
+        batches = sorted({setting["batch"], served.config.max_batch_size})
         for _ in range(args.repeats):
-            rates = {b: in_process_ceiling(files, onnx_path, contract, decode, batch=b, spinning=setting["spinning"],
+            rates = {b: in_process_ceiling(files, onnx_path, served, decode, batch=b, spinning=setting["spinning"],
                                            workers=args.workers) for b in batches}
             print(f"ceiling by batch: {', '.join(f'{b}: {r:.0f}' for b, r in rates.items())}", flush=True)
             results["ceiling"].append(max(rates.values()))
