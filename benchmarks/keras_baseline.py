@@ -1,9 +1,10 @@
-"""What a user would write without this project, run as separate processes by the baselines.
+"""What a user would write without the served path, run as separate processes by the baselines.
 
 ``predict-loop``: a tf.data pipeline over the JPEG files (decode, crop, area
-resize, batch, prefetch) fed to ``model.predict``: the usual Keras way to score a
-folder. ``one-image``: the seed repository's way, ``python run.py -i image``: a
-fresh process that loads the model and scores one image. Both print one JSON line.
+resize, batch, prefetch; training's own, so the pixels are the contract's) fed to
+``model.predict``: the usual Keras way to score a folder. ``one-image``: the seed
+repository's way, ``python run.py -i image``: a fresh process that loads the model
+and scores one image. Both print one JSON line.
 """
 
 from __future__ import annotations
@@ -17,34 +18,23 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    from facialattr.client.preprocess import crop_box_pixels
-
-    from facialattr.contract import Preprocessing
-
-    return crop_box_pixels(height, width, Preprocessing(size_hw=(size, size)))
-
-
 def predict_loop(model_path: Path, files: list[str], *, size: int, batch_size: int) -> dict:
+    """Score JPEG ``files`` with ``model.predict`` over training's tf.data pipeline (the contract's crop, ``size`` px).
+
+    Returns images, seconds (wall, after a warm-up of two batches), images_per_s, batch_size,
+    model_load_s and cpu_s (this process's CPU seconds while predicting).
+    """
     import keras
     import tensorflow as tf
+
+    from facialattr.training.pipeline import image_dataset
 
     t_load = time.perf_counter()
     model = keras.models.load_model(model_path, compile=False)
     load_s = time.perf_counter() - t_load
-    first = tf.io.decode_jpeg(tf.io.read_file(files[0]), channels=3)
-    top, left, crop_h, crop_w = _crop_box(int(first.shape[0]), int(first.shape[1]), size)
-
-    def load(path):
-        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        image = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
-        image = tf.image.resize(image, (size, size), method="area")
-        return tf.cast(tf.round(image), tf.uint8)
 
     def dataset():
-        return (tf.data.Dataset.from_tensor_slices(files)
-                .map(load, num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+        return image_dataset(files, (size, size), batch_size=batch_size, parallel_calls=tf.data.AUTOTUNE)
 
     model.predict(dataset().take(2), verbose=0)  # builds the predict function; not timed
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -55,19 +45,24 @@ def predict_loop(model_path: Path, files: list[str], *, size: int, batch_size: i
 
 
 def one_image(model_path: Path, image: str, *, size: int) -> dict:
+    """Load the Keras model and score one image file, prepared by the client's code at ``size`` px.
+
+    Returns the image and the index of its most probable attribute. Raises the client's
+    ``DecodeError`` naming the file when it does not decode.
+    """
     import keras
-    import numpy as np
-    from PIL import Image
+
+    from facialattr.client.preprocess import load_and_prepare
+    from facialattr.contract import Preprocessing
 
     model = keras.models.load_model(model_path, compile=False)
-    rgb = np.asarray(Image.open(image).convert("RGB"))
-    top, left, crop_h, crop_w = _crop_box(rgb.shape[0], rgb.shape[1], size)
-    face = Image.fromarray(rgb[top:top + crop_h, left:left + crop_w]).resize((size, size), Image.BOX)
-    probabilities = model.predict(np.asarray(face)[None], verbose=0)[0]
+    face = load_and_prepare(image, Preprocessing(size_hw=(size, size)))
+    probabilities = model.predict(face[None], verbose=0)[0]
     return {"image": image, "top_attribute_index": int(probabilities.argmax())}
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``predict-loop`` or ``one-image`` (see the module docstring); prints one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
     loop = sub.add_parser("predict-loop")

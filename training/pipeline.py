@@ -1,7 +1,10 @@
 """tf.data input pipelines: parallel JPEG decode, the contract's face crop, resize, augment.
 
-The crop and resize here are the ones clients apply (``Preprocessing``: fractional
-crop box, area interpolation, uint8 RGB), so the model trains on what it will serve.
+The crop box comes from the one definition of the preprocessing contract
+(:func:`facialattr.preprocessing.crop_box_pixels`, fed each decoded image's size);
+TensorFlow does the pixel work with the arithmetic :func:`facialattr.preprocessing.prepare`
+reproduces for clients (area resize, round half to even, uint8, channel order), so the
+model trains on what it will serve (tests/training/test_pipeline_matches_client.py).
 Augmentation exists only in the training path; validation images are the plain view.
 """
 
@@ -11,15 +14,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
-from facialattr.training.config import Augmentation
 
-from facialattr.contract import CELEBA_FACE_CROP_XYXY
+from facialattr.contract import Preprocessing
+from facialattr.preprocessing import crop_box_pixels
+from facialattr.training.config import Augmentation
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def configure_threads(num_threads: int) -> None:
-    """Cap TensorFlow's thread pools; other people share these cores."""
+    """Cap TensorFlow's intra- and inter-op thread pools at ``num_threads`` (other people share these cores).
+
+    A no-op once TensorFlow has initialised its pools in this process.
+    """
     try:
         tf.config.threading.set_intra_op_parallelism_threads(num_threads)
         tf.config.threading.set_inter_op_parallelism_threads(num_threads)
@@ -27,18 +34,27 @@ def configure_threads(num_threads: int) -> None:
         pass
 
 
-def load_face(path: tf.Tensor, size_hw: Sequence[int], crop_box_xyxy=CELEBA_FACE_CROP_XYXY) -> tf.Tensor:
-    """One JPEG file -> uint8 [H, W, 3] face crop at ``size_hw``."""
+def load_face(path: tf.Tensor, preprocessing: Preprocessing) -> tf.Tensor:
+    """One JPEG file (a path string tensor) -> the model's uint8 [h, w, 3] input per ``preprocessing``.
+
+    Decoded with TensorFlow's default JPEG settings (what client/decode.py matches bit for bit),
+    cropped at :func:`crop_box_pixels` of the decoded size, area-resized to ``preprocessing.size_hw``
+    (pixels) and rounded half to even. A file that is not a JPEG fails the dataset iteration with
+    TensorFlow's ``InvalidArgumentError``.
+    """
     image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    left, top, right, bottom = crop_box_xyxy
-    y0 = tf.cast(tf.round(top * shape[0]), tf.int32)
-    y1 = tf.cast(tf.round(bottom * shape[0]), tf.int32)
-    x0 = tf.cast(tf.round(left * shape[1]), tf.int32)
-    x1 = tf.cast(tf.round(right * shape[1]), tf.int32)
-    face = image[y0:y1, x0:x1]
-    resized = tf.image.resize(face, size_hw, method="area")
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    shape = tf.shape(image)
+    # The box is computed in Python by the shared function, not re-derived with TensorFlow ops,
+    # so the 1-pixel clamps and the rounding are the client's by construction.
+    box = tf.numpy_function(lambda h, w: np.asarray(crop_box_pixels(int(h), int(w), preprocessing), np.int32),
+                            [shape[0], shape[1]], tf.int32, stateful=False, name="crop_box_pixels")
+    top, left, crop_h, crop_w = box[0], box[1], box[2], box[3]
+    face = image[top:top + crop_h, left:left + crop_w]
+    resized = tf.image.resize(face, preprocessing.size_hw, method="area")
+    pixels = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    if preprocessing.channel_order == "BGR":
+        pixels = pixels[..., ::-1]
+    return pixels
 
 
 def augment(images: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.Tensor:
@@ -79,14 +95,20 @@ def _affine(x, angle, scale, dx, dy, h, w):
 def image_dataset(paths: Sequence, size_hw: Sequence[int], *, batch_size: int, labels: np.ndarray | None = None,
                   shuffle_seed: int | None = None, augmentation: Augmentation | None = None,
                   aug_seed: int = 0, parallel_calls: int = 2) -> tf.data.Dataset:
-    """Batches of uint8 faces (and 0/1 float labels when given), in file order unless shuffled."""
+    """Batches of uint8 [N, h, w, 3] faces (and 0/1 float32 labels [N, attributes] when given), in file order unless shuffled.
+
+    ``size_hw`` (pixels) with the contract's CelebA crop and RGB order (the
+    :class:`Preprocessing` defaults, what training writes into the contract); ``augmentation``
+    (training only) is seeded by ``aug_seed`` and the batch index, so a rerun sees the same views.
+    """
+    preprocessing = Preprocessing(size_hw=tuple(size_hw))
     files = tf.constant([str(p) for p in paths])
     ds = tf.data.Dataset.from_tensor_slices(files if labels is None else (files, labels.astype(np.float32)))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
 
     def _load(path, *rest):
-        return (load_face(path, size_hw), *rest)
+        return (load_face(path, preprocessing), *rest)
 
     ds = ds.map(_load, num_parallel_calls=parallel_calls, deterministic=True).batch(batch_size)
     if augmentation is not None:
