@@ -2,8 +2,9 @@
 
 JPEGs go through simplejpeg (libjpeg-turbo, the fastest decoder measured on these
 machines) with the same settings as TensorFlow's default ``tf.io.decode_jpeg``
-(integer-fast DCT, fancy upsampling): measured bit-identical on CelebA, so the
-pixels match training's. The EXIF orientation is read
+(integer-fast DCT, fancy upsampling): bit-identical on CelebA and on the odd sizes
+and chroma subsamplings of tests/training/test_pipeline_matches_client.py, so the
+pixels match training's (Pillow's accurate DCT would be up to 6 levels off). The EXIF orientation is read
 from the raw bytes (simplejpeg ignores it). Everything else, and the JPEG
 colour spaces libjpeg-turbo cannot turn into RGB (CMYK, YCCK), goes through
 Pillow: grayscale, palette, alpha, 16-bit and CMYK all end as 8-bit RGB.
@@ -104,7 +105,11 @@ def decode_bytes(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> np.ndarray:
-    """Decode encoded image bytes; ``path`` only names the source in errors (limits as :func:`decode_image`)."""
+    """Decode encoded image bytes to uint8 RGB [H, W, 3]; ``path`` only names the source in errors.
+
+    Raises :class:`DecodeError`: kind ``too_large`` over ``max_pixels`` or ``max_decode_bytes``
+    (checked from the header), ``corrupt`` or ``unsupported_format`` otherwise.
+    """
     limits = (max_pixels, max_decode_bytes)
     if data[:2] == _JPEG_SOI:
         image = _decode_jpeg_fast(data, path, limits)
@@ -167,7 +172,9 @@ def to_rgb8(image, path="<image>") -> np.ndarray:
     """Any Pillow image as uint8 RGB: 16-bit scaled down, alpha composited, CMYK/palette converted.
 
     Converted a block of rows at a time in integer arithmetic (equal to rounding the exact
-    quotient), so the temporaries stay a few MB even for a 50-megapixel image.
+    quotient), so the temporaries stay a few MB even for a 50-megapixel image. Returns uint8
+    [H, W, 3]; raises :class:`DecodeError` (kind ``unsupported_format``) naming ``path`` for a
+    mode Pillow cannot convert.
     """
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):

@@ -17,13 +17,13 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from facialattr.imagefiles import is_image_name
+
 log = logging.getLogger(__name__)
 
 # Folders up to this many entries are listed in name order (about 25 MB of entries at most);
 # bigger ones are streamed in the file system's order, so memory stays bounded.
 SORTED_LISTING_LIMIT = 100_000
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 
 
 @dataclass
@@ -58,10 +58,6 @@ class Input:
 def as_input(item: Input | os.PathLike | str) -> Input:
     """An :class:`Input` for anything a caller may pass as one (plain paths are to be read)."""
     return item if isinstance(item, Input) else Input(os.fsdecode(item))
-
-
-def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 def iter_inputs(

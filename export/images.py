@@ -14,16 +14,19 @@ import numpy as np
 
 from facialattr.contract import Preprocessing
 from facialattr.errors import ExportError, InputError
+from facialattr.imagefiles import IMAGE_SUFFIXES, image_files
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # scikit-image's bundled photographs: faces, animals, objects, outdoor scenes.
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "hubble_deep_field")
 
 
 def load_files(paths: Iterable[Path], preprocessing: Preprocessing) -> np.ndarray:
-    """A [N, H, W, 3] uint8 batch from image files, decoded and prepared by the client's own code."""
+    """A [N, h, w, 3] uint8 batch from image files, decoded and prepared by the client's own code.
+
+    Raises the client's ``DecodeError`` (an ``InputError``) naming the first file that does not decode.
+    """
     from facialattr.client.preprocess import load_and_prepare
 
     h, w = preprocessing.size_hw
@@ -31,15 +34,12 @@ def load_files(paths: Iterable[Path], preprocessing: Preprocessing) -> np.ndarra
     return np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)
 
 
-def image_files(folder: Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: image folder not found")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def load_folder(folder: Path, preprocessing: Preprocessing, *, count: int) -> np.ndarray:
-    """``count`` images from ``folder`` (cycled if it holds fewer), sorted by name for repeatability."""
+    """``count`` prepared images [count, h, w, 3] uint8 from ``folder``, sorted by name, cycled if it holds fewer.
+
+    Raises :class:`InputError` when ``folder`` is missing or holds no image, and the client's
+    ``DecodeError`` (an ``InputError``) naming a file that does not decode.
+    """
     files = image_files(folder)
     if not files:
         raise InputError(f"{folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")

@@ -19,23 +19,27 @@ from pathlib import Path
 
 import numpy as np
 
+from facialattr.client.decode import DecodeError, decode_image
 from facialattr.errors import FacialAttrError, InputError
+from facialattr.imagefiles import image_files
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
 _NAMED = re.compile(r"^([A-Za-z][\w.-]*)=(.+)$")
 
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """A parsed SOURCE argument: the camera name, what to open (path, URL or webcam index) and its kind."""
+
     name: str
     target: str | int
     kind: str  # "file", "folder", "url" or "webcam"
 
     @property
     def live(self) -> bool:
+        """True for URLs and webcams: only the newest frame is kept and a lost stream is reopened."""
         return self.kind in ("url", "webcam")
 
 
@@ -59,6 +63,8 @@ def parse_source(text: str, *, default_name: str) -> SourceSpec:
 
 @dataclass(frozen=True)
 class Frame:
+    """One frame of one camera: uint8 BGR [H, W, 3] (OpenCV's order), its index and the time it was read."""
+
     camera: str
     index: int  # position in the source, skipped frames included
     time_s: float  # wall-clock time it was read
@@ -67,6 +73,8 @@ class Frame:
 
 @dataclass(frozen=True)
 class SourceOptions:
+    """Timeouts and backoff (seconds) of live sources, and how many frames a file or folder source may queue."""
+
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 10.0
     # Stop retrying a live source after this long without a frame; None retries until stopped.
@@ -84,6 +92,7 @@ class FrameSource:
         self.options = options
         self.frames_read = 0
         self.frames_dropped = 0
+        self.frames_unreadable = 0  # folder images that did not decode (skipped, each logged)
         self.reconnects = 0
         self.connected = False
         # Why the source ended early (unreadable file, ...); None when it ended normally.
@@ -96,10 +105,12 @@ class FrameSource:
         self._thread = threading.Thread(target=self._run, name=f"source-{spec.name}", daemon=True)
 
     def start(self) -> FrameSource:
+        """Start the reader thread; returns ``self``."""
         self._thread.start()
         return self
 
     def stop(self, *, join_timeout_s: float = 10.0) -> None:
+        """Ask the reader to stop and wait up to ``join_timeout_s`` seconds for its thread."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -111,6 +122,7 @@ class FrameSource:
         return self._done.is_set() and self._queue.empty() and self._latest is None
 
     def get(self, timeout_s: float = 0.0) -> Frame | None:
+        """The next frame (file, folder) or the newest one (live), waiting up to ``timeout_s`` seconds; None if none came."""
         if not self.spec.live:
             try:
                 return self._queue.get(timeout=timeout_s) if timeout_s > 0 else self._queue.get_nowait()
@@ -161,17 +173,20 @@ class FrameSource:
     def _read_folder(self) -> None:
         import cv2
 
-        files = sorted(p for p in Path(self.spec.target).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(self.spec.target)
         if not files:
             log.warning("source %s: no images in %s", self.spec.name, self.spec.target)
         for path in files:
             if self._stop.is_set():
                 return
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                log.warning("source %s: %s is not a readable image; skipped", self.spec.name, path)
+            # The client's decoder: EXIF orientation applied, pixel and size limits enforced, as for `score`.
+            try:
+                image = decode_image(path)
+            except DecodeError as exc:
+                self.frames_unreadable += 1
+                log.warning("source %s: %s; skipped", self.spec.name, exc)
                 continue
-            self._publish(image)
+            self._publish(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
     def _open(self):
         import cv2

@@ -3,9 +3,9 @@
 import cv2
 import numpy as np
 import pytest
+
 from facialattr.client.cctv.sources import FrameSource, parse_source
 from facialattr.client.cctv.synthetic import make_scene, write_folder, write_video
-
 from facialattr.errors import InputError
 
 
@@ -70,9 +70,30 @@ def test_unreadable_file_in_a_folder_is_skipped_and_the_rest_still_read(media, t
     for path in sorted(folder.iterdir())[:3]:
         (tmp_path / path.name).write_bytes(path.read_bytes())
     (tmp_path / "frame_00001.png").write_bytes(b"not a png")
-    frames = _drain(FrameSource(parse_source(str(tmp_path), default_name="cam0")).start())
-    assert len(frames) == 2
+    source = FrameSource(parse_source(str(tmp_path), default_name="cam0")).start()
+    frames = _drain(source)
+    assert len(frames) == 2 and source.frames_unreadable == 1
     assert cv2.absdiff(frames[1].image_bgr, scene.frames_bgr[2]).max() == 0
+
+
+def test_folder_frames_are_decoded_by_the_client_decoder_upright_and_in_bgr(tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:, :20] = (255, 0, 0)  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown turned 90 degrees clockwise
+    Image.fromarray(rgb).save(tmp_path / "frame_00000.jpg", quality=95, exif=exif)
+    Image.fromarray(rgb).save(tmp_path / "frame_00001.png")
+    # Over the decoder's pixel limit (50 MP) by its header alone: refused before decoding, skipped.
+    Image.new("L", (8000, 8000)).save(tmp_path / "frame_00002.png", optimize=False)
+    source = FrameSource(parse_source(str(tmp_path), default_name="cam0")).start()
+    frames = _drain(source)
+    upright, plain = (f.image_bgr for f in frames)
+    assert upright.shape == (40, 20, 3) and plain.shape == (20, 40, 3)
+    assert upright[5, 10].tolist()[2] > 200 and upright[5, 10].tolist()[0] < 60  # top now red, in BGR order
+    assert plain[10, 5].tolist() == [0, 0, 255]
+    assert source.frames_unreadable == 1
 
 
 def test_unreadable_video_file_ends_its_source_with_an_error_naming_it(tmp_path):
