@@ -16,29 +16,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from facialattr.client.ranking import Ranker, lift_scores, top_by_probability
 
+from facialattr.celeba import ATTR_FILE, IMAGE_DIR, PARTITION_FILE, PARTITIONS, read_attributes, read_mapping
+from facialattr.client.ranking import Ranker, lift_scores, top_by_probability
 from facialattr.contract import ModelContract
 
 RARE_PRIOR = 0.25  # "rare": present on fewer than a quarter of training faces
 
 
 def read_labels(celeba: Path, *, partition: int, count: int) -> Iterator[tuple[str, np.ndarray]]:
-    """(image file name, 40 bools) of the first ``count`` images of a partition (1 = validation)."""
-    split = {}
-    for line in (celeba / "list_eval_partition.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            split[parts[0]] = int(parts[1])
-    lines = (celeba / "list_attr_celeba.txt").read_text().splitlines()[2:]
-    n = 0
-    for line in lines:
-        name, *values = line.split()
-        if split.get(name) == partition:
-            yield name, np.array([v == "1" for v in values])
-            n += 1
-            if n >= count:
-                return
+    """(image file name, 40 bools) of the first ``count`` images of a partition (codes as ``PARTITIONS``: 1 = val).
+
+    Read with the core's CelebA parsers: raises :class:`DatasetError` naming the file and line
+    when ``list_attr_celeba.txt`` or ``list_eval_partition.txt`` is missing or malformed.
+    """
+    partitions = read_mapping(celeba / PARTITION_FILE, valid=set(PARTITIONS.values()))
+    _, files, labels = read_attributes(celeba / ATTR_FILE)
+    chosen = [i for i, name in enumerate(files) if partitions.get(name) == partition][:count]
+    for i in chosen:
+        yield files[i], labels[i].astype(bool)
 
 
 def rule_orders(probabilities: np.ndarray, contract: ModelContract, k: int = 10) -> dict[str, np.ndarray]:
@@ -104,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--examples", type=int, default=5)
     args = p.parse_args(argv)
-    labelled = list(read_labels(args.celeba, partition=1, count=args.count))
+    labelled = list(read_labels(args.celeba, partition=PARTITIONS["val"], count=args.count))
     with Scorer(args.url or ["127.0.0.1:8001"]) as scorer:
         contract = scorer.contract
-        results = list(score_files([args.celeba / "img_align_celeba" / n for n, _ in labelled], scorer))
+        results = list(score_files([args.celeba / IMAGE_DIR / n for n, _ in labelled], scorer))
     keep = [i for i, r in enumerate(results) if r.ok]
     probabilities = np.stack([results[i].probabilities for i in keep])
     truth = np.stack([labelled[i][1] for i in keep])

@@ -1,9 +1,9 @@
 """CelebA in its native layout: attribute table, partitions, identities, image paths.
 
 Reads ``list_attr_celeba.txt`` / ``list_eval_partition.txt`` / ``identity_CelebA.txt``
-and ``img_align_celeba/`` from any directory, maps CelebA's -1/1 labels to 0/1 and
-refuses anything inconsistent with a :class:`DatasetError` naming file and line,
-because a silently misaligned label table trains a model that looks fine and is not.
+(with the core's parsers, facialattr/celeba.py) and ``img_align_celeba/`` from any
+directory into splits, and refuses anything inconsistent with a :class:`DatasetError`
+naming file and line.
 No TensorFlow here: the analysis and the metrics read labels without it.
 """
 
@@ -15,16 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
+# The file names and parsers live in the core so the client can read labels without training.
+from facialattr.celeba import (
+    ATTR_FILE,
+    IDENTITY_FILE,
+    IMAGE_DIR,
+    PARTITION_FILE,
+    PARTITIONS,
+    read_attributes,
+    read_mapping,
+)
 from facialattr.contract import CELEBA_ATTRIBUTES
 from facialattr.errors import DatasetError
 
-log = logging.getLogger(__name__)
+__all__ = ["ATTR_FILE", "IDENTITY_FILE", "IMAGE_DIR", "PARTITIONS", "PARTITION_FILE", "Split", "load_celeba",
+           "read_attributes", "read_mapping", "require_splits"]
 
-ATTR_FILE = "list_attr_celeba.txt"
-PARTITION_FILE = "list_eval_partition.txt"
-IDENTITY_FILE = "identity_CelebA.txt"
-IMAGE_DIR = "img_align_celeba"
-PARTITIONS = {"train": 0, "val": 1, "test": 2}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,60 +49,22 @@ class Split:
 
     @property
     def priors(self) -> np.ndarray:
+        """Each attribute's share of positive labels, float [40]; 0.5 each for an empty split."""
         return self.labels.mean(axis=0) if len(self) else np.full(self.labels.shape[1], 0.5)
 
     def subset(self, indices: np.ndarray, name: str | None = None) -> Split:
+        """The rows at ``indices`` (in that order) as a new split, named ``name`` or this split's name."""
         return Split(name or self.name, tuple(self.paths[i] for i in indices), self.labels[indices],
                      self.identities[indices], self.attribute_names)
 
 
-def read_attributes(path: Path) -> tuple[tuple[str, ...], list[str], np.ndarray]:
-    """Parse ``list_attr_celeba.txt`` into (names, files, 0/1 uint8 labels)."""
-    lines = _read_lines(path)
-    if len(lines) < 2:
-        raise DatasetError(f"{path}: expected a count line and a header line, found {len(lines)} lines")
-    try:
-        declared = int(lines[0].strip())
-    except ValueError:
-        raise DatasetError(f"{path}:1: first line must be the image count, got {lines[0].strip()[:40]!r}") from None
-    names = tuple(lines[1].split())
-    if names != CELEBA_ATTRIBUTES:
-        raise DatasetError(f"{path}:2: header is not the 40 CelebA attribute names in CelebA order")
-    files: list[str] = []
-    rows: list[list[int]] = []
-    for number, line in enumerate(lines[2:], start=3):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != len(names) + 1 or any(v not in ("1", "-1") for v in fields[1:]):
-            raise DatasetError(f"{path}:{number}: expected a file name and {len(names)} values of -1/1, got {line.strip()[:80]!r}")
-        files.append(fields[0])
-        rows.append([1 if v == "1" else 0 for v in fields[1:]])
-    if declared != len(files):
-        raise DatasetError(f"{path}:1: declares {declared} images but lists {len(files)}")
-    if len(set(files)) != len(files):
-        raise DatasetError(f"{path}: lists some image twice")
-    return names, files, np.asarray(rows, dtype=np.uint8).reshape(len(files), len(names))
-
-
-def read_mapping(path: Path, *, valid: set[int] | None = None) -> dict[str, int]:
-    """Parse a ``file integer`` table (partitions, identities)."""
-    mapping: dict[str, int] = {}
-    for number, line in enumerate(_read_lines(path), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
-            raise DatasetError(f"{path}:{number}: expected 'file integer', got {line.strip()[:80]!r}")
-        value = int(fields[1])
-        if valid is not None and value not in valid:
-            raise DatasetError(f"{path}:{number}: value {value} is not one of {sorted(valid)}")
-        mapping[fields[0]] = value
-    return mapping
-
-
 def load_celeba(data_dir: Path | str, *, check_images: bool = True) -> dict[str, Split]:
-    """All partitions present in ``data_dir`` (keys among train/val/test)."""
+    """All partitions present in ``data_dir`` (keys among train/val/test).
+
+    Identities are -1 when ``identity_CelebA.txt`` is absent. Raises :class:`DatasetError`
+    when the folder or a label file is missing or inconsistent, an image has no partition,
+    or (``check_images``) a listed image is missing from ``img_align_celeba/``.
+    """
     root = Path(data_dir)
     if not root.is_dir():
         raise DatasetError(f"{root}: data directory does not exist")
@@ -121,6 +90,7 @@ def load_celeba(data_dir: Path | str, *, check_images: bool = True) -> dict[str,
 
 
 def require_splits(splits: dict[str, Split], *names: str) -> list[Split]:
+    """The splits named ``names``, in that order; :class:`DatasetError` naming any that is absent."""
     missing = [n for n in names if n not in splits]
     if missing:
         raise DatasetError(f"data set has no {' / '.join(missing)} partition")
@@ -134,12 +104,3 @@ def _check_images(image_dir: Path, files: list[str]) -> None:
     missing = [f for f in files if f not in present]
     if missing:
         raise DatasetError(f"{image_dir}: {len(missing)} listed images are missing, e.g. {missing[0]}")
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read ({exc})") from exc

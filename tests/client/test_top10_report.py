@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from facialattr.client.top10_report import compare, markdown, read_labels
 
+from facialattr.client.top10_report import compare, markdown, read_labels
 from facialattr.contract import CELEBA_ATTRIBUTES, ModelContract
 
 PRIORS = {"No_Beard": 0.83, "Young": 0.75, "Eyeglasses": 0.065, "Bald": 0.02}
@@ -52,3 +52,12 @@ def test_labels_are_read_per_partition(tmp_path, partition, expected):
     (tmp_path / "list_attr_celeba.txt").write_text(f"3\n{header}\n{rows}\n")
     got = list(read_labels(tmp_path, partition=partition, count=10))
     assert [n for n, _ in got] == expected and got[0][1][0] and not got[0][1][1:].any()
+
+
+def test_a_malformed_label_row_is_a_dataset_error_naming_file_and_line(tmp_path):
+    from facialattr.errors import DatasetError
+
+    (tmp_path / "list_eval_partition.txt").write_text("a.jpg 1\n")
+    (tmp_path / "list_attr_celeba.txt").write_text(f"1\n{' '.join(CELEBA_ATTRIBUTES)}\na.jpg 1 -1\n")
+    with pytest.raises(DatasetError, match="list_attr_celeba.txt:3"):
+        list(read_labels(tmp_path, partition=1, count=10))
