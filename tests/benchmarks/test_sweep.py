@@ -9,7 +9,7 @@ from facialattr.benchmarks.load import LoadSpec, run_load
 from facialattr.benchmarks.sweep import ServingSettings, configured_repository, run_sweep, settings_of
 
 from facialattr import repository
-from facialattr.cli import main as cli_main
+from facialattr.app.cli import main as cli_main
 
 
 def test_sweep_measures_every_point_with_server_statistics(triton_server):

@@ -13,7 +13,7 @@ from facialattr.client.ranking import top_attributes
 from testsupport import free_ports
 
 from facialattr import repository
-from facialattr.cli import main
+from facialattr.app.cli import main
 from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 
@@ -29,7 +29,7 @@ def contract(tiny_repository):
 
 def test_one_image_prints_a_table_of_its_top10_ranked_like_score_with_onnx_runtime_probabilities(
         faces, grpc_url, reference, contract):
-    proc = subprocess.run([sys.executable, "-m", "facialattr.cli", "predict", str(faces[0]), "--url", grpc_url],
+    proc = subprocess.run([sys.executable, "-m", "facialattr.app.cli", "predict", str(faces[0]), "--url", grpc_url],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == EXIT_OK, proc.stderr
     lines = proc.stdout.strip().splitlines()

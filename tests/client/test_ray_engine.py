@@ -73,7 +73,7 @@ def single_process_rows(inputs, grpc_url, tmp_path_factory) -> dict[str, dict]:
 
 def _command(folder: Path, out: Path, urls: list[str], *extra: str) -> list[str]:
     urls_args = [a for url in urls for a in ("--url", url)]
-    return [sys.executable, "-m", "facialattr.cli", "score", str(folder), "--out", str(out), *urls_args,
+    return [sys.executable, "-m", "facialattr.app.cli", "score", str(folder), "--out", str(out), *urls_args,
             "--no-progress", *extra]
 
 

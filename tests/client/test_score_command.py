@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from testsupport import free_ports
 
-from facialattr.cli import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, main
+from facialattr.app.cli import main
+from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 from facialattr.contract import CELEBA_ATTRIBUTES
 
 
@@ -101,7 +102,7 @@ def test_with_no_server_the_command_ends_within_seconds_with_one_plain_message(t
     make_jpegs(tmp_path / "in", 1)
     url = f"127.0.0.1:{free_ports(1)[0]}"
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "facialattr.cli", "score", str(tmp_path / "in"), "--out",
+    run = subprocess.run([sys.executable, "-m", "facialattr.app.cli", "score", str(tmp_path / "in"), "--out",
                           str(tmp_path / "r.csv"), "--url", url], capture_output=True, text=True, timeout=120)
     elapsed_s = time.monotonic() - started
     assert run.returncode == EXIT_FATAL
@@ -142,7 +143,7 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, make_jp
 
 
 def test_score_help_states_the_defaults():
-    from facialattr.cli import build_parser
+    from facialattr.app.cli import build_parser
 
     parser = build_parser()
     score = parser._subparsers._group_actions[0].choices["score"]
@@ -180,7 +181,7 @@ def test_resume_scores_only_the_missing_inputs_and_drops_a_torn_line(tmp_path, m
 def test_resume_after_the_scoring_process_is_killed_mid_run(tmp_path, make_jpegs, grpc_url, reference):
     paths = make_jpegs(tmp_path / "in", 1500, size_hw=(60, 50))
     out = tmp_path / "r.jsonl"
-    command = [sys.executable, "-m", "facialattr.cli", "score", str(tmp_path / "in"), "--out", str(out),
+    command = [sys.executable, "-m", "facialattr.app.cli", "score", str(tmp_path / "in"), "--out", str(out),
                "--url", grpc_url, "--workers", "1", "--max-in-flight", "1", "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -6,8 +6,8 @@ import csv
 
 from testsupport import make_tiny_repository
 
-from facialattr.cli import main
-from facialattr.demo import format_table
+from facialattr.app.cli import main
+from facialattr.app.demo import format_table
 
 
 def test_demo_scores_sample_photos_prints_a_table_and_keeps_the_broken_one_as_an_error_row(tmp_path, monkeypatch, capsys):

@@ -12,7 +12,7 @@ from facialattr.errors import EXIT_FATAL
 # The real command in a real process, with the extra's modules blocked the way Python blocks imports
 # (sys.modules[name] = None: importing raises ModuleNotFoundError, find_spec returns None).
 _RUN_WITHOUT = "import sys; [sys.modules.__setitem__(m, None) for m in sys.argv[1].split(',')]; " \
-               "from facialattr.cli import main; sys.exit(main(sys.argv[2:]))"
+               "from facialattr.app.cli import main; sys.exit(main(sys.argv[2:]))"
 
 CASES = [
     # (command, its arguments, modules blocked, extra named)

@@ -20,7 +20,8 @@ from facialattr.export.quantize import DEFAULT_RECIPES, Int8Criteria, Int8Report
 from testsupport import start_server
 from tritonclient.grpc import model_config_pb2 as mc
 
-from facialattr import MODEL_NAME, cli, repository, triton_config
+from facialattr import MODEL_NAME, repository, triton_config
+from facialattr.app import cli
 from facialattr.contract import CELEBA_ATTRIBUTES, ModelContract, Preprocessing
 from facialattr.errors import ExportError, ParityError
 

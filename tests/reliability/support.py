@@ -166,7 +166,7 @@ def success_count(url: str, model: str = "facial_attributes") -> int:
 
 def facialattr_command(*args: str | os.PathLike) -> list[str]:
     """``facialattr ARGS`` run by this interpreter (no reliance on PATH)."""
-    return [sys.executable, "-m", "facialattr.cli", *map(os.fsdecode, args)]
+    return [sys.executable, "-m", "facialattr.app.cli", *map(os.fsdecode, args)]
 
 
 def run_facialattr(*args: str | os.PathLike, timeout_s: float = 300.0) -> subprocess.CompletedProcess:

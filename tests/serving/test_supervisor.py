@@ -231,7 +231,7 @@ def test_a_server_over_its_memory_bound_is_replaced_and_its_memory_returns_under
 def _serve_command(repo: Path) -> tuple[subprocess.Popen, int, int]:
     """``facialattr serve`` on automatic ports; returns the process, its gRPC port and supervisor port (from its banner)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo),
+        [sys.executable, "-m", "facialattr.app.cli", "serve", "--model-repository", str(repo),
          "--grpc-port", "0", "--metrics-port", "0", "--supervisor-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     banner = proc.stdout.readline()

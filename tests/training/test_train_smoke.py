@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from facialattr.cli import main
+from facialattr.app.cli import main
 from facialattr.contract import CELEBA_ATTRIBUTES, ModelContract
 
 LEARNABLE = ("Bangs", "Male", "Goatee")

@@ -2,7 +2,8 @@
 
 import pytest
 
-from facialattr.cli import EXIT_FATAL, build_parser, main
+from facialattr.app.cli import build_parser, main
+from facialattr.errors import EXIT_FATAL
 
 
 def test_default_detector_is_the_one_the_measurements_chose():

@@ -85,7 +85,7 @@ def rtsp_server(live_video):
 def _watch(url, triton_server, tmp_path, *extra):
     log = open(tmp_path / "watch.log", "w")  # noqa: SIM115 - closed by the test's end
     process = subprocess.Popen(
-        [sys.executable, "-m", "facialattr.cli", "watch", f"door={url}", "--url", triton_server.config.grpc_url,
+        [sys.executable, "-m", "facialattr.app.cli", "watch", f"door={url}", "--url", triton_server.config.grpc_url,
          "--events", str(tmp_path / "events.jsonl"), "--rescore-every", "3", "--detector", "haar", "--reconnect-max-s", "1",
          "--log-every", "1", "--camera", "door=47.37,8.54", *extra],
         stdout=log, stderr=subprocess.STDOUT)

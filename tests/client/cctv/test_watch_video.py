@@ -23,7 +23,8 @@ from facialattr.client.cctv.synthetic import make_scene, write_folder, write_vid
 from facialattr.client.cctv.track import TrackerConfig
 from facialattr.client.scorer import Scorer
 
-from facialattr.cli import EXIT_SOME_INPUTS_FAILED, main
+from facialattr.app.cli import main
+from facialattr.errors import EXIT_SOME_INPUTS_FAILED
 from facialattr.contract import CELEBA_ATTRIBUTES
 
 RESCORE_EVERY = 5

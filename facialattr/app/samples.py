@@ -20,7 +20,10 @@ _CAMERAMAN_FACE = (157, 24, 335, 242)
 
 
 def make_sample_folder(dest: Path) -> list[Path]:
-    """Write the sample images (and one deliberately broken file) into ``dest``."""
+    """Write the sample images (and one deliberately broken file) into ``dest``; returns their paths.
+
+    Raises ImportError naming the ``demo`` extra when scikit-image is missing.
+    """
     try:
         from skimage import data
     except ImportError as exc:  # the demo extra brings it
