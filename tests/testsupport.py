@@ -52,7 +52,7 @@ SERVE_BANNER = re.compile(r"Triton serving .* gRPC (?P<grpc_url>[\w.]+:(?P<grpc_
 
 def start_serve_command(repo: Path, *args: str) -> tuple[subprocess.Popen, int]:
     """``facialattr serve`` on automatic ports, once its banner says it serves; returns it and its gRPC port."""
-    command = [sys.executable, "-m", "facialattr.cli", "serve", "--model-repository", str(repo),
+    command = [sys.executable, "-m", "facialattr.app.cli", "serve", "--model-repository", str(repo),
                "--grpc-port", "0", "--metrics-port", "0", "--supervisor-port", "0", *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
