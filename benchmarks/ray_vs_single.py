@@ -33,7 +33,7 @@ SUMMARY = re.compile(r"(\d+) inputs this run in ([\d.]+) s \(([\d.]+) images/s\)
 
 def run_ray(folder: Path, out: Path, url: str, address: str, *, shard_size: int, actors: int) -> dict:
     """One ``--engine ray`` run: wall and own images/s, and the command's time split (seconds)."""
-    command = [sys.executable, "-m", "facialattr.cli", "score", str(folder), "--out", str(out), "--url", url,
+    command = [sys.executable, "-m", "facialattr.app.cli", "score", str(folder), "--out", str(out), "--url", url,
                "--follow-symlinks", "--overwrite", "--no-progress", "--engine", "ray", "--ray-address", address,
                "--shard-size", str(shard_size), "--ray-actors", str(actors)]
     started = time.perf_counter()

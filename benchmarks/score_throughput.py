@@ -117,7 +117,7 @@ def run_library(folder: Path, out: Path, url: str, *, workers: int, max_in_fligh
 
 def run_cli(folder: Path, out: Path, url: str, *, workers: int, max_in_flight: int, batch_size: int | None) -> tuple[float, float]:
     """(wall images/s including process start, the command's own images/s from its summary)."""
-    command = [sys.executable, "-m", "facialattr.cli", "score", str(folder), "--out", str(out), "--url", url,
+    command = [sys.executable, "-m", "facialattr.app.cli", "score", str(folder), "--out", str(out), "--url", url,
                "--follow-symlinks", "--overwrite", "--no-progress", "--workers", str(workers),
                "--max-in-flight", str(max_in_flight)] + (["--batch-size", str(batch_size)] if batch_size else [])
     started = time.perf_counter()
