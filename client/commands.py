@@ -13,6 +13,7 @@ DEFAULT_URL = os.environ.get("FACIALATTR_GRPC_URL", "127.0.0.1:8001")
 
 
 def register(subparsers) -> None:
+    """Add the ``score`` subcommand to the ``facialattr`` parser."""
     from facialattr.client.decode import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_FILE_BYTES
 
     p = subparsers.add_parser(

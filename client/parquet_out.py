@@ -25,10 +25,12 @@ class ParquetWriter(JsonlWriter):
 
     @staticmethod
     def journal_for(out: Path) -> Path:
+        """The hidden JSONL journal beside ``out`` that holds the rows until the Parquet file is written."""
         out = Path(out)
         return out.with_name(f".{out.name}.journal.jsonl")
 
     def open(self, *, resume: bool) -> None:
+        """Open the journal; resuming a finished Parquet file seeds the journal from it, a fresh run removes it."""
         if resume and self.out.exists() and not self.path.exists():
             # A finished run is being extended: its rows seed the journal.
             self._journal_from_parquet()
@@ -50,6 +52,7 @@ class ParquetWriter(JsonlWriter):
         os.replace(tmp, self.path)
 
     def close(self, *, complete: bool) -> None:
+        """Close the journal; when ``complete``, write ``out`` from it atomically and remove it."""
         super().close(complete=complete)
         if not complete:
             log.warning("%s not written yet: %s keeps the rows so far; rerun with --resume", self.out, self.path)
@@ -58,6 +61,7 @@ class ParquetWriter(JsonlWriter):
         self.path.unlink()
 
     def schema(self):
+        """The Arrow schema of this run's rows (:func:`parquet_schema`)."""
         return parquet_schema(self.contract)
 
     def _batches(self, schema) -> Iterator:

@@ -50,6 +50,7 @@ PARQUET_ROWS_PER_GROUP = 10_000
 
 
 def columns(contract: ModelContract) -> list[str]:
+    """A result row's columns: path, status, error kind and text, one probability and one present flag per attribute, top10."""
     names = list(contract.attribute_names)
     return ["path", "status", "error_kind", "error", *names, *[f"{n}_present" for n in names], "top10"]
 
@@ -131,6 +132,8 @@ class _LineWriter:
         self._last_sync = time.monotonic()
 
     def open(self, *, resume: bool) -> None:
+        """Create the file, or with ``resume`` keep its final rows (``done``) and drop a torn last line and
+        retryable rows; raises InputError when an existing file is not this run's format or columns."""
         existing = self.path.exists() and self.path.stat().st_size > 0
         if existing and resume:
             drop_torn_tail(self.path)
@@ -174,6 +177,7 @@ class _LineWriter:
         pass
 
     def write(self, row: dict[str, Any]) -> None:
+        """Append one row; a checkpoint follows every ``checkpoint_every_rows`` rows or ``checkpoint_every_s`` seconds."""
         self._write_row(row)
         self._unsynced += 1
         if self._unsynced >= self.checkpoint_every_rows or time.monotonic() - self._last_sync >= self.checkpoint_every_s:
@@ -191,6 +195,7 @@ class _LineWriter:
         self._unsynced, self._last_sync = 0, time.monotonic()
 
     def close(self, *, complete: bool) -> None:
+        """Checkpoint and close; ``complete`` says the run finished (subclasses may finalise the file then)."""
         if self._file is not None:
             self.checkpoint()
             self._file.close()
@@ -198,6 +203,8 @@ class _LineWriter:
 
 
 class CsvWriter(_LineWriter):
+    """CSV result file: spreadsheet-safe, reversible cells (see the module doc)."""
+
     def _write_header(self) -> None:
         csv.writer(self._file, lineterminator="\n").writerow(self.columns)
         self.checkpoint()
@@ -275,6 +282,8 @@ def create_with_umask(path: Path, *, mode: str = "w"):
 
 
 class JsonlWriter(_LineWriter):
+    """JSON-lines result file, ASCII-only so every line is valid UTF-8 whatever the file names."""
+
     def _write_row(self, row: dict[str, Any]) -> None:
         # ASCII-only JSON: always valid UTF-8, even for file names that are not.
         self._file.write(json.dumps(row, ensure_ascii=True, allow_nan=False) + "\n")
@@ -290,6 +299,7 @@ class JsonlWriter(_LineWriter):
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON-lines result file; raises InputError naming the line that is not a result row."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             try:

@@ -11,6 +11,7 @@ DEFAULT_REPOSITORY = "model_repository"
 
 
 def register(subparsers) -> None:
+    """Add the ``export`` subcommand to the ``facialattr`` parser."""
     p = subparsers.add_parser(
         "export", help="convert a trained model to ONNX, check parity, and add it to the model repository",
         description="Convert MODEL (a training run folder with model.keras and contract.json, or a .keras file "

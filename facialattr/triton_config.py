@@ -34,6 +34,8 @@ _TENSORRT = "tensorrt"
 
 @dataclass(frozen=True)
 class DynamicBatching:
+    """Triton's ``dynamic_batching`` section: preferred sizes, queueing delay (µs) and the bounded queue."""
+
     # A few ms of queueing lets concurrent single-face requests merge; on 2 CPU cores a
     # batch of 4-8 is already about as fast per image as 32 (see docs/ARCHITECTURE.md).
     preferred_batch_size: tuple[int, ...] = ()
@@ -45,6 +47,8 @@ class DynamicBatching:
 
 @dataclass(frozen=True)
 class InstanceGroup:
+    """One ``instance_group`` entry: how many model copies, on which kind of device."""
+
     count: int = 1
     # KIND_AUTO: one GPU instance in the GPU container, a CPU instance elsewhere.
     kind: str = "KIND_AUTO"

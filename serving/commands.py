@@ -10,6 +10,7 @@ DEFAULT_REPOSITORY = os.environ.get("FACIALATTR_MODEL_REPOSITORY", "model_reposi
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the embedded server's options (repository, bind host, ports; 0 picks a free port) to ``parser``."""
     parser.add_argument("--model-repository", type=Path, default=Path(DEFAULT_REPOSITORY),
                         help="Triton model repository (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -26,6 +27,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def server_config(args: argparse.Namespace):
+    """The :class:`~facialattr.serving.embedded.ServerConfig` that :func:`add_server_arguments`'s options describe."""
     from facialattr.serving.embedded import ServerConfig
 
     return ServerConfig(
@@ -35,6 +37,7 @@ def server_config(args: argparse.Namespace):
 
 
 def register(subparsers) -> None:
+    """Add the ``serve`` subcommand to the ``facialattr`` parser."""
     p = subparsers.add_parser(
         "serve", help="run the embedded Triton server on a model repository, restarted whenever it dies",
         description="Run the embedded Triton under a supervisor: when tritonserver or a Python-backend stub "

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 
 def train_end_to_end(train_split, val_split, run_dir: Path, config) -> dict:
+    """Train the whole network on images (the ``end_to_end`` schedule) and finish the run in ``run_dir``.
+
+    Returns the run's metrics summary; raises FacialAttrError for inconsistent loss settings.
+    """
     from facialattr.training.evaluate import batched, decode_images, predict_images
     from facialattr.training.model import build_model, reestimate_batchnorm, set_batchnorm_momentum
     from facialattr.training.phases import fit_phases, init_from_images, model_spec

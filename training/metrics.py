@@ -67,6 +67,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def evaluate_scores(labels: np.ndarray, scores: np.ndarray, thresholds=0.5) -> dict[str, np.ndarray]:
+    """:func:`threshold_metrics` at ``thresholds`` plus ROC AUC, per attribute (fractions in [0, 1])."""
     result = threshold_metrics(labels, scores, thresholds)
     result["roc_auc"] = roc_auc(labels, scores)
     return result
@@ -129,6 +130,7 @@ def cross_calibrated(labels: np.ndarray, scores: np.ndarray, identities: np.ndar
 
 
 def summarise(per_attribute: dict[str, np.ndarray]) -> dict[str, float]:
+    """The mean over attributes of each metric (nan entries ignored)."""
     return {k: float(np.nanmean(v)) for k, v in per_attribute.items()}
 
 

@@ -27,6 +27,10 @@ VERIFY_TOLERANCE = 0.02  # float16 cache rounding moves probabilities by ~1e-3
 
 
 def prepare_splits(data_dir: Path, config: TrainConfig):
+    """(train, val) splits of the CelebA folder, subsampled (seeded) to the config's image limits.
+
+    Raises DatasetError when the folder lacks files or a split.
+    """
     from facialattr.training.data import load_celeba, require_splits
 
     train, val = require_splits(load_celeba(data_dir), "train", "val")
@@ -39,6 +43,11 @@ def prepare_splits(data_dir: Path, config: TrainConfig):
 
 
 def train(data_dir: Path, run_dir: Path, config: TrainConfig) -> dict:
+    """Train by ``config.schedule`` into ``run_dir`` (resumable) and return the run's metrics summary.
+
+    Writes model.keras, contract.json, metrics, curves and checkpoints; raises DatasetError for
+    missing data and FacialAttrError when the assembled model disagrees with the cached path.
+    """
     import keras
 
     from facialattr.training.pipeline import configure_threads
@@ -131,10 +140,12 @@ class CachedViewsBase:
         return self.views[self.view_of[idx], idx].astype(np.float32), self.labels[idx]
 
     def on_epoch_end(self) -> None:
+        """Reshuffle (and pick other augmented views) for the next epoch."""
         self._shuffle()
 
 
 def CachedViews(views, labels, batch_size, seed):  # noqa: N802 - a class built lazily so keras loads late
+    """A ``keras.utils.PyDataset`` over cached views (float32 batches of ``batch_size``), shuffled per epoch."""
     import keras
 
     cls = type("CachedViews", (CachedViewsBase, keras.utils.PyDataset), {})

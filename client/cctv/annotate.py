@@ -45,9 +45,12 @@ class AnnotatedVideo:
         self._writers: dict = {}
 
     def paths(self) -> list[Path]:
+        """The video file of each camera (the given path itself when there is one camera)."""
         return list(self._paths.values())
 
     def write(self, camera: str, image_bgr: np.ndarray) -> None:
+        """Append one BGR frame to ``camera``'s video (resized to its first frame's size); raises InputError
+        when the video file cannot be opened for writing."""
         import cv2
 
         if camera not in self._writers:
@@ -65,6 +68,7 @@ class AnnotatedVideo:
         writer.write(image_bgr)
 
     def close(self) -> None:
+        """Finish every video file; writing again starts new files."""
         for writer, _ in self._writers.values():
             writer.release()
         self._writers.clear()

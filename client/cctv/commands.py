@@ -13,6 +13,7 @@ log = logging.getLogger("facialattr.cctv")
 
 
 def register(subparsers) -> None:
+    """Add the ``watch`` subcommand to the ``facialattr`` parser."""
     p = subparsers.add_parser(
         "watch", help="score faces in video streams, track them, and recommend nearby services",
         description="Sources: video files, rtsp:// or http:// URLs, webcam indexes, folders of images; "

@@ -14,6 +14,7 @@ from facialattr.errors import InputError
 
 def track_event(*, time_s: float, camera: str, frame_index: int, track_id: int, box_xyxy, times_scored: int,
                 top: list, recommendations: list) -> dict[str, Any]:
+    """One JSON-ready event of a track: UTC ``time`` from ``time_s`` (epoch seconds), box in pixels, top-10, recommendations."""
     return {
         "time": dt.datetime.fromtimestamp(time_s, dt.UTC).isoformat(timespec="milliseconds"),
         "camera": camera,
@@ -43,6 +44,7 @@ class EventWriter:
             self._owned = True
 
     def write(self, event: dict[str, Any]) -> None:
+        """Append ``event`` as one JSON line and flush it (thread-safe)."""
         line = json.dumps(event, separators=(",", ":"))
         with self._lock:
             self._file.write(line + "\n")
@@ -50,6 +52,7 @@ class EventWriter:
             self.count += 1
 
     def close(self) -> None:
+        """Close the file (stdout stays open)."""
         if self._owned:
             self._file.close()
 

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WatchConfig:
+    """How the watch loop tracks, ranks, logs (``log_interval_s`` seconds) and what it writes besides events."""
+
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     top_k: int = 10
     log_interval_s: float = 10.0
@@ -55,6 +57,8 @@ class WatchConfig:
 
 @dataclass
 class WatchSummary:
+    """Counts of one watch run: frames, faces, requests, events; ``fps`` in processed frames per second."""
+
     frames: int = 0
     dropped: int = 0
     faces: int = 0
@@ -79,6 +83,8 @@ class _Round:
 
 
 class Watcher:
+    """Frames from every camera -> faces -> tracks -> one batched request per round -> events (see the module doc)."""
+
     def __init__(self, sources: list[FrameSource], detector: FaceDetector | Callable[[], FaceDetector], scorer, *,
                  config: WatchConfig = WatchConfig(),
                  events: EventWriter | None = None, recommender: Recommender | None = None,
