@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facialattr.triton_config import DEFAULT_MAX_BATCH_SIZE
-
 DEFAULT_REPOSITORY = "model_repository"
 
 
 def register(subparsers) -> None:
-    """Add the ``export`` subcommand to the ``facialattr`` parser."""
+    """Add the ``export`` subcommand to the ``facialattr`` parser (defaults from :class:`ExportOptions`)."""
+    from facialattr.export.exporter import ExportOptions  # light: TensorFlow and ONNX load when exporting
+
     p = subparsers.add_parser(
         "export", help="convert a trained model to ONNX, check parity, and add it to the model repository",
         description="Convert MODEL (a training run folder with model.keras and contract.json, or a .keras file "
@@ -24,18 +24,18 @@ def register(subparsers) -> None:
     p.add_argument("--version", type=int, help="version number to write (default: the next free one)")
     p.add_argument("--replace", action="store_true",
                    help="regenerate the model folder completely: earlier versions are removed")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="Triton max_batch_size (default: %(default)s)")
-    p.add_argument("--instances", type=int, default=2, help="model instances per device (default: %(default)s)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    p.add_argument("--max-batch-size", type=int, default=ExportOptions.max_batch_size, help="Triton max_batch_size (default: %(default)s)")
+    p.add_argument("--instances", type=int, default=ExportOptions.instance_count, help="model instances per device (default: %(default)s)")
+    p.add_argument("--opset", type=int, default=ExportOptions.opset, help="ONNX opset (default: %(default)s)")
     p.add_argument("--tensorrt-fp16", action="store_true",
                    help="GPU container: run through ONNX Runtime's TensorRT provider in FP16")
     p.add_argument("--parity-images", type=Path, metavar="DIR",
                    help="images for the parity gate (default: scikit-image's sample photographs)")
-    p.add_argument("--parity-tolerance", type=float, default=1e-4,
+    p.add_argument("--parity-tolerance", type=float, default=ExportOptions.parity_tolerance,
                    help="largest allowed |Keras - ONNX| on any probability (default: %(default)s)")
     p.add_argument("--int8-calibration", type=Path, metavar="DIR",
                    help="CelebA folder: also build a static INT8 model for CPUs, calibrated and gated on its val split")
-    p.add_argument("--int8-calibration-images", type=int, default=256,
+    p.add_argument("--int8-calibration-images", type=int, default=ExportOptions.int8_calibration_images,
                    help="val images used for calibration; the rest of val grades INT8 (default: %(default)s)")
     p.add_argument("--int8-eval-images", type=int, help="evaluate INT8 on at most this many val images (default: all)")
     p.set_defaults(func=_export)

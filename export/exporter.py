@@ -48,7 +48,7 @@ class ExportOptions:
     replace: bool = False
     opset: int = convert.OPSET
     max_batch_size: int = triton_config.DEFAULT_MAX_BATCH_SIZE
-    instance_count: int = 2
+    instance_count: int = triton_config.DEFAULT_INSTANCE_COUNT
     tensorrt_fp16: bool = False
     parity_images: Path | None = None
     parity_tolerance: float = parity.DEFAULT_TOLERANCE

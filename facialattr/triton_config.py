@@ -26,6 +26,8 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 # Largest batch Triton forms or accepts; export's --max-batch-size default.
 DEFAULT_MAX_BATCH_SIZE = 64
+# Model instances per device (two one-thread instances: see ModelConfig.instance_group).
+DEFAULT_INSTANCE_COUNT = 2
 # ONNX Runtime intra-op threads per model instance (the ``intra_op_thread_count`` parameter).
 DEFAULT_INTRA_OP_THREADS = 1
 THREADS_PARAMETER = "intra_op_thread_count"
@@ -66,7 +68,7 @@ class ModelConfig:
     dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
     # Two one-thread instances: one batch computes while the next forms. On 2 CPU cores this gave
     # the best 16-user p99 and bulk throughput of the settings tried (benchmarks/RESULTS.md).
-    instance_group: tuple[InstanceGroup, ...] = (InstanceGroup(count=2),)
+    instance_group: tuple[InstanceGroup, ...] = (InstanceGroup(count=DEFAULT_INSTANCE_COUNT),)
     # TensorRT FP16 through ONNX Runtime's TensorRT execution provider: faster on GPU,
     # numerics change slightly and the first load builds engines (minutes). Off by default.
     tensorrt_fp16: bool = False
