@@ -32,12 +32,11 @@ def write_test_jpegs(folder: Path, n: int, *, seed: int = 0, size_hw=SMALL_FACE_
 @pytest.fixture(scope="session")
 def reference_session(tiny_repository):
     """Direct ONNX Runtime on the served model file: what every client answer must equal."""
-    import onnxruntime as ort
-
     from facialattr import repository
+    from facialattr.onnx_runtime import cpu_session
 
     entry = repository.load_model(tiny_repository)
-    return ort.InferenceSession(str(entry.onnx_path()), providers=["CPUExecutionProvider"]), entry.served
+    return cpu_session(entry.onnx_path()), entry.served
 
 
 def reference_probabilities(reference_session, paths) -> dict[str, np.ndarray]:

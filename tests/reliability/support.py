@@ -228,8 +228,8 @@ class FifoWatchdog:
 
 def in_process_model(repo: Path):
     """The repository's ONNX file run by onnxruntime in this process: batch -> probabilities."""
-    import onnxruntime as ort
+    from facialattr.onnx_runtime import cpu_session
 
     entry = repository.load_model(repo)
-    session = ort.InferenceSession(str(entry.onnx_path()), providers=["CPUExecutionProvider"])
+    session = cpu_session(entry.onnx_path())
     return lambda batch: session.run([entry.model_config.output_name], {entry.model_config.input_name: batch})[0]

@@ -45,11 +45,11 @@ def test_contract_read_from_server_equals_contract_on_disk(triton_server, tiny_r
 
 
 def test_inference_returns_forty_probabilities_equal_to_onnxruntime(triton_server, tiny_repository):
-    import onnxruntime as ort
+    from facialattr.onnx_runtime import cpu_session
 
     batch = np.random.default_rng(3).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
     onnx_path = tiny_repository / MODEL_NAME / "1" / "model.onnx"
-    expected = ort.InferenceSession(str(onnx_path)).run(None, {"images": batch})[0]
+    expected = cpu_session(onnx_path).run(None, {"images": batch})[0]
     got = _infer(triton_server.config.grpc_url, batch)
     assert got.shape == (5, 40) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-6)

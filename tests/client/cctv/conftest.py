@@ -16,10 +16,10 @@ from facialattr import repository
 
 def _reference_probabilities(repo: Path, image_bgr: np.ndarray, face_box) -> np.ndarray:
     """What the served model says about one face, computed in-process from the repository's ONNX file."""
-    import onnxruntime as ort
+    from facialattr.onnx_runtime import cpu_session
 
     entry = repository.load_model(repo)
-    session = ort.InferenceSession(str(entry.onnx_path()), providers=["CPUExecutionProvider"])
+    session = cpu_session(entry.onnx_path())
     x = prepare(crop_celeba_frame(image_bgr, face_box, HAAR_MARGINS), entry.contract.preprocessing)
     return session.run(None, {entry.model_config.input_name: x[None]})[0][0]
 
