@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from facialattr.export.parity import onnx_session, run_onnx
-from facialattr.training.metrics import threshold_metrics
 
 from facialattr.errors import ExportError
+from facialattr.export.parity import onnx_session, run_onnx
+from facialattr.training.metrics import threshold_metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,23 @@ class QuantizeOptions:
     # thresholds sit; the head is a few kFLOPs, so it stays FP32 (128 px model: accuracy drop
     # 0.33 pt on 1,000 val images with it, 0.45 pt on all 2,744 without).
     keep_head_fp32: bool = True
+    # Node groups (names in OP_GROUPS) left in FP32 as well: the layers whose quantization costs most accuracy.
+    exclude_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.calibrate_method not in ("MinMax", "Entropy", "Percentile", "Distribution"):
             raise ExportError(f"unknown calibrate_method {self.calibrate_method!r}")
+        unknown = [g for g in self.exclude_groups if g not in OP_GROUPS]
+        if unknown:
+            raise ExportError(f"exclude_groups: unknown group(s) {', '.join(map(repr, unknown))}; known: {', '.join(OP_GROUPS)}")
         if self.weight_type not in ("int8", "uint8"):
             raise ExportError(f"weight_type must be int8 or uint8, got {self.weight_type!r}")
 
     def describe(self) -> str:
         bits = "7-bit" if self.reduce_range else "8-bit"
-        head = ", FP32 head" if self.keep_head_fp32 else ""
-        return f"{self.weight_type} {bits} {'per-channel' if self.per_channel else 'per-tensor'} weights, {self.calibrate_method}{head}"
+        kept = (["head"] if self.keep_head_fp32 else []) + list(self.exclude_groups)
+        fp32 = f", FP32 {' + '.join(kept)}" if kept else ""
+        return f"{self.weight_type} {bits} {'per-channel' if self.per_channel else 'per-tensor'} weights, {self.calibrate_method}{fp32}"
 
 
 # Tried in order until one passes the gate: the fastest first, then the saturation-free one
@@ -143,7 +149,7 @@ def quantize_int8(fp32_path: Path, target: Path, calibration: np.ndarray, *, opt
     # Shape inference and graph cleanup first, as onnxruntime recommends before quantizing.
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     input_name = onnx_session(fp32_path).get_inputs()[0].name
-    excluded = head_nodes(prepared) if options.keep_head_fp32 else []
+    excluded = excluded_nodes(prepared, options)
     log.info("quantizing to INT8 (QDQ, %s calibration on %d images)", options.describe(), len(calibration))
     quantize_static(
         str(prepared), str(target), _Reader(input_name, calibration),
@@ -156,6 +162,59 @@ def quantize_int8(fp32_path: Path, target: Path, calibration: np.ndarray, *, opt
 
 
 HEAD_OP_TYPES = ("Sigmoid", "Gemm", "MatMul", "Add")
+# Layer groups of a MobileNet-style network that a recipe can keep in FP32 (see node_groups).
+OP_GROUPS = ("first_conv", "depthwise", "expand", "project", "last_conv", "residual_add", "head")
+
+
+def excluded_nodes(path: Path, options: QuantizeOptions) -> list[str]:
+    """Names of the nodes of the model at ``path`` that ``options`` keeps in FP32."""
+    groups = node_groups(path)
+    names = list(groups["head"]) if options.keep_head_fp32 else []
+    for group in options.exclude_groups:
+        names += [n for n in groups[group] if n not in names]
+    return names
+
+
+def node_groups(path: Path) -> dict[str, list[str]]:
+    """Node names of the ONNX model at ``path`` in each of :data:`OP_GROUPS`, in graph order.
+
+    Convolutions are told apart by structure, not by name (converters rename them):
+    ``depthwise`` has group > 1; ``first_conv`` is the first convolution; ``last_conv`` the
+    one whose activation feeds the global pooling; of the other 1x1 convolutions, ``expand``
+    feeds an activation (Clip/Relu) and ``project`` (the linear bottleneck) does not.
+    ``residual_add`` adds two computed tensors; ``head`` is :func:`head_nodes`. A model
+    without some kind of layer has an empty list for it.
+    """
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    constants = {init.name for init in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def next_ops(node: Any) -> set[str]:
+        return {c.op_type for out in node.output for c in consumers.get(out, [])}
+
+    groups: dict[str, list[str]] = {g: [] for g in OP_GROUPS}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    for index, node in enumerate(convs):
+        group_size = next((a.i for a in node.attribute if a.name == "group"), 1)
+        after = next_ops(node)
+        if group_size > 1:
+            groups["depthwise"].append(node.name)
+        elif index == 0:
+            groups["first_conv"].append(node.name)
+        elif after & {"Clip", "Relu"} and any(
+                next_ops(c) & {"GlobalAveragePool", "ReduceMean"} for out in node.output for c in consumers.get(out, [])):
+            groups["last_conv"].append(node.name)
+        else:
+            groups["expand" if after & {"Clip", "Relu"} else "project"].append(node.name)
+    groups["residual_add"] = [n.name for n in graph.node
+                              if n.op_type == "Add" and len(n.input) == 2 and not set(n.input) & constants]
+    groups["head"] = head_nodes(path)
+    return groups
 
 
 def head_nodes(path: Path) -> list[str]:
