@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from facialattr import MODEL_NAME, triton_config
 from facialattr.benchmarks.cpu import CpuMeter
 from facialattr.client import serverstats
-
-from facialattr import MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -68,27 +68,6 @@ class LoadResult:
         return d
 
 
-@dataclass(frozen=True)
-class ServedTensors:
-    """The input and output a served model declares in its config (what a request must name)."""
-
-    input_name: str
-    input_datatype: str  # tritonclient's spelling, e.g. "UINT8"
-    output_name: str
-
-
-def served_tensors(client: Any, model_name: str = MODEL_NAME, *, timeout_s: float | None = None) -> ServedTensors:
-    """Read the tensor names and input datatype from the server's model config (its first input and output).
-
-    Raises tritonclient's InferenceServerException when the server cannot answer for ``model_name``.
-    """
-    from tritonclient.grpc import model_config_pb2
-
-    config = client.get_model_config(model_name, client_timeout=timeout_s).config
-    datatype = model_config_pb2.DataType.Name(config.input[0].data_type).removeprefix("TYPE_")
-    return ServedTensors(config.input[0].name, datatype, config.output[0].name)
-
-
 def percentiles_ms(latencies_s: list[float]) -> tuple[float, float, float, float]:
     """(p50, p95, p99, mean) in milliseconds; NaN when nothing was measured."""
     if not latencies_s:
@@ -100,10 +79,10 @@ def percentiles_ms(latencies_s: list[float]) -> tuple[float, float, float, float
 
 class _Worker(threading.Thread):
     def __init__(self, url: str, images: np.ndarray, spec: LoadSpec, *, offset: int, model_name: str,
-                 tensors: ServedTensors, stop_at: float) -> None:
+                 served: triton_config.ModelConfig, stop_at: float) -> None:
         super().__init__(daemon=True)
         self.url, self.images, self.spec, self.offset = url, images, spec, offset
-        self.model_name, self.tensors, self.stop_at = model_name, tensors, stop_at
+        self.model_name, self.served, self.stop_at = model_name, served, stop_at
         # (finish time, latency) per successful request; errors counted by finish time
         self.done: list[tuple[float, float]] = []
         self.failed: list[float] = []
@@ -115,13 +94,13 @@ class _Worker(threading.Thread):
         client = grpcclient.InferenceServerClient(self.url)
         n, b = len(self.images), self.spec.batch_size
         cursor = self.offset
-        output = [grpcclient.InferRequestedOutput(self.tensors.output_name)]
+        output = [grpcclient.InferRequestedOutput(self.served.output_name)]
         try:
             while time.perf_counter() < self.stop_at:
                 idx = np.arange(cursor, cursor + b) % n
                 cursor = (cursor + b) % n
                 batch = self.images[idx]
-                tensor = grpcclient.InferInput(self.tensors.input_name, list(batch.shape), self.tensors.input_datatype)
+                tensor = grpcclient.InferInput(self.served.input_name, list(batch.shape), "UINT8")  # the contract's pixels
                 tensor.set_data_from_numpy(batch)
                 start = time.perf_counter()
                 try:
@@ -148,10 +127,12 @@ def run_load(url: str, images: np.ndarray, spec: LoadSpec, *, model_name: str = 
         raise ValueError(f"need at least {spec.batch_size} images, have {len(images)}")
     stride = max(1, len(images) // spec.concurrency)
     with grpcclient.InferenceServerClient(url) as stats_client:
-        tensors = served_tensors(stats_client, model_name, timeout_s=spec.timeout_s)
+        # Tensor names as the server's own config declares them (parsed as every client parses it).
+        served = triton_config.ModelConfig.from_proto(
+            stats_client.get_model_config(model_name, client_timeout=spec.timeout_s).config)
         window_start = time.perf_counter() + spec.warmup_s
         window_end = window_start + spec.duration_s
-        workers = [_Worker(url, images, spec, offset=i * stride, model_name=model_name, tensors=tensors,
+        workers = [_Worker(url, images, spec, offset=i * stride, model_name=model_name, served=served,
                            stop_at=window_end) for i in range(spec.concurrency)]
         for w in workers:
             w.start()
