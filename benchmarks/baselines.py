@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from facialattr.benchmarks.cpu import CpuMeter
 
+from facialattr.benchmarks.cpu import CpuMeter
 from facialattr.errors import FacialAttrError
 from facialattr.onnx_runtime import cpu_session
 

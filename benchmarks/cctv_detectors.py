@@ -25,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from facialattr.client.cctv.detect import iou, make_detector
 from facialattr.client.cctv.synthetic import make_scene, write_video
 

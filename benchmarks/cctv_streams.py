@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from facialattr import repository
 from facialattr.client.cctv.detect import DEFAULT_DETECTOR, make_detector
 from facialattr.client.cctv.metrics import mean_batch, server_batch_counts
 from facialattr.client.cctv.pipeline import WatchConfig, Watcher
@@ -26,8 +27,6 @@ from facialattr.client.cctv.synthetic import make_scene, write_video
 from facialattr.client.cctv.track import TrackerConfig
 from facialattr.client.scorer import Scorer
 from facialattr.serving.embedded import start_on_free_ports
-
-from facialattr import repository
 
 
 def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, rescore_every: int,

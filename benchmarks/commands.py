@@ -43,7 +43,6 @@ def register(subparsers) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from facialattr.benchmarks.sweep import sweep_command
-
     from facialattr.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
     result = sweep_command(

@@ -17,13 +17,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from facialattr import triton_config
+from facialattr.contract import ModelContract
 from facialattr.export import images
 from facialattr.export.parity import onnx_session, run_onnx
 from facialattr.export.quantize import DEFAULT_RECIPES, mean_accuracies, quantize_int8, throughput_side_by_side
 from facialattr.training.data import load_celeba, require_splits
-
-from facialattr import triton_config
-from facialattr.contract import ModelContract
 
 log = logging.getLogger("int8_vs_fp32")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from facialattr.benchmarks.baselines import ort_throughput
 from facialattr.benchmarks.load import LoadSpec, run_load
-
 from facialattr.onnx_runtime import cpu_session
 
 

@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facialattr import repository
 from facialattr.benchmarks import baselines, images, locust_run, paired, plots, report, standin
 from facialattr.benchmarks.load import LoadSpec, run_load
 from facialattr.benchmarks.sweep import ServingSettings, choose, run_sweep, serve_with, trial
-
-from facialattr import repository
 
 log = logging.getLogger("facialattr.benchmarks.run_all")
 

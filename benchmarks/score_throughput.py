@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from facialattr.client.preprocess import prepare
-from facialattr.serving.embedded import start_on_free_ports
 
 from facialattr import repository
+from facialattr.client.preprocess import prepare
 from facialattr.contract import Preprocessing
 from facialattr.onnx_runtime import cpu_session
+from facialattr.serving.embedded import start_on_free_ports
 
 
 def decoders() -> dict:

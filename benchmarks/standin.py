@@ -69,6 +69,7 @@ def build_standin(out_dir: Path = DEFAULT_STANDIN_DIR, *, size: int = 128, seed:
 def _untrained_model(contract: ModelContract, *, seed: int):
     """training.model's network, random weights, BatchNorm statistics from real photographs."""
     import keras
+
     from facialattr.export.images import sample_photos
     from facialattr.training.model import ModelSpec, build_model, init_batchnorm_from_data
 

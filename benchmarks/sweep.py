@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from facialattr.benchmarks.load import LoadResult, LoadSpec, run_load
-from facialattr.serving.embedded import start_on_free_ports
 
 from facialattr import repository, triton_config
+from facialattr.benchmarks.load import LoadResult, LoadSpec, run_load
+from facialattr.serving.embedded import start_on_free_ports
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from facialattr.serving.embedded import start_on_free_ports as start_server  # noqa: F401 - the tests' name for it
-
 from facialattr import repository
 from facialattr.contract import ModelContract
+from facialattr.serving.embedded import start_on_free_ports as start_server  # noqa: F401 - the tests' name for it
 
 
 def free_ports(n: int) -> list[int]:
@@ -35,9 +34,8 @@ def free_ports(n: int) -> list[int]:
 
 def make_tiny_repository(root: Path, *, size_hw=(64, 64), max_batch_size: int = 16, **contract_fields) -> Path:
     """A model repository holding the tiny ONNX model under the served name and contract."""
-    from facialattr.export.tiny_model import build_tiny_onnx
-
     from facialattr.contract import Preprocessing
+    from facialattr.export.tiny_model import build_tiny_onnx
     from facialattr.triton_config import ModelConfig
 
     root.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
+from testsupport import start_server
+
 from facialattr.benchmarks import locust_run
 from facialattr.client import serverstats
-from testsupport import start_server
 
 
 def test_locust_users_get_answers_and_the_server_counts_them(triton_server, tmp_path):

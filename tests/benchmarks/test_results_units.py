@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from facialattr.benchmarks import report
 from facialattr.benchmarks.load import LoadResult, percentiles_ms
 from facialattr.benchmarks.sweep import Aggregate, ServingSettings, TrialResult, choose

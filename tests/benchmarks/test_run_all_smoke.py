@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from facialattr.benchmarks import report, run_all
 from PIL import Image
+
+from facialattr.benchmarks import report, run_all
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
+from facialattr import repository
+from facialattr.app.cli import main as cli_main
 from facialattr.benchmarks import images
 from facialattr.benchmarks.load import LoadSpec, run_load
 from facialattr.benchmarks.sweep import ServingSettings, configured_repository, run_sweep, settings_of
-
-from facialattr import repository
-from facialattr.app.cli import main as cli_main
 
 
 def test_sweep_measures_every_point_with_server_statistics(triton_server):

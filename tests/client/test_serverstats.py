@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from facialattr.client.serverstats import StatsSnapshot, difference, mean_batch, parse
 from tritonclient.grpc import service_pb2
+
+from facialattr.client.serverstats import StatsSnapshot, difference, mean_batch, parse
 
 
 def _version_stats(response, *, inferences: int, executions: int, queue_ns: int, infer_ns: int,
