@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facialattr.errors import EXIT_OK
+
 DEFAULT_REPOSITORY = "model_repository"
 
 
@@ -60,4 +62,4 @@ def _export(args: argparse.Namespace) -> int:
     if result.int8_attempts:
         print(f"INT8 model: {result.int8_version_dir or 'none written'}")
     print("restart `facialattr serve` to serve the new version (Triton serves the highest version)")
-    return 0
+    return EXIT_OK

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from facialattr.errors import EXIT_OK
+
 DEFAULT_REPOSITORY = os.environ.get("FACIALATTR_MODEL_REPOSITORY", "model_repository")
 
 
@@ -65,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         supervisor.run(on_first_ready=_print_banner)
     except KeyboardInterrupt:
         pass
-    return 0
+    return EXIT_OK
 
 
 def _print_banner(supervisor) -> None:

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from facialattr.errors import EXIT_OK
+
 log = logging.getLogger(__name__)
 
 
@@ -47,7 +49,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
     outputs = analyze(args.data_dir, args.out, split=args.split)
     print("\n".join(str(p) for p in outputs))
-    return 0
+    return EXIT_OK
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -66,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, kind=args.loss))
     result = train(args.data_dir, args.out, config)
     print(json.dumps(result["summary"], indent=1))
-    return 0
+    return EXIT_OK
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -74,4 +76,4 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate(args.model, args.data_dir, split=args.split, out_dir=args.out, scores_file=args.scores)
     print(json.dumps(result["summary"], indent=1))
-    return 0
+    return EXIT_OK
