@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from facialattr.client.results import PARQUET_ROWS_PER_GROUP, JsonlWriter, create_with_umask, read_jsonl
-
 from facialattr.contract import ModelContract
 
 log = logging.getLogger(__name__)

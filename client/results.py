@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from facialattr.client.batching import SERVER_ERROR_KIND, ItemResult
 from facialattr.client.ranking import Ranker
-
 from facialattr.contract import ModelContract
 from facialattr.errors import InputError
 

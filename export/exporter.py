@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facialattr import MODEL_NAME, repository, triton_config
+from facialattr.contract import ModelContract
+from facialattr.errors import ExportError, FacialAttrError
 from facialattr.export import convert, images, parity
 from facialattr.export.quantize import (
     DEFAULT_RECIPES,
@@ -26,10 +29,6 @@ from facialattr.export.quantize import (
     compare_int8,
     quantize_int8,
 )
-
-from facialattr import MODEL_NAME, repository, triton_config
-from facialattr.contract import ModelContract
-from facialattr.errors import ExportError, FacialAttrError
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +193,7 @@ def _quantize_and_compare(onnx_path: Path, int8_path: Path, contract: ModelContr
                           options: ExportOptions) -> tuple[Int8Report, ...]:
     """Try each recipe until one passes the gate; ``int8_path`` then holds that one. Returns every attempt."""
     import numpy as np
+
     from facialattr.training.data import load_celeba, require_splits
 
     (split,) = require_splits(load_celeba(options.int8_calibration), "val")

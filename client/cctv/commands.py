@@ -58,7 +58,6 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _sources(args: argparse.Namespace):
     from facialattr.client.cctv.sources import FrameSource, SourceOptions, parse_source
-
     from facialattr.errors import InputError
 
     specs = [parse_source(text, default_name=f"cam{i}") for i, text in enumerate(args.sources)]

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from facialattr import MODEL_NAME
 from facialattr.client.cctv.annotate import AnnotatedVideo, draw_tracks
 from facialattr.client.cctv.detect import FaceDetector, crop_celeba_frame
 from facialattr.client.cctv.events import EventWriter, track_event
@@ -28,8 +30,6 @@ from facialattr.client.cctv.metrics import WatchMetrics, mean_batch, server_batc
 from facialattr.client.cctv.recommend import Recommender
 from facialattr.client.cctv.sources import Frame, FrameSource
 from facialattr.client.cctv.track import IouTracker, Track, TrackerConfig
-
-from facialattr import MODEL_NAME
 from facialattr.errors import FacialAttrError
 
 log = logging.getLogger(__name__)
