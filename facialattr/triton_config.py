@@ -110,7 +110,8 @@ class ModelConfig:
         """Parse a Triton config back (from disk or from ``get_model_config``), as pytriton does.
 
         The contract parameters are left to :meth:`ModelContract.from_model_config`; a missing
-        thread-count parameter reads as the default. Raises ContractError when the model has
+        thread-count parameter reads as the default. Fields this class does not model are not
+        kept (e.g. ``backend: "python"`` of the embedded server's derived twin, whose platform reads ""). Raises ContractError when the model has
         other than one input and one output, or a parameter this class owns is malformed.
         """
         if len(config.input) != 1 or len(config.output) != 1:
