@@ -1,7 +1,8 @@
 """Real-looking uint8 image batches for the export checks (parity, calibration, evaluation).
 
-Files go through the client's own decode and preprocessing (facialattr.client.preprocess),
-so the checks see exactly the pixels a served client sends.
+Files go through the client's own decoder and the core's preprocessing
+(facialattr.client.preprocess.load_and_prepare), so the checks see exactly the pixels a
+served client sends; arrays go straight to facialattr.preprocessing.prepare.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def sample_photos(preprocessing: Preprocessing, *, count: int, seed: int = 0) ->
     Real photographs exercise the network the way faces do (edges, textures, saturated
     regions), which constant or uniform-noise inputs do not.
     """
-    from facialattr.client.preprocess import prepare
+    from facialattr.preprocessing import prepare
 
     try:
         import skimage.data

@@ -44,7 +44,11 @@ class SourceSpec:
 
 
 def parse_source(text: str, *, default_name: str) -> SourceSpec:
-    """``[NAME=]SOURCE``: a URL, a webcam index, a folder of images or a video file."""
+    """``[NAME=]SOURCE``: a URL, a webcam index, a folder of images or a video file.
+
+    NAME defaults to ``default_name``. Raises :class:`InputError` naming ``text`` when it is
+    neither a URL nor a webcam index and no such file or folder exists.
+    """
     name, target = default_name, text
     m = _NAMED.match(text)
     if m and not _URL.match(text):
