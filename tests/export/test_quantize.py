@@ -125,11 +125,39 @@ def test_recipe_keeps_exactly_its_excluded_groups_in_fp32_and_quantizes_the_rest
     assert layers & quantized_nodes(target) == layers - fp32
 
 
-def test_recipe_names_the_groups_it_keeps_in_fp32():
-    assert QuantizeOptions(exclude_groups=("depthwise",)).describe().endswith("FP32 head + depthwise")
-    assert "FP32" not in QuantizeOptions(keep_head_fp32=False).describe()
+def activation_scales(path) -> dict[str, float]:
+    """Scale of each activation QuantizeLinear (input tensor name -> scale) in a QDQ model."""
+    graph = onnx.load(str(path)).graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    return {node.input[0]: float(values[node.input[1]]) for node in graph.node
+            if node.op_type == "QuantizeLinear" and node.input[0] not in values}
 
 
-def test_unknown_exclude_group_is_refused_naming_it_and_the_known_ones():
-    with pytest.raises(ExportError, match=r"'dephtwise'.*first_conv, depthwise"):
-        QuantizeOptions(exclude_groups=("dephtwise",))
+def test_lower_calibration_percentile_clips_activation_ranges(mobilenet_like, tmp_path):
+    calibration = np.random.default_rng(2).integers(0, 256, (32, SIZE, SIZE, 3), dtype=np.uint8)
+    scales = [activation_scales(quantize_int8(mobilenet_like, tmp_path / f"int8_{p}.onnx", calibration,
+                                              options=QuantizeOptions(calibration_percentile=p)))
+              for p in (100.0, 99.0)]
+    assert scales[0].keys() == scales[1].keys() and len(scales[0]) >= 5
+    # 1 % of the values clipped: every range that is not constant shrinks, none grows.
+    assert all(scales[1][name] <= scales[0][name] for name in scales[0])
+    assert sum(scales[1][name] < 0.99 * scales[0][name] for name in scales[0]) >= len(scales[0]) // 2
+
+
+@pytest.mark.parametrize(("options", "description"), [
+    (QuantizeOptions(exclude_groups=("depthwise",)), "int8 7-bit per-channel weights, Percentile 99.999, FP32 head + depthwise"),
+    (QuantizeOptions(reduce_range=False, calibration_percentile=99.99), "int8 8-bit per-channel weights, Percentile 99.99, FP32 head"),
+    (QuantizeOptions(keep_head_fp32=False, calibrate_method="MinMax"), "int8 7-bit per-channel weights, MinMax"),
+])
+def test_recipe_describes_its_weights_calibration_and_fp32_groups(options, description):
+    assert options.describe() == description
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"exclude_groups": ("dephtwise",)}, r"'dephtwise'.*first_conv, depthwise"),
+    ({"calibration_percentile": 99.99 * 100}, r"calibration_percentile must be in \(50, 100\], got 9999"),
+    ({"calibration_percentile": 0.9999}, r"calibration_percentile .* got 0.9999"),
+])
+def test_bad_recipe_field_is_refused_naming_the_value(fields, message):
+    with pytest.raises(ExportError, match=message):
+        QuantizeOptions(**fields)
