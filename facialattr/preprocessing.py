@@ -1,9 +1,9 @@
 """The preprocessing contract as code: crop box, area resize, channel order, uint8.
 
 The one home of how an image becomes the model's input. The client prepares
-decoded arrays with :func:`prepare`; training's tf.data pipeline feeds
-:func:`crop_box_pixels` the decoded image's size and does the same crop and area
-resize with TensorFlow ops (training/pipeline.py). Both round the area average
+decoded arrays with :func:`prepare`; training's tf.data pipeline crops at the spans
+:func:`crop_span` gives for the decoded image's size and does the same area resize
+with TensorFlow ops (training/pipeline.py). Both round the area average
 half to even into uint8, so on the same decoded pixels the two agree exactly but
 where float32 error decides on which side of k + 0.5 an average falls: one level,
 on none of the values at the shipped 128x128 and at most 2.3 % of them elsewhere
@@ -19,28 +19,39 @@ import numpy as np
 from facialattr.contract import Preprocessing
 from facialattr.errors import InputError
 
-__all__ = ["crop_box_pixels", "prepare", "resize_area"]
+__all__ = ["crop_box_pixels", "crop_span", "prepare", "resize_area"]
 
 
 def crop_box_pixels(height: int, width: int, preprocessing: Preprocessing) -> tuple[int, int, int, int]:
     """(top, left, crop_height, crop_width) in pixels of the contract's crop of a ``height`` x ``width`` image.
 
-    Each fraction of ``preprocessing.crop_box_xyxy`` is scaled by the image's size and
-    rounded to the nearest pixel (half to even); the box then keeps at least one pixel
-    each way and stays inside the image, so any image of at least 1x1 gets a non-empty
-    crop. CelebA's aligned 218x178 (h x w) gives (20, 0, 178, 178).
-    Raises :class:`InputError` when ``height`` or ``width`` is below 1.
+    Each axis is :func:`crop_span` of the box's fractions along it, so every image of at
+    least 1x1 gets a non-empty crop inside it. CelebA's aligned 218x178 (h x w) gives
+    (20, 0, 178, 178). Raises :class:`InputError` when ``height`` or ``width`` is below 1.
     """
     if height < 1 or width < 1:
         raise InputError(f"cannot crop an image of {height}x{width} pixels")
     left_f, top_f, right_f, bottom_f = preprocessing.crop_box_xyxy
-    left, right = round(left_f * width), round(right_f * width)
-    top, bottom = round(top_f * height), round(bottom_f * height)
+    top, crop_h = crop_span(height, top_f, bottom_f)
+    left, crop_w = crop_span(width, left_f, right_f)
+    return top, left, crop_h, crop_w
+
+
+def crop_span(size: int, start_fraction: float, end_fraction: float) -> tuple[int, int]:
+    """(start, length) in pixels of the fractions [start, end) of one axis ``size`` pixels long.
+
+    Both ends are rounded to the nearest pixel (half to even); the span then keeps at least
+    one pixel and stays inside the axis. One axis never depends on the other, which lets
+    training's pipeline look spans up in a table built with this function.
+    Raises :class:`InputError` when ``size`` is below 1.
+    """
+    if size < 1:
+        raise InputError(f"cannot crop an axis of {size} pixels")
+    start, end = round(start_fraction * size), round(end_fraction * size)
     # A tiny image must still give at least one pixel.
-    right, bottom = max(right, left + 1), max(bottom, top + 1)
-    left, top = min(left, width - 1), min(top, height - 1)
-    right, bottom = min(right, width), min(bottom, height)
-    return top, left, bottom - top, right - left
+    end = max(end, start + 1)
+    start, end = min(start, size - 1), min(end, size)
+    return start, end - start
 
 
 def resize_area(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """tf.data input pipelines: parallel JPEG decode, the contract's face crop, resize, augment.
 
 The crop box comes from the one definition of the preprocessing contract
-(:func:`facialattr.preprocessing.crop_box_pixels`, fed each decoded image's size);
+(:func:`facialattr.preprocessing.crop_span`, per axis of each decoded image);
 TensorFlow does the pixel work with the arithmetic :func:`facialattr.preprocessing.prepare`
 reproduces for clients (area resize, round half to even, uint8, channel order), so the
 model trains on what it will serve (tests/training/test_pipeline_matches_client.py).
@@ -10,16 +10,20 @@ Augmentation exists only in the training path; validation images are the plain v
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from facialattr.contract import Preprocessing
-from facialattr.preprocessing import crop_box_pixels
+from facialattr.preprocessing import crop_span
 from facialattr.training.config import Augmentation
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Axes up to this many pixels look their crop span up in a table of crop_span's answers; a longer
+# one calls crop_span through tf.numpy_function (a Python call per image halves tf.data's rate).
+SPAN_TABLE_PIXELS = 8192
 
 
 def configure_threads(num_threads: int) -> None:
@@ -38,23 +42,40 @@ def load_face(path: tf.Tensor, preprocessing: Preprocessing) -> tf.Tensor:
     """One JPEG file (a path string tensor) -> the model's uint8 [h, w, 3] input per ``preprocessing``.
 
     Decoded with TensorFlow's default JPEG settings (what client/decode.py matches bit for bit),
-    cropped at :func:`crop_box_pixels` of the decoded size, area-resized to ``preprocessing.size_hw``
-    (pixels) and rounded half to even. A file that is not a JPEG fails the dataset iteration with
-    TensorFlow's ``InvalidArgumentError``.
+    cropped at the spans :func:`crop_span` gives for the decoded size (the client's
+    ``crop_box_pixels``), area-resized to ``preprocessing.size_hw`` (pixels) and rounded half to
+    even. A file that is not a JPEG fails the dataset iteration with ``InvalidArgumentError``.
     """
     image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
     shape = tf.shape(image)
-    # The box is computed in Python by the shared function, not re-derived with TensorFlow ops,
-    # so the 1-pixel clamps and the rounding are the client's by construction.
-    box = tf.numpy_function(lambda h, w: np.asarray(crop_box_pixels(int(h), int(w), preprocessing), np.int32),
-                            [shape[0], shape[1]], tf.int32, stateful=False, name="crop_box_pixels")
-    top, left, crop_h, crop_w = box[0], box[1], box[2], box[3]
+    left_f, top_f, right_f, bottom_f = preprocessing.crop_box_xyxy
+    top, crop_h = _span(shape[0], top_f, bottom_f)
+    left, crop_w = _span(shape[1], left_f, right_f)
     face = image[top:top + crop_h, left:left + crop_w]
     resized = tf.image.resize(face, preprocessing.size_hw, method="area")
     pixels = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
     if preprocessing.channel_order == "BGR":
         pixels = pixels[..., ::-1]
     return pixels
+
+
+@functools.lru_cache(maxsize=16)
+def _span_table(start_fraction: float, end_fraction: float, pixels: int) -> np.ndarray:
+    """crop_span for every axis length 1..``pixels``: int32 [pixels, 2] (start, length)."""
+    return np.asarray([crop_span(n, start_fraction, end_fraction) for n in range(1, pixels + 1)], np.int32)
+
+
+def _span(size: tf.Tensor, start_fraction: float, end_fraction: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """(start, length) of one axis, from the shared crop_span: looked up, or called for a longer axis."""
+    table = tf.constant(_span_table(start_fraction, end_fraction, SPAN_TABLE_PIXELS))
+
+    def call() -> tf.Tensor:
+        span = tf.numpy_function(lambda n: np.asarray(crop_span(int(n), start_fraction, end_fraction), np.int32),
+                                 [size], tf.int32, stateful=False, name="crop_span")
+        return tf.reshape(span, [2])
+
+    span = tf.cond(size <= table.shape[0], lambda: tf.gather(table, size - 1), call)
+    return span[0], span[1]
 
 
 def augment(images: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.Tensor:

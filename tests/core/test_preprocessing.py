@@ -12,7 +12,7 @@ import pytest
 
 from facialattr.contract import CELEBA_FACE_CROP_XYXY, Preprocessing
 from facialattr.errors import InputError
-from facialattr.preprocessing import crop_box_pixels, prepare, resize_area
+from facialattr.preprocessing import crop_box_pixels, crop_span, prepare, resize_area
 
 
 @pytest.mark.parametrize("hw,box,expected", [
@@ -100,3 +100,12 @@ def test_grayscale_array_is_accepted():
 def test_wrong_arrays_are_refused(image):
     with pytest.raises(InputError):
         prepare(image, Preprocessing(size_hw=(16, 16)))
+
+
+@pytest.mark.parametrize("size,fractions,expected", [
+    (218, (20 / 218, 198 / 218), (20, 178)), (1, (0.0, 0.05), (0, 1)), (2, (0.4, 0.6), (1, 1)), (3, (0.9, 1.0), (2, 1)),
+])
+def test_crop_span_is_one_axis_of_the_crop_box(size, fractions, expected):
+    assert crop_span(size, *fractions) == expected
+    with pytest.raises(InputError, match="0 pixels"):
+        crop_span(0, *fractions)

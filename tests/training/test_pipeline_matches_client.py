@@ -115,6 +115,14 @@ def test_load_face_follows_any_contract_like_the_client(jpegs, size_hw, crop_box
     assert_equal_but_rounding_flips(trained_on, served)
 
 
+def test_axes_longer_than_the_span_table_call_the_shared_function(jpegs, monkeypatch):
+    monkeypatch.setattr(pipeline, "SPAN_TABLE_PIXELS", 64)  # most test files have an axis over 64 px
+    preprocessing = Preprocessing(size_hw=(48, 48), crop_box_xyxy=(0.1, 0.2, 0.7, 0.9))
+    trained_on = np.stack([pipeline.load_face(tf.constant(str(p)), preprocessing).numpy() for p in jpegs])
+    served = np.stack([prepare(decode_image(p), preprocessing) for p in jpegs])
+    assert_equal_but_rounding_flips(trained_on, served)
+
+
 def _crop_box_as_trained(height: int, width: int) -> tuple[int, int, int, int]:
     """The box the shipped model was trained with: the pipeline's old float32 TensorFlow arithmetic, no clamps."""
     shape = tf.constant([height, width], tf.float32)
