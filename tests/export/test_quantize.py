@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from facialattr.errors import ExportError
+from facialattr.export.parity import onnx_session, run_onnx
 from facialattr.export.quantize import OP_GROUPS, QuantizeOptions, node_groups, quantize_int8
 from facialattr.triton_config import INPUT_NAME, OUTPUT_NAME
 
@@ -144,10 +145,34 @@ def test_lower_calibration_percentile_clips_activation_ranges(mobilenet_like, tm
     assert sum(scales[1][name] < 0.99 * scales[0][name] for name in scales[0]) >= len(scales[0]) // 2
 
 
+def mean_logit_error(fp32_path, int8_path, images) -> np.ndarray:
+    def logits(path):
+        p = np.clip(run_onnx(onnx_session(path), images, batch_size=16).astype(np.float64), 1e-7, 1 - 1e-7)
+        return np.log(p / (1 - p))
+
+    return (logits(int8_path) - logits(fp32_path)).mean(axis=0)
+
+
+def test_head_bias_correction_cancels_the_mean_logit_error_on_the_calibration_images(mobilenet_like, tmp_path):
+    calibration = np.random.default_rng(3).integers(0, 256, (32, SIZE, SIZE, 3), dtype=np.uint8)
+    plain, corrected = (quantize_int8(mobilenet_like, tmp_path / f"int8_{flag}.onnx", calibration,
+                                      options=QuantizeOptions(reduce_range=False, correct_head_bias=flag))
+                        for flag in (False, True))
+    before, after = (np.abs(mean_logit_error(mobilenet_like, path, calibration)) for path in (plain, corrected))
+    assert before.mean() > 1e-3 and after.max() < 0.05 * before.max()
+    # Only the head's bias changed, by the error measured before the correction.
+    weights = [{i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer} for path in (plain, corrected)]
+    changed = [name for name in weights[0] if not np.array_equal(weights[0][name], weights[1][name])]
+    assert changed == ["dense_b"]
+    np.testing.assert_allclose(weights[0]["dense_b"] - weights[1]["dense_b"],
+                               mean_logit_error(mobilenet_like, plain, calibration), atol=1e-5)
+
+
 @pytest.mark.parametrize(("options", "description"), [
     (QuantizeOptions(exclude_groups=("depthwise",)), "int8 7-bit per-channel weights, Percentile 99.999, FP32 head + depthwise"),
     (QuantizeOptions(reduce_range=False, calibration_percentile=99.99), "int8 8-bit per-channel weights, Percentile 99.99, FP32 head"),
     (QuantizeOptions(keep_head_fp32=False, calibrate_method="MinMax"), "int8 7-bit per-channel weights, MinMax"),
+    (QuantizeOptions(correct_head_bias=True), "int8 7-bit per-channel weights, Percentile 99.999, FP32 head, head bias corrected"),
 ])
 def test_recipe_describes_its_weights_calibration_and_fp32_groups(options, description):
     assert options.describe() == description
@@ -157,6 +182,7 @@ def test_recipe_describes_its_weights_calibration_and_fp32_groups(options, descr
     ({"exclude_groups": ("dephtwise",)}, r"'dephtwise'.*first_conv, depthwise"),
     ({"calibration_percentile": 99.99 * 100}, r"calibration_percentile must be in \(50, 100\], got 9999"),
     ({"calibration_percentile": 0.9999}, r"calibration_percentile .* got 0.9999"),
+    ({"correct_head_bias": True, "keep_head_fp32": False}, r"correct_head_bias needs keep_head_fp32"),
 ])
 def test_bad_recipe_field_is_refused_naming_the_value(fields, message):
     with pytest.raises(ExportError, match=message):
