@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from facialattr.client.decode import (
     DEFAULT_MAX_DECODE_BYTES,
     DEFAULT_MAX_FILE_BYTES,
@@ -32,7 +33,6 @@ from facialattr.client.decode import (
 from facialattr.client.paths import Input, as_input
 from facialattr.client.preprocess import prepare
 from facialattr.client.scorer import Scorer, ServerUnavailableError
-
 from facialattr.contract import Preprocessing
 from facialattr.errors import InferenceError, InputError
 

@@ -22,7 +22,6 @@ from facialattr.client.outputs import open_writer
 from facialattr.client.paths import Input, WalkStats, iter_inputs
 from facialattr.client.results import RowMaker
 from facialattr.client.scorer import Scorer, ScorerStats
-
 from facialattr.errors import EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from facialattr.client.failures import EndpointError, status_code
-
 from facialattr.errors import ContractError, InputError
 from facialattr.triton_config import ServedModel
 

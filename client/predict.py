@@ -122,7 +122,6 @@ def register(subparsers) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from facialattr.client.scorer import RetryPolicy, Scorer, ServerUnavailableError
-
     from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, InputError
 
     if args.top < 1 or min(args.timeout_s, args.connect_timeout_s, args.give_up_after_s) <= 0:

@@ -214,6 +214,7 @@ def _facialattr_cause(exc: BaseException) -> FacialAttrError | None:
 def decode_units(batch, *, out: str, preprocessing, limits: dict[str, int]):
     """Ray task: unit numbers -> one row per unit with its prepared images (or its shard's size, when done)."""
     import pyarrow as pa
+
     from facialattr.client import sharded_out
     from facialattr.client.batching import decode_files
 
@@ -265,6 +266,7 @@ class ScoreUnits:
 
     def _unit(self, unit: dict) -> dict:
         import numpy as np
+
         from facialattr.client import sharded_out
         from facialattr.client.batching import EngineTimings, RequestGroup
         from facialattr.client.parquet_out import record_batch

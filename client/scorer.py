@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from facialattr import MODEL_NAME
 from facialattr.client.endpoints import Endpoint, open_endpoints, read_contract, unreachable_message
 from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStats: part of this module's API)
     EndpointError,
@@ -39,11 +41,9 @@ from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStat
     status_code,
     unavailable_error,
 )
-
-from facialattr import MODEL_NAME
 from facialattr.contract import ModelContract
-from facialattr.triton_config import ModelConfig, ServedModel
 from facialattr.errors import ContractError, InferenceError, InputError
+from facialattr.triton_config import ModelConfig, ServedModel
 
 log = logging.getLogger(__name__)
 

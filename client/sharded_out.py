@@ -29,7 +29,6 @@ from pathlib import Path
 
 from facialattr.client.batching import SERVER_ERROR_KIND
 from facialattr.client.paths import Input, Refusal, WalkStats, iter_inputs
-
 from facialattr.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -28,10 +28,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from facialattr.serving import preload, workdirs
-
 from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
+from facialattr.serving import preload, workdirs
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
 from facialattr import MODEL_NAME, repository
 from facialattr.errors import FacialAttrError, PortInUseError
+from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 from facialattr.triton_config import ServedModel
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
 from facialattr.training.data import load_celeba, require_splits
 
 log = logging.getLogger(__name__)

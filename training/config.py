@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from facialattr.training.losses import LossSpec
 
 from facialattr.errors import FacialAttrError
+from facialattr.training.losses import LossSpec
 
 SCHEDULES = ("cached", "end_to_end")
 

@@ -13,11 +13,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from facialattr.training import metrics as M
-from facialattr.training.report import render_markdown, score_report, to_jsonable
 
 from facialattr.contract import ModelContract
 from facialattr.errors import FacialAttrError
+from facialattr.training import metrics as M
+from facialattr.training.report import render_markdown, score_report, to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def evaluate(model_or_run: Path, data_dir: Path, *, split: str = "val", out_dir:
              threads: int = 2, scores_file: Path | None = None) -> dict:
     """Metrics of a run on ``split``; with ``scores_file`` the probabilities are the served model's."""
     import keras
+
     from facialattr.training.data import load_celeba, require_splits
     from facialattr.training.pipeline import configure_threads
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import keras
 
-from facialattr.triton_config import INPUT_NAME, OUTPUT_NAME
 from facialattr.errors import FacialAttrError
+from facialattr.triton_config import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 

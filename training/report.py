@@ -16,9 +16,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from facialattr.training import metrics as M
 
 from facialattr.contract import CELEBA_FACE_CROP_XYXY, ModelContract, Preprocessing
+from facialattr.training import metrics as M
 
 log = logging.getLogger(__name__)
 

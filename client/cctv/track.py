@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from facialattr.client.cctv.detect import Detection, iou
 
 

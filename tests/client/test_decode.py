@@ -7,9 +7,9 @@ import zlib
 
 import numpy as np
 import pytest
-from facialattr.client.decode import DecodeError, decode_image, jpeg_exif_orientation
 from PIL import Image, ImageOps
 
+from facialattr.client.decode import DecodeError, decode_image, jpeg_exif_orientation
 from facialattr.errors import InputError
 
 

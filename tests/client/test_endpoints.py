@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from facialattr.client.endpoints import check_metadata, normalise_urls
 
+from facialattr.client.endpoints import check_metadata, normalise_urls
 from facialattr.contract import ModelContract, Preprocessing
 from facialattr.errors import ContractError, InputError
 from facialattr.triton_config import ModelConfig, ServedModel

@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
-from facialattr.client.ranking import top_attributes
 from testsupport import free_ports
 
 from facialattr import repository
 from facialattr.app.cli import main
+from facialattr.client.ranking import top_attributes
 from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 

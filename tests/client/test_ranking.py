@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from facialattr.client.ranking import lift_scores, top_attributes, top_by_probability
 
+from facialattr.client.ranking import lift_scores, top_attributes, top_by_probability
 from facialattr.contract import ModelContract
 from facialattr.errors import InputError
 

@@ -9,11 +9,11 @@ import stat
 
 import numpy as np
 import pytest
+
 from facialattr.client.batching import ItemResult
 from facialattr.client.outputs import open_writer
 from facialattr.client.parquet_out import ParquetWriter
 from facialattr.client.results import drop_torn_tail, make_row, path_from_csv
-
 from facialattr.contract import ModelContract
 from facialattr.errors import InputError
 

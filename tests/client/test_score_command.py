@@ -15,8 +15,8 @@ import pytest
 from testsupport import free_ports
 
 from facialattr.app.cli import main
-from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 from facialattr.contract import CELEBA_ATTRIBUTES
+from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 
 def read_rows(out) -> list[dict]:

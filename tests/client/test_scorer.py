@@ -8,13 +8,13 @@ import time
 
 import numpy as np
 import pytest
+from testsupport import free_ports
+
+from facialattr import repository
 from facialattr.client.endpoints import unreachable_message
 from facialattr.client.failures import RateLimitedLog
 from facialattr.client.preprocess import load_and_prepare
 from facialattr.client.scorer import RetryPolicy, Scorer, ServerUnavailableError
-from testsupport import free_ports
-
-from facialattr import repository
 from facialattr.errors import InputError
 
 
@@ -142,11 +142,11 @@ def test_malformed_urls_are_refused(urls):
 
 
 def test_requests_fill_up_to_the_preferred_batch_size_the_server_declares(tmp_path, prepared):
-    from facialattr.export.tiny_model import build_tiny_onnx
     from testsupport import start_server
 
     from facialattr import triton_config
     from facialattr.contract import ModelContract, Preprocessing
+    from facialattr.export.tiny_model import build_tiny_onnx
 
     contract = ModelContract(preprocessing=Preprocessing(size_hw=(64, 64)))
     config = triton_config.ModelConfig(max_batch_size=16, dynamic_batching=triton_config.DynamicBatching(preferred_batch_size=(4,)))

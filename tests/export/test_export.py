@@ -14,9 +14,6 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.grpc as grpcclient
-from facialattr.export import convert, exporter, images, parity
-from facialattr.export.exporter import INT8_MODEL_NAME, ExportOptions, export_model
-from facialattr.export.quantize import DEFAULT_RECIPES, Int8Criteria, Int8Report, mean_accuracies
 from testsupport import start_server
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -24,6 +21,9 @@ from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.app import cli
 from facialattr.contract import CELEBA_ATTRIBUTES, ModelContract, Preprocessing
 from facialattr.errors import ExportError, ParityError
+from facialattr.export import convert, exporter, images, parity
+from facialattr.export.exporter import INT8_MODEL_NAME, ExportOptions, export_model
+from facialattr.export.quantize import DEFAULT_RECIPES, Int8Criteria, Int8Report, mean_accuracies
 
 SIZE = 32
 MAX_BATCH = 8

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 from testsupport import free_ports, wait_until  # noqa: F401 - wait_until is used through support
 
 from facialattr import repository, triton_config
 from facialattr.contract import ModelContract, Preprocessing
+from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
 SIZE_HW = (64, 64)
 

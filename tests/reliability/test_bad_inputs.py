@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import reliability_corpus as corpus
 import reliability_support as support
+
 from facialattr.client.batching import ItemResult, score_files
 from facialattr.client.paths import iter_inputs
 from facialattr.client.preprocess import prepare

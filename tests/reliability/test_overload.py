@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import reliability_support as support
 import tritonclient.grpc as grpcclient
-from facialattr.client.scorer import Scorer
 
 from facialattr import MODEL_NAME
+from facialattr.client.scorer import Scorer
 
 H, W = support.SIZE_HW
 MAX_BATCH, MAX_QUEUE = 2, 2

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reliability_support as support
-from facialattr.serving.supervisor import Supervisor, stub_processes
 
 from facialattr.contract import CELEBA_ATTRIBUTES
+from facialattr.serving.supervisor import Supervisor, stub_processes
 
 N_IMAGES = 1000
 DELAY_S = 0.05  # per batch of 16: a run takes about 3 s, long enough to kill it in the middle

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import reliability_corpus as corpus
 import reliability_support as support
-from facialattr.client.results import path_from_csv
 
 from facialattr import MODEL_NAME
+from facialattr.client.results import path_from_csv
 from facialattr.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 # Rows the CLI cannot exercise: nothing deletes a file between its listing and its reading.

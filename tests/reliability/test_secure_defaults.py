@@ -163,6 +163,7 @@ def certificate(tmp_path):
 def test_the_exposure_flags_in_security_md_work_on_the_bundled_server(certificate, own_repository):
     """TLS on gRPC and a header key on the admin protocols, exactly as SECURITY.md tells operators."""
     import numpy as np
+
     from facialattr.serving import embedded
 
     key, cert = certificate

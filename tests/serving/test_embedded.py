@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from facialattr.serving import embedded
-from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 from testsupport import make_tiny_repository, start_serve_command, start_server, wait_until
 
 from facialattr import MODEL_NAME, repository
 from facialattr.contract import ModelContract
 from facialattr.errors import ModelRepositoryError, PortInUseError, UnsupportedPlatformError
+from facialattr.serving import embedded
+from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
 
 def _infer(url: str, batch: np.ndarray) -> np.ndarray:
@@ -260,9 +260,8 @@ def test_python_backend_stub_runs_with_this_environments_numpy(triton_server):
 
 def test_every_model_folder_in_the_repository_is_served(tmp_path):
     """A second model (e.g. the INT8 variant export publishes) is served beside facial_attributes."""
-    from facialattr.export.tiny_model import build_tiny_onnx
-
     from facialattr import triton_config
+    from facialattr.export.tiny_model import build_tiny_onnx
 
     repo = make_tiny_repository(tmp_path)
     contract = repository.load_model(repo).contract

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from facialattr.serving.embedded import ServerConfig
-from facialattr.serving.supervisor import Supervisor, SupervisorSettings, group_rss_bytes, stub_problem, stub_processes
 from testsupport import SERVE_BANNER, make_tiny_repository
 
 from facialattr import MODEL_NAME
+from facialattr.serving.embedded import ServerConfig
+from facialattr.serving.supervisor import Supervisor, SupervisorSettings, group_rss_bytes, stub_problem, stub_processes
 
 # Quick enough to keep each test short, with the production logic unchanged.
 FAST = SupervisorSettings(check_interval_s=0.2, probe_interval_s=0.5, probe_timeout_s=1.0, probe_failures_to_restart=2,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from facialattr.errors import FacialAttrError
 from facialattr.training.config import TrainConfig
 from facialattr.training.losses import LossSpec, make_loss
 from facialattr.training.model import (
@@ -13,8 +15,6 @@ from facialattr.training.model import (
     reestimate_batchnorm,
     set_batchnorm_momentum,
 )
-
-from facialattr.errors import FacialAttrError
 
 SMALL = ModelSpec(size_hw=(32, 32), alpha=0.35, weights=None, split_layer="block_2_add", dropout=0.0)
 

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+
+from facialattr.errors import FacialAttrError
 from facialattr.training.analyze import analyze, attribute_stats
 from facialattr.training.config import TrainConfig, load_config, save_config
 from facialattr.training.losses import LossSpec, make_loss, positive_weights
-
-from facialattr.errors import FacialAttrError
 
 
 def test_config_round_trips_through_yaml_and_rejects_unknown_keys(tmp_path):
@@ -72,9 +72,10 @@ def test_analyze_writes_chart_table_and_json(tmp_path, celeba_factory):
 
 
 def test_pipeline_crops_the_face_box_and_augments_only_when_asked(tmp_path):
+    from PIL import Image
+
     from facialattr.training.config import Augmentation
     from facialattr.training.pipeline import image_dataset
-    from PIL import Image
 
     img = np.zeros((218, 178, 3), np.uint8)
     img[:20] = 255  # above the face box: must be cropped away

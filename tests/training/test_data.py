@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from facialattr.training.data import load_celeba, read_attributes
 
 from facialattr.contract import CELEBA_ATTRIBUTES
 from facialattr.errors import DatasetError
+from facialattr.training.data import load_celeba, read_attributes
 
 
 @pytest.fixture(scope="module")

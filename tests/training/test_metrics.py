@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from facialattr.training import metrics as M
 
 # One attribute, 6 images: labels and scores chosen so every count is easy to read.

@@ -120,6 +120,7 @@ def test_evaluate_from_served_scores_equals_evaluating_the_keras_model(run, data
     assert main(["evaluate", str(run), str(data_dir), "--out", str(tmp_path / "keras")]) == 0
     keras_result = json.loads((tmp_path / "keras" / "metrics.json").read_text())
     import keras
+
     from facialattr.training.data import load_celeba
     from facialattr.training.evaluate import predict_split
 
@@ -135,9 +136,8 @@ def test_evaluate_from_served_scores_equals_evaluating_the_keras_model(run, data
 
 
 def test_evaluate_refuses_a_scores_file_that_misses_images(run, data_dir, tmp_path):
-    from facialattr.training.evaluate import evaluate
-
     from facialattr.errors import FacialAttrError
+    from facialattr.training.evaluate import evaluate
 
     _write_score_rows(tmp_path / "partial.jsonl", data_dir, np.full((48, 40), 0.5, np.float32), drop=3)
     with pytest.raises(FacialAttrError, match="3 of 48 images have no ok row"):

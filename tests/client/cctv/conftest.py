@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from facialattr.client.cctv.detect import HAAR_MARGINS, crop_celeba_frame
-from facialattr.client.preprocess import prepare
 
 from facialattr import repository
+from facialattr.client.cctv.detect import HAAR_MARGINS, crop_celeba_frame
+from facialattr.client.preprocess import prepare
 
 
 def _reference_probabilities(repo: Path, image_bgr: np.ndarray, face_box) -> np.ndarray:

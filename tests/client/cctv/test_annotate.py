@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+
 from facialattr.client.cctv.annotate import AnnotatedVideo, draw_tracks
 
 

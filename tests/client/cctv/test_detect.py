@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from facialattr.client.cctv.detect import (
     HAAR_MARGINS,
     FaceDetector,
@@ -12,7 +13,6 @@ from facialattr.client.cctv.detect import (
     make_detector,
 )
 from facialattr.client.cctv.synthetic import make_scene
-
 from facialattr.errors import InputError
 
 

@@ -4,9 +4,9 @@ import datetime as dt
 
 import numpy as np
 import pytest
+
 from facialattr.client.cctv import recommend
 from facialattr.client.cctv.recommend import OpeningHours, Recommender, haversine_km
-
 from facialattr.contract import CELEBA_ATTRIBUTES
 from facialattr.errors import InputError
 

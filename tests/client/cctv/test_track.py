@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from facialattr.client.cctv.detect import Detection
 from facialattr.client.cctv.track import IouTracker, Track, TrackerConfig, match_greedy
 

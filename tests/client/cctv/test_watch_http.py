@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 import pytest
+
 from facialattr.client.cctv.detect import make_detector
 from facialattr.client.cctv.events import EventWriter
 from facialattr.client.cctv.pipeline import WatchConfig, Watcher

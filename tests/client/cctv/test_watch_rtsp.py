@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from facialattr.client.cctv.synthetic import make_scene, write_video
 
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -14,6 +14,8 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
+
+from facialattr.app.cli import main
 from facialattr.client.cctv import recommend
 from facialattr.client.cctv.detect import iou, make_detector
 from facialattr.client.cctv.events import EventWriter
@@ -22,10 +24,8 @@ from facialattr.client.cctv.sources import FrameSource, parse_source
 from facialattr.client.cctv.synthetic import make_scene, write_folder, write_video
 from facialattr.client.cctv.track import TrackerConfig
 from facialattr.client.scorer import Scorer
-
-from facialattr.app.cli import main
-from facialattr.errors import EXIT_SOME_INPUTS_FAILED
 from facialattr.contract import CELEBA_ATTRIBUTES
+from facialattr.errors import EXIT_SOME_INPUTS_FAILED
 
 RESCORE_EVERY = 5
 CAMERA = (47.3769, 8.5417)
@@ -185,8 +185,9 @@ def test_crops_from_all_cameras_go_to_the_server_in_one_request_per_round(scene,
 
 
 def test_watch_carries_on_through_a_server_outage_and_skips_the_unscored_faces(scene, tiny_repository, tmp_path, read_events):
-    from facialattr.client.scorer import RetryPolicy
     from testsupport import start_server
+
+    from facialattr.client.scorer import RetryPolicy
 
     long_scene = make_scene(n_frames=60)
     video = write_video(long_scene, tmp_path / "scene.mp4")
