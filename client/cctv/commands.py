@@ -119,12 +119,16 @@ def _watch(args: argparse.Namespace) -> int:
         watcher = Watcher(sources, detector_factory, scorer, config=config, events=events,
                           recommender=_recommender(args, scorer.contract), locations=locations, metrics=metrics)
         summary = _run_until_interrupted(watcher)
-    log.info("watched %d frames (%d dropped, %.1f frames/s), %d faces, %d events, %d reconnects, %d failed requests, "
-             "tracks %s, server batch sizes %s", summary.frames, summary.dropped, summary.fps, summary.faces,
+    log.info("watched %d frames (%d dropped, %d unreadable, %.1f frames/s), %d faces, %d events, %d reconnects, "
+             "%d failed requests, tracks %s, server batch sizes %s", summary.frames, summary.dropped, summary.unreadable,
+             summary.fps, summary.faces,
              summary.events, summary.reconnects, summary.failed_requests, summary.tracks_per_camera,
              dict(sorted(summary.server_batches.items())))
     if summary.source_errors:
         log.error("%d source(s) failed: %s", len(summary.source_errors), "; ".join(summary.source_errors.values()))
+        return EXIT_SOME_INPUTS_FAILED
+    if summary.unreadable:
+        log.error("%d image(s) could not be read and were skipped (each named above)", summary.unreadable)
         return EXIT_SOME_INPUTS_FAILED
     return EXIT_OK
 

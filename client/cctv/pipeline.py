@@ -61,6 +61,8 @@ class WatchSummary:
 
     frames: int = 0
     dropped: int = 0
+    # Folder images that did not decode: skipped (each logged with its reason), counted as failed inputs.
+    unreadable: int = 0
     faces: int = 0
     scored: int = 0
     requests: int = 0
@@ -291,7 +293,8 @@ class Watcher:
         batches = self._server_batches()
         self.metrics.set_server_mean_batch(mean_batch(batches))
         return WatchSummary(
-            frames=snap.frames, dropped=sum(s.frames_dropped for s in self.sources), faces=snap.faces,
+            frames=snap.frames, dropped=sum(s.frames_dropped for s in self.sources),
+            unreadable=sum(s.frames_unreadable for s in self.sources), faces=snap.faces,
             scored=snap.scored, requests=snap.requests, failed_requests=self.failed_requests, events=self._events_written,
             reconnects=sum(s.reconnects for s in self.sources),
             tracks_per_camera={c: t.tracks_started for c, t in self.trackers.items()},

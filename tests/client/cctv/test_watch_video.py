@@ -161,6 +161,17 @@ def test_watch_command_on_an_image_folder_writes_events_video_and_metrics(scene,
     assert not [p for p in tmp_path.rglob("*") if p.suffix in (".jpg", ".png") and p.parent != folder]
 
 
+def test_corrupt_frame_in_a_folder_is_named_skipped_and_fails_the_exit_status(scene, triton_server, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    folder = write_folder(scene, tmp_path / "frames")
+    (folder / "frame_00005.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    code = main(["watch", "--detector", "haar", f"gate={folder}", "--url", triton_server.config.grpc_url,
+                 "--events", str(tmp_path / "ev.jsonl"), "--no-recommendations", "--rescore-every", "10"])
+    assert code == EXIT_SOME_INPUTS_FAILED
+    assert "frame_00005.jpg" in caplog.text
+    assert f"watched {len(scene.frames_bgr) - 1} frames (0 dropped, 1 unreadable" in caplog.text
+
+
 def test_faces_are_stored_only_when_asked(scene, triton_server, tmp_path):
     folder = write_folder(scene, tmp_path / "frames")
     code = main(["watch", "--detector", "haar", str(folder), "--url", triton_server.config.grpc_url, "--events", str(tmp_path / "ev.jsonl"),
