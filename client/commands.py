@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from facialattr import MODEL_NAME
 from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_NO_INPUTS, EXIT_SOME_INPUTS_FAILED, InputError
 
 DEFAULT_URL = os.environ.get("FACIALATTR_GRPC_URL", "127.0.0.1:8001")
@@ -28,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--url", action="append", dest="urls", metavar="HOST:PORT",
                    help=f"Triton gRPC endpoint (the server's --grpc-port, not its HTTP port); repeat for several "
                         f"(default: {DEFAULT_URL}, or $FACIALATTR_GRPC_URL)")
+    p.add_argument("--model-name", default=MODEL_NAME,
+                   help="served model, e.g. facial_attributes_int8 (the INT8 variant, when the repository has it) "
+                        "(default: %(default)s)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into subfolders")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true",
@@ -86,7 +90,8 @@ def _score(args: argparse.Namespace) -> int:
         return run(args, urls=args.urls or [DEFAULT_URL])
     retry = RetryPolicy(give_up_after_s=args.give_up_after)
     try:
-        scorer = Scorer(args.urls or [DEFAULT_URL], timeout_s=args.timeout_s, max_in_flight=args.max_in_flight,
+        scorer = Scorer(args.urls or [DEFAULT_URL], model_name=args.model_name, timeout_s=args.timeout_s,
+                        max_in_flight=args.max_in_flight,
                         retry=retry, connect_timeout_s=args.connect_timeout, answered_wait_s=args.give_up_after)
     except ServerUnavailableError as exc:
         log.error("%s", exc)

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Only light imports here: ``facialattr score --help`` imports this module for its options.
-from facialattr.errors import FacialAttrError, InputError
+from facialattr import MODEL_NAME
+from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED, FacialAttrError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class RayOptions:
     give_up_after_s: float = 300.0
     max_file_bytes: int | None = None  # None: the single-process defaults (client/batching.py EngineConfig)
     max_decode_bytes: int | None = None
+    model_name: str = MODEL_NAME
 
     def decode_limits(self) -> dict[str, int]:
         """Byte and pixel limits for the decode tasks: these options over the single-process defaults."""
@@ -99,7 +101,7 @@ def run(args, *, urls: list[str]) -> int:
                          actor_cpus=args.ray_actor_cpus, timeout_s=args.timeout_s,
                          max_in_flight=args.max_in_flight, connect_timeout_s=args.connect_timeout,
                          give_up_after_s=args.give_up_after, max_file_bytes=args.max_file_bytes,
-                         max_decode_bytes=args.max_decode_bytes)
+                         max_decode_bytes=args.max_decode_bytes, model_name=args.model_name)
     timings = RayTimings()
     try:
         summary = score_paths_ray(args.paths, out=args.out, urls=urls, recursive=args.recursive, resume=args.resume,
@@ -108,10 +110,10 @@ def run(args, *, urls: list[str]) -> int:
     except ServerUnavailableError as exc:
         log.error("%s", exc)
         log.error("stopped; shards written so far are kept. Rerun with --resume once the server is back.")
-        return 1
+        return EXIT_FATAL
     except KeyboardInterrupt:
         log.error("interrupted; shards written so far are kept. Rerun with --resume to finish.")
-        return 130
+        return EXIT_INTERRUPTED
     for line in [*summary.lines(), timings.line()]:
         print(line, file=sys.stderr)
     return summary.exit_code
@@ -137,8 +139,8 @@ def score_paths_ray(paths, *, out: os.PathLike | str, urls: list[str], recursive
     summary = Summary(out=out)
     timings = timings if timings is not None else RayTimings()
     # The driver's own look at the servers: the contract (and a clear failure before any Ray work).
-    with Scorer(urls, timeout_s=options.timeout_s, connect_timeout_s=options.connect_timeout_s,
-                answered_wait_s=options.give_up_after_s) as probe:
+    with Scorer(urls, model_name=options.model_name, timeout_s=options.timeout_s,
+                connect_timeout_s=options.connect_timeout_s, answered_wait_s=options.give_up_after_s) as probe:
         contract = probe.contract
     started = time.perf_counter()
     walk = WalkStats()
@@ -252,7 +254,7 @@ class ScoreUnits:
 
         opts = RayOptions(**options)
         # Every actor talks to every endpoint: the Scorer sends to the least busy one and fails over when one dies.
-        self.scorer = Scorer(urls, timeout_s=opts.timeout_s, max_in_flight=opts.max_in_flight,
+        self.scorer = Scorer(urls, model_name=opts.model_name, timeout_s=opts.timeout_s, max_in_flight=opts.max_in_flight,
                              retry=RetryPolicy(give_up_after_s=opts.give_up_after_s),
                              connect_timeout_s=opts.connect_timeout_s, answered_wait_s=opts.give_up_after_s)
         self.out = Path(out)

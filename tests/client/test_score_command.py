@@ -202,3 +202,29 @@ def test_resume_after_the_scoring_process_is_killed_mid_run(tmp_path, make_jpegs
     by_path = {r["path"]: r for r in rows}
     for path, probs in expected.items():
         np.testing.assert_allclose(probabilities_of(by_path[path]), probs, rtol=0, atol=1e-6)
+
+
+def test_model_name_chooses_which_served_model_scores_the_images(tmp_path, folder):
+    """A repository serving the model and a variant (as with facial_attributes_int8): --model-name picks one."""
+    from testsupport import make_tiny_repository, start_server
+
+    from facialattr import MODEL_NAME, repository
+    from facialattr.client import serverstats
+    from facialattr.contract import ModelContract, Preprocessing
+    from facialattr.export.tiny_model import build_tiny_onnx
+    from facialattr.triton_config import ModelConfig
+
+    variant = f"{MODEL_NAME}_variant"
+    repo = make_tiny_repository(tmp_path / "models")
+    repository.write_model(repo, build_tiny_onnx(tmp_path / "variant.onnx", size_hw=(64, 64)),
+                           ModelContract(preprocessing=Preprocessing(size_hw=(64, 64))),
+                           model_config=ModelConfig(name=variant, max_batch_size=16))
+    with start_server(repo) as server:
+        url = server.config.grpc_url
+        out = tmp_path / "variant.jsonl"
+        assert main(["score", str(folder), "--out", str(out), "--url", url, "--model-name", variant,
+                     "--no-progress"]) == EXIT_OK
+        scored = len(read_rows(out))
+        assert scored == 12
+        assert serverstats.read(url, variant).inference_count == scored
+        assert serverstats.read(url, MODEL_NAME).inference_count == 0
