@@ -46,10 +46,12 @@ class Throughput:
         return self.images / self.cpu_s if self.cpu_s else None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record, with the derived images per CPU second."""
         return {**asdict(self), "images_per_cpu_s": self.images_per_cpu_s}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Throughput:
+        """The inverse of :meth:`to_dict` (derived fields dropped)."""
         return cls(**{k: v for k, v in d.items() if k != "images_per_cpu_s"})
 
 

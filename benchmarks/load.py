@@ -62,6 +62,7 @@ class LoadResult:
         return self.requests * self.batch_size / self.cpu_s if self.cpu_s else None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record, with the server's statistics when they were read."""
         d = asdict(self)
         d["server"] = self.server.to_dict() if self.server else None
         d["images_per_cpu_s"] = self.images_per_cpu_s

@@ -49,6 +49,7 @@ class ServingSettings:
                                    intra_op_thread_count=self.intra_op_threads)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the settings, with their label."""
         return {**asdict(self), "label": self.label}
 
 
@@ -115,6 +116,7 @@ class Aggregate:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record: medians over passes, the formed batch size and each pass."""
         return {"images_per_s": self.images_per_s, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
                 "errors": self.errors, "server": {"mean_formed_batch": self.mean_formed_batch},
                 "images_per_cpu_s": self.images_per_cpu_s,
@@ -130,6 +132,7 @@ class TrialResult:
     users: Aggregate
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of the settings and both aggregates."""
         return {"settings": self.settings.to_dict(), "bulk": self.bulk.to_dict(), "users": self.users.to_dict()}
 
 

@@ -76,6 +76,7 @@ def compare(probabilities: np.ndarray, truth: np.ndarray, contract: ModelContrac
 
 def markdown(measures: dict[str, dict[str, float]], examples: list[tuple[str, list[str], list[str], list[str]]], n: int,
              flags: tuple[float, float, float] | None = None) -> str:
+    """The report as Markdown: one row per ranking rule, optional present-flag line, then example faces."""
     lines = [f"Measured on {n} CelebA validation images.", "",
              f"| rule | precision@10 | truly present rare (prior < {RARE_PRIOR:.0%}) attributes listed "
              "| No_Beard/Young in top 3 | mean prior of listed |", "| --- | --- | --- | --- | --- |"]
@@ -90,6 +91,7 @@ def markdown(measures: dict[str, dict[str, float]], examples: list[tuple[str, li
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m facialattr.client.top10_report``: score ``--count`` labelled val images and print the report; returns the exit status."""
     from facialattr.client.batching import score_files
     from facialattr.client.scorer import Scorer
 

@@ -26,6 +26,8 @@ SINGLE_IMAGE_CHECKS = 8
 
 @dataclass(frozen=True)
 class ParityReport:
+    """How far ONNX Runtime's outputs are from Keras' on the same images, per batch size, against ``tolerance``."""
+
     tolerance: float
     max_abs_diff_by_batch: dict[int, float]
     num_images: int
@@ -34,13 +36,16 @@ class ParityReport:
 
     @property
     def max_abs_diff(self) -> float:
+        """The largest |ONNX - Keras| over every batch size (probability units)."""
         return max(self.max_abs_diff_by_batch.values())
 
     @property
     def passed(self) -> bool:
+        """True when ``max_abs_diff`` is within ``tolerance``."""
         return self.max_abs_diff <= self.tolerance
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what the contract's model_summary records)."""
         return {
             "tolerance": self.tolerance,
             "max_abs_diff": self.max_abs_diff,
@@ -50,6 +55,7 @@ class ParityReport:
 
 
 def run_onnx(session: Any, images: np.ndarray, *, batch_size: int) -> np.ndarray:
+    """Probabilities ``[N, 40]`` of an ONNX Runtime session over uint8 ``images`` in batches of ``batch_size``."""
     input_name = session.get_inputs()[0].name
     outputs = [session.run(None, {input_name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs)
@@ -57,6 +63,7 @@ def run_onnx(session: Any, images: np.ndarray, *, batch_size: int) -> np.ndarray
 
 def run_keras(model: Any, images: np.ndarray, *, batch_size: int) -> np.ndarray:
     # Direct calls, not predict(): no progress bar, no tf.data, same batch composition as ONNX.
+    """Probabilities ``[N, 40]`` of a Keras model over ``images`` in the same batches as :func:`run_onnx`."""
     outputs = [np.asarray(model(images[i:i + batch_size], training=False)) for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs).astype(np.float32)
 

@@ -63,6 +63,7 @@ class QuantizeOptions:
             raise ExportError(f"calibration_percentile must be in (50, 100], got {self.calibration_percentile}")
 
     def describe(self) -> str:
+        """One line naming the recipe (weights, calibration, what stays FP32), as logs and reports print it."""
         bits = "7-bit" if self.reduce_range else "8-bit"
         kept = (["head"] if self.keep_head_fp32 else []) + list(self.exclude_groups)
         fp32 = f", FP32 {' + '.join(kept)}" if kept else ""
@@ -84,6 +85,8 @@ DEFAULT_RECIPES = (
 
 @dataclass(frozen=True)
 class Int8Criteria:
+    """The INT8 gate: largest accuracy and balanced-accuracy drops in points, smallest INT8/FP32 speed ratio."""
+
     max_accuracy_drop_pt: float = 0.3
     max_balanced_accuracy_drop_pt: float = 0.5
     # INT8 is worth a second model in the repository only if it is clearly faster (issue 11: 1.5x).
@@ -92,6 +95,8 @@ class Int8Criteria:
 
 @dataclass(frozen=True)
 class Int8Report:
+    """One INT8 attempt measured against FP32 on the same val images and timed side by side."""
+
     num_eval_images: int
     num_calibration_images: int
     fp32_mean_accuracy: float
@@ -106,17 +111,21 @@ class Int8Report:
 
     @property
     def accuracy_drop_pt(self) -> float:
+        """FP32 minus INT8 mean accuracy at the contract's thresholds, in points (positive: INT8 worse)."""
         return 100 * (self.fp32_mean_accuracy - self.int8_mean_accuracy)
 
     @property
     def balanced_accuracy_drop_pt(self) -> float:
+        """FP32 minus INT8 mean balanced accuracy at the contract's thresholds, in points."""
         return 100 * (self.fp32_mean_balanced_accuracy - self.int8_mean_balanced_accuracy)
 
     @property
     def speedup(self) -> float:
+        """INT8 images/s over FP32 images/s at ``benchmark_batch_size``."""
         return self.int8_images_per_s / self.fp32_images_per_s
 
     def failures(self) -> list[str]:
+        """One message per criterion the attempt misses (empty when it passes)."""
         c, out = self.criteria, []
         if self.accuracy_drop_pt > c.max_accuracy_drop_pt:
             out.append(f"mean accuracy drops {self.accuracy_drop_pt:.2f} pt (limit {c.max_accuracy_drop_pt})")
@@ -128,15 +137,18 @@ class Int8Report:
 
     @property
     def passed(self) -> bool:
+        """True when every criterion holds."""
         return not self.failures()
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record with the derived drops, speedup and verdict (stored in the INT8 contract)."""
         data = asdict(self)
         data.update(accuracy_drop_pt=self.accuracy_drop_pt, balanced_accuracy_drop_pt=self.balanced_accuracy_drop_pt,
                     speedup=self.speedup, passed=self.passed, failures=self.failures())
         return data
 
     def describe(self) -> str:
+        """One line with both accuracies, both drops and both speeds, as the export prints it."""
         return (
             f"[{self.recipe}] FP32 mean accuracy {100 * self.fp32_mean_accuracy:.2f} %, INT8 {100 * self.int8_mean_accuracy:.2f} % "
             f"(drop {self.accuracy_drop_pt:.2f} pt); mean balanced accuracy FP32 {100 * self.fp32_mean_balanced_accuracy:.2f} %, "

@@ -13,7 +13,10 @@ import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
+    """The Python-backend twin of an ONNX model: runs the same model.onnx with ONNX Runtime inside Triton's stub."""
+
     def initialize(self, args):
+        """Triton hook: open the version's model.onnx with the configured intra-op thread count."""
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         # Importable: the launcher makes the stub's interpreter use the launching environment,
@@ -28,6 +31,7 @@ class TritonPythonModel:
         self.output_name = config["output"][0]["name"]
 
     def execute(self, requests):
+        """Triton hook: run the merged batch of ``requests`` once and split the output back per request (an error response each if it fails)."""
         arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         sizes = [len(a) for a in arrays]
         try:
