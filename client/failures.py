@@ -111,11 +111,24 @@ def is_unavailable(code) -> bool:
 
 
 def server_answered(code) -> bool:
-    """An error a gRPC server sent (NOT_FOUND for a model still loading, ...), not a failed connection."""
+    """An error a gRPC server sent (a model not ready yet, ...), not a failed connection.
+
+    NOT_FOUND does not count: Triton answers it for a model name it does not serve, and the
+    servers this project starts (model control "none") load every model before they listen,
+    so waiting longer would not make the model appear.
+    """
     import grpc
 
     return code is not None and code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                             grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
+                                             grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL,
+                                             grpc.StatusCode.NOT_FOUND)
+
+
+def is_not_found(code) -> bool:
+    """NOT_FOUND: the server answered that it serves no model of that name."""
+    import grpc
+
+    return code == grpc.StatusCode.NOT_FOUND
 
 
 def unavailable_error(message: str) -> EndpointError:

@@ -36,6 +36,7 @@ from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStat
     busy_codes,
     final_error,
     first_line,
+    is_not_found,
     is_unavailable,
     server_answered,
     status_code,
@@ -141,6 +142,7 @@ class Scorer:
         """The contract from every endpoint that answers; they must agree. Waits for at least one."""
         started = time.monotonic()
         answered = False  # some endpoint answered as a gRPC server (e.g. "model not loaded yet")
+        not_served: list[str] = []  # endpoints that answered NOT_FOUND for the model name
         last_errors: dict[str, str] = {}
         attempt = 0
         while True:
@@ -153,6 +155,8 @@ class Scorer:
                     endpoint.verified = True
                 except EndpointError as exc:
                     answered = answered or server_answered(exc.code)
+                    if is_not_found(exc.code) and endpoint.url not in not_served:
+                        not_served.append(endpoint.url)
                     last_errors[endpoint.url] = str(exc).removeprefix(f"{endpoint.url}: ")
                     self._warnings.warning(endpoint.url, "%s", exc)
                     endpoint.mark_down(self.retry.backoff_s(0))
@@ -168,6 +172,11 @@ class Scorer:
                     raise ServerUnavailableError(
                         f"no Triton endpoint at {', '.join(self.urls)} served model {self.model_name!r} within "
                         f"{wait_s:.0f} s; last errors: {last_errors}")
+                if not_served:
+                    raise ServerUnavailableError(
+                        f"{', '.join(not_served)} answered but serves no model {self.model_name!r} (NOT_FOUND): "
+                        f"check the model name (--model-name; `facialattr serve` serves each folder of its model "
+                        f"repository); if the server is still loading that model, raise --connect-timeout")
                 raise ServerUnavailableError(unreachable_message(
                     self.urls, waited_s=time.monotonic() - started, last_errors=last_errors))
             remaining_s = None if wait_s is None else wait_s - (time.monotonic() - started)

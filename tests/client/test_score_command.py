@@ -111,6 +111,20 @@ def test_with_no_server_the_command_ends_within_seconds_with_one_plain_message(t
     assert run.stderr.count("WARNING") <= 1, run.stderr  # warnings about one endpoint are rate-limited
 
 
+def test_a_model_name_the_server_does_not_serve_fails_within_seconds_naming_it(tmp_path, make_jpegs, grpc_url,
+                                                                              caplog):
+    make_jpegs(tmp_path / "in", 1)
+    started = time.monotonic()
+    code = main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--url", grpc_url,
+                 "--model-name", "no_such_model", "--connect-timeout", "3"])
+    elapsed_s = time.monotonic() - started
+    assert code == EXIT_FATAL
+    assert elapsed_s < 20, f"took {elapsed_s:.1f} s: NOT_FOUND must not get the long wait of a server restarting"
+    assert f"{grpc_url} answered but serves no model 'no_such_model' (NOT_FOUND)" in caplog.text
+    assert "--model-name" in caplog.text
+    assert not (tmp_path / "r.csv").exists()
+
+
 def test_failed_inputs_are_named_with_their_reason_in_the_summary(tmp_path, make_jpegs, grpc_url, capsys):
     make_jpegs(tmp_path / "in", 2)
     missing = [tmp_path / f"does-not-exist-{i}.jpg" for i in range(7)]
