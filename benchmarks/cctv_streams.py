@@ -20,12 +20,13 @@ from pathlib import Path
 
 from facialattr import repository
 from facialattr.client.cctv.detect import DEFAULT_DETECTOR, make_detector
-from facialattr.client.cctv.metrics import mean_batch, server_batch_counts
+from facialattr.client.cctv.metrics import server_batch_counts
 from facialattr.client.cctv.pipeline import WatchConfig, Watcher
 from facialattr.client.cctv.sources import FrameSource, parse_source
 from facialattr.client.cctv.synthetic import make_scene, write_video
 from facialattr.client.cctv.track import TrackerConfig
 from facialattr.client.scorer import Scorer
+from facialattr.client.serverstats import mean_batch
 from facialattr.serving.embedded import start_on_free_ports
 
 

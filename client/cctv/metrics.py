@@ -17,7 +17,6 @@ import numpy as np
 
 from facialattr import MODEL_NAME
 from facialattr.client import serverstats
-from facialattr.client.serverstats import mean_batch  # noqa: F401 - part of this module's API (pipeline.py)
 
 log = logging.getLogger(__name__)
 

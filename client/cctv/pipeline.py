@@ -26,10 +26,11 @@ from facialattr import MODEL_NAME
 from facialattr.client.cctv.annotate import AnnotatedVideo, draw_tracks
 from facialattr.client.cctv.detect import FaceDetector, crop_celeba_frame
 from facialattr.client.cctv.events import EventWriter, track_event
-from facialattr.client.cctv.metrics import WatchMetrics, mean_batch, server_batch_counts
+from facialattr.client.cctv.metrics import WatchMetrics, server_batch_counts
 from facialattr.client.cctv.recommend import Recommender
 from facialattr.client.cctv.sources import Frame, FrameSource
 from facialattr.client.cctv.track import IouTracker, Track, TrackerConfig
+from facialattr.client.serverstats import mean_batch
 from facialattr.errors import FacialAttrError
 
 log = logging.getLogger(__name__)
