@@ -1,4 +1,4 @@
-"""``facialattr analyze | train | evaluate``: thin wrappers; TensorFlow loads inside the handlers."""
+"""``facialattr analyze | train | compare | evaluate``: thin wrappers; TensorFlow loads inside the handlers."""
 
 from __future__ import annotations
 
@@ -32,6 +32,14 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", help="cache of lower-backbone activations (shareable between runs; default: the config's)")
     p.add_argument("--loss", choices=("weighted_bce", "focal", "bce"), help="training loss (default: the config's)")
     p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("compare", help="train recipe variants side by side (short protocol) and tabulate them")
+    p.add_argument("data_dir", type=Path, help="CelebA-format folder")
+    p.add_argument("--configs", type=Path, default=Path("training/configs/compare_e2e"),
+                   help="folder with base.yaml and one YAML per variant (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="folder for one run per variant and comparison.md")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants (default: all)")
+    p.set_defaults(func=_compare)
 
     p = subparsers.add_parser("evaluate", help="per-attribute metrics of a run or model.keras on a data set")
     p.add_argument("model", type=Path, help="run directory or model.keras file")
@@ -68,6 +76,14 @@ def _train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, kind=args.loss))
     result = train(args.data_dir, args.out, config)
     print(json.dumps(result["summary"], indent=1))
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from facialattr.training.compare import run_comparison
+
+    table = run_comparison(args.data_dir, args.configs, args.out, names=args.only)
+    print(table.read_text(), end="")
     return EXIT_OK
 
 

@@ -63,6 +63,7 @@ class TrainConfig:
     head_lr: float = 1e-3
     finetune_epochs: int = 12
     finetune_lr: float = 3e-4
+    ema_momentum: float | None = None  # set: score, checkpoint as best and ship an exponential moving average of the weights
     patience: int = 3
     monitor: str = "mean_auc"  # mean_auc | mean_accuracy | mean_balanced_accuracy (in-sample calibrated)
     max_train_images: int | None = None
@@ -77,6 +78,8 @@ class TrainConfig:
             raise FacialAttrError(f"unknown monitor {self.monitor!r}")
         if self.bn_momentum is not None and not 0.0 <= self.bn_momentum < 1.0:
             raise FacialAttrError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if self.ema_momentum is not None and not 0.0 < self.ema_momentum < 1.0:
+            raise FacialAttrError(f"ema_momentum must be in (0, 1), got {self.ema_momentum}")
         if self.bn_reestimate_batches < 0:
             raise FacialAttrError("bn_reestimate_batches must be >= 0")
         if self.cache_views < 1 or self.batch_size < 1 or self.threads < 1:

@@ -71,7 +71,8 @@ def fit_phases(trainer, set_upper_trainable, make_data, predict_val, val_split, 
         data = make_data(config.seed + len(name))
         steps = len(data) * epochs
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(steps, 1), alpha=0.05)
-        trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+        ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
+        trainer.compile(optimizer=keras.optimizers.Adam(schedule, **ema), loss=loss)
         state = phase.read()
         if state.get("stopped") or state["epoch"] + 1 >= epochs:
             log.info("phase %s already finished; loading its best weights", name)

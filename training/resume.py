@@ -79,13 +79,23 @@ class ResumableEpochs(keras.callbacks.Callback):
         self._epoch_t0 = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Keras hook: log speed and load, score val, save last (and best) weights and the optimizer, decide on early stopping."""
+        """Keras hook: log speed and load, score val, save last (and best) weights and the optimizer, decide on early stopping.
+
+        With the optimizer's weight EMA on, the averaged weights are the ones scored and saved as best.
+        """
         # Training speed is only meaningful next to the machine's load: other jobs halve it.
         train_s = time.monotonic() - self._epoch_t0
         speed = {"train_s": round(train_s, 1), "images_per_s": round(self.images_per_epoch / max(train_s, 1e-9), 1),
                  "load_avg_1m": round(os.getloadavg()[0], 2)}
         log.info("epoch %d: %.0f s, %.1f images/s, load average %.2f", epoch + 1, train_s, speed["images_per_s"],
                  speed["load_avg_1m"])
+        optimizer = self.model.optimizer
+        raw = None
+        if getattr(optimizer, "use_ema", False):
+            # The averaged weights are scored and kept as best; training resumes from the raw ones.
+            self.model.save_weights(self.phase.last)
+            raw = [v.numpy() for v in self.model.trainable_variables]
+            optimizer.finalize_variable_values(self.model.trainable_variables)
         scores = self.score_fn()
         if logs is not None:
             logs.update({f"val_{k}": v for k, v in scores.items()})
@@ -97,7 +107,11 @@ class ResumableEpochs(keras.callbacks.Callback):
             self.model.save_weights(self.phase.best)
         else:
             state["wait"] += 1
-        self.model.save_weights(self.phase.last)
+        if raw is None:
+            self.model.save_weights(self.phase.last)
+        else:
+            for variable, saved in zip(self.model.trainable_variables, raw, strict=True):
+                variable.assign(saved)
         np.savez(self.phase.optimizer, **{f"v{i}": v.numpy() for i, v in enumerate(self.model.optimizer.variables)})
         state["epoch"] = epoch
         if state["wait"] >= self.patience:
