@@ -48,6 +48,7 @@ class TrainConfig:
     alpha: float = 1.0
     weights: str | None = "imagenet"
     split_layer: str = "block_12_add"
+    init_weights: str | None = None  # end_to_end: warm start from a whole-model .weights.h5 of this architecture (any input size)
     dropout: float = 0.2
     trainable_from: str | None = None  # first upper-backbone layer to fine-tune (None: all above split_layer)
     train_batchnorm: bool = False  # False: BatchNorm frozen in inference mode (ImageNet statistics)
@@ -78,6 +79,8 @@ class TrainConfig:
             raise FacialAttrError(f"unknown monitor {self.monitor!r}")
         if self.bn_momentum is not None and not 0.0 <= self.bn_momentum < 1.0:
             raise FacialAttrError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if self.init_weights is not None and self.schedule != "end_to_end":
+            raise FacialAttrError("init_weights (a warm start of the whole model) needs schedule: end_to_end")
         if self.ema_momentum is not None and not 0.0 < self.ema_momentum < 1.0:
             raise FacialAttrError(f"ema_momentum must be in (0, 1), got {self.ema_momentum}")
         if self.bn_reestimate_batches < 0:

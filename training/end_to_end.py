@@ -29,13 +29,20 @@ def train_end_to_end(train_split, val_split, run_dir: Path, config) -> dict:
     Returns the run's metrics summary; raises FacialAttrError for inconsistent loss settings.
     """
     from facialattr.training.evaluate import batched, decode_images, predict_images
-    from facialattr.training.model import build_model, reestimate_batchnorm, set_batchnorm_momentum
+    from facialattr.training.model import (
+        build_model,
+        load_whole_model_weights,
+        reestimate_batchnorm,
+        set_batchnorm_momentum,
+    )
     from facialattr.training.phases import fit_phases, init_from_images, model_spec
     from facialattr.training.pipeline import image_dataset
     from facialattr.training.report import finish_run
 
     model = build_model(model_spec(config))
-    if config.weights is None:
+    if config.init_weights is not None:
+        load_whole_model_weights(model, config.init_weights)
+    elif config.weights is None:
         init_from_images(model, train_split, config)
     if config.bn_momentum is not None:
         set_batchnorm_momentum(model, config.bn_momentum)

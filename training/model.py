@@ -11,6 +11,7 @@ objects with the assembled model, so the shipped weights are exactly the trained
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,28 @@ def build_model(spec: ModelSpec) -> AttributeModel:
     model.set_upper_trainable(False)
     log.info("MobileNetV2 %sx%s alpha %s split at %s %s", h, w, spec.alpha, spec.split_layer, tuple(split.shape[1:]))
     return model
+
+
+def load_whole_model_weights(model: AttributeModel, path: str | Path) -> None:
+    """Warm-start ``model`` from another run's whole-model weights (``checkpoints/finetune/best.weights.h5``).
+
+    MobileNetV2's weights do not depend on the input size, so a 128 px run can start a 160 px one.
+    Raises FacialAttrError when the file is missing or holds another architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FacialAttrError(f"init_weights file {path} does not exist")
+    # Keras only warns when parts of the file match no layer and keeps those layers' fresh weights.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.full.load_weights(path)
+        except ValueError as exc:
+            raise FacialAttrError(f"init_weights {path} does not fit this model: {exc}") from exc
+    skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
+    if skipped:
+        raise FacialAttrError(f"init_weights {path} does not fit this model: {skipped[0]}")
+    log.info("warm start from %s", path)
 
 
 def batchnorm_layers(model: AttributeModel) -> list[keras.layers.BatchNormalization]:
