@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _raise_keyboard_interrupt(signum, frame):
+    # The exception can land in a finalizer (a weakref callback, __del__), where Python prints and
+    # drops it and the run goes on; with the default action back, a second SIGTERM always ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise KeyboardInterrupt
 
 
