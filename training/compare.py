@@ -116,16 +116,15 @@ def _history(run_dir: Path) -> dict[str, float]:
 
 def write_table(config_dir: Path, out_dir: Path) -> Path:
     """Write ``out_dir/comparison.md``: one row per finished variant, with differences from the base."""
-    configs = variant_configs(config_dir)
+    configs = {name: config_from_dict(data).to_dict() for name, data in variant_configs(config_dir).items()}
     rows = {name: variant_row(out_dir / name) for name in configs}
     base = rows.get(BASE)
     lines = ["| variant | changes | acc@0.5 | bal.acc in-sample | bal.acc cross-cal | AUC | train images/s (load) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    base_yaml = read_yaml(config_dir / f"{BASE}.yaml")
     for name, row in rows.items():
         if row is None:
             continue
-        change = "" if name == BASE else _describe(read_yaml(config_dir / f"{name}.yaml"), base_yaml)
+        change = "" if name == BASE else describe_changes(configs[BASE], configs[name])
         cells = [_cell(row, base, key, name) for key in ("accuracy", "balanced_in_sample", "balanced_cross", "auc")]
         lines.append(f"| {name} | {change} | {' | '.join(cells)} | {row['images_per_s']:.1f} ({row['load']:.2f}) |")
     path = out_dir / "comparison.md"
@@ -134,13 +133,15 @@ def write_table(config_dir: Path, out_dir: Path) -> Path:
     return path
 
 
-def _describe(variant: dict[str, Any], base: dict[str, Any]) -> str:
+def describe_changes(base: dict[str, Any], variant: dict[str, Any]) -> str:
+    """The fields where two full configs (``TrainConfig.to_dict()``) differ, nested ones dotted: ``loss.kind weighted_bce``."""
     parts = []
     for key, value in variant.items():
-        if key in NESTED and isinstance(value, dict):
-            value = {k: v for k, v in value.items() if base.get(key, {}).get(k) != v}
-        parts.append(f"{key}: {json.dumps(value)}")
-    return "; ".join(parts).replace("|", "/")
+        if isinstance(value, dict):
+            parts += [f"{key}.{k} {json.dumps(v)}" for k, v in value.items() if base[key].get(k) != v]
+        elif base.get(key) != value:
+            parts.append(f"{key} {json.dumps(value)}")
+    return ", ".join(parts).replace("|", "/")
 
 
 def _cell(row: dict[str, float], base: dict[str, float] | None, key: str, name: str) -> str:

@@ -9,7 +9,7 @@ import yaml
 
 from facialattr.app.cli import main
 from facialattr.errors import EXIT_FATAL, FacialAttrError
-from facialattr.training.compare import merge, variant_configs
+from facialattr.training.compare import describe_changes, merge, variant_configs
 
 TINY = {"size_hw": [40, 40], "alpha": 0.35, "weights": None, "split_layer": "block_2_add", "dropout": 0.0,
         "schedule": "end_to_end", "head_epochs": 0, "finetune_epochs": 1, "finetune_lr": 0.001, "batch_size": 16,
@@ -25,6 +25,12 @@ TINY = {"size_hw": [40, 40], "alpha": 0.35, "weights": None, "split_layer": "blo
 ])
 def test_variant_keys_replace_the_base_and_nested_mappings_merge_key_by_key(base, variant, expected):
     assert merge(base, variant) == expected
+
+
+def test_changes_name_each_differing_field_once_nested_ones_dotted():
+    base = {"size_hw": (128, 128), "loss": {"kind": "bce", "label_smoothing": 0.0}, "ema_momentum": None}
+    variant = {"size_hw": (160, 160), "loss": {"kind": "bce", "label_smoothing": 0.1}, "ema_momentum": None}
+    assert describe_changes(base, variant) == "size_hw [160, 160], loss.label_smoothing 0.1"
 
 
 def _configs(folder: Path, variants: dict[str, dict]) -> Path:
@@ -57,7 +63,7 @@ def test_compare_trains_each_variant_once_and_tabulates_it_against_the_base(tmp_
     assert {name: (out / name / "metrics.json").stat().st_mtime_ns for name in finished} == finished
     table = (out / "comparison.md").read_text().splitlines()
     assert [row.split(" | ")[0] for row in table[2:]] == ["| base", "| ema"]
-    assert 'ema_momentum: 0.5' in table[3] and table[3].count("(+") + table[3].count("(-") == 4
+    assert "ema_momentum 0.5" in table[3] and table[3].count("(+") + table[3].count("(-") == 4
 
 
 def test_compare_refuses_an_unknown_variant_name_before_training_anything(tmp_path, caplog):
