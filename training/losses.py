@@ -26,6 +26,7 @@ class LossSpec:
     focal_gamma: float = 2.0
     focal_alpha_from_priors: bool = False
     label_smoothing: float = 0.0  # targets become y (1 - s) + s / 2
+    undo_weighting: bool = False  # weighted_bce: after training, shift the head's logits by -log(weight)
 
 
 def positive_weights(priors: np.ndarray, *, power: float, max_weight: float) -> np.ndarray:
@@ -76,3 +77,29 @@ def make_loss(spec: LossSpec, priors: np.ndarray):
         return ops.mean(-(weights * y * ops.log(q) + (1 - y) * ops.log(1 - q)), axis=-1)
 
     return weighted_bce
+
+
+def logit_shift(spec: LossSpec, priors: np.ndarray) -> np.ndarray:
+    """What to add to each attribute's logit after training: ``-log(positive weight)`` when ``spec.undo_weighting``, else 0.
+
+    Weighting the positive term by w moves the loss's optimum from p to w p / (w p + 1 - p),
+    which is the calibrated logit plus log w. Subtracting it gives calibrated probabilities
+    again (accuracy at 0.5 recovers) and leaves every per-attribute ranking, hence ROC AUC and
+    balanced accuracy at fitted thresholds, as weighting made them. Raises FacialAttrError for
+    ``undo_weighting`` on a loss other than ``weighted_bce``.
+    """
+    from facialattr.errors import FacialAttrError
+
+    if not spec.undo_weighting:
+        return np.zeros(len(priors), np.float32)
+    if spec.kind != "weighted_bce":
+        raise FacialAttrError(f"undo_weighting applies to weighted_bce, not {spec.kind}")
+    return -np.log(positive_weights(priors, power=spec.pos_weight_power, max_weight=spec.max_pos_weight))
+
+
+def shift_probabilities(probabilities: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Sigmoid probabilities [N, attributes] with ``shift`` added to their logits (float64 math, float32 out)."""
+    if not np.any(shift):
+        return probabilities
+    p = np.clip(np.asarray(probabilities, np.float64), 1e-12, 1 - 1e-12)
+    return (1 / (1 + np.exp(-(np.log(p) - np.log1p(-p) + shift)))).astype(np.float32)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from facialattr.errors import FacialAttrError
 from facialattr.triton_config import INPUT_NAME, OUTPUT_NAME
@@ -128,6 +129,12 @@ def load_whole_model_weights(model: AttributeModel, path: str | Path) -> None:
     if skipped:
         raise FacialAttrError(f"init_weights {path} does not fit this model: {skipped[0]}")
     log.info("warm start from %s", path)
+
+
+def shift_output_logits(model: keras.Model, shift) -> None:
+    """Add ``shift`` (one value per attribute) to the bias of ``model``'s sigmoid head, i.e. to its logits."""
+    bias = model.get_layer(OUTPUT_NAME).bias
+    bias.assign(bias.numpy() + np.asarray(shift, dtype=bias.numpy().dtype))
 
 
 def batchnorm_layers(model: AttributeModel) -> list[keras.layers.BatchNormalization]:

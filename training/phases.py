@@ -40,19 +40,23 @@ def fit_phases(trainer, set_upper_trainable, make_data, predict_val, val_split, 
     """Head phase (upper frozen) then fine-tune phase (upper trainable), each resumable.
 
     Each phase checkpoints under ``run_dir/checkpoints/<phase>`` and stops early on ``config.monitor``;
-    the best phase's weights are left in ``trainer``. Returns timings (``<phase>_s_per_epoch`` in
-    seconds, ``chosen_phase``). Raises FacialAttrError when the loss settings do not fit together.
+    the best phase's weights are left in ``trainer``, with the head's logits shifted back when the
+    loss asks (``undo_weighting``); scoring during training sees the same shifted probabilities.
+    Returns timings (``<phase>_s_per_epoch`` in seconds, ``chosen_phase``). Raises FacialAttrError
+    when the loss settings do not fit together.
     """
     import keras
 
-    from facialattr.training.losses import make_loss
+    from facialattr.training.losses import logit_shift, make_loss, shift_probabilities
     from facialattr.training.metrics import calibrate_thresholds, evaluate_scores, threshold_metrics
+    from facialattr.training.model import shift_output_logits
     from facialattr.training.resume import PhaseState, ResumableEpochs
 
     loss = make_loss(config.loss, priors)
+    shift = logit_shift(config.loss, priors)
 
     def score() -> dict[str, float]:
-        scores = predict_val()
+        scores = shift_probabilities(predict_val(), shift)
         at_half = evaluate_scores(val_split.labels, scores, 0.5)
         calibrated = threshold_metrics(val_split.labels, scores, calibrate_thresholds(val_split.labels, scores))
         return {"mean_auc": float(np.nanmean(at_half["roc_auc"])),
@@ -91,4 +95,8 @@ def fit_phases(trainer, set_upper_trainable, make_data, predict_val, val_split, 
         log.info("phase %s scored best (val %s %.4f); using its weights", name, config.monitor, best)
         trainer.load_weights(phase.best)
     timings["chosen_phase"] = name
+    if np.any(shift):
+        shift_output_logits(trainer, shift)
+        log.info("head logits shifted by -log(positive weight) (%.2f to %.2f): calibrated probabilities again",
+                 shift.min(), shift.max())
     return timings
