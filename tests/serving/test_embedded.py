@@ -251,7 +251,7 @@ def test_python_backend_stub_runs_with_this_environments_numpy(triton_server):
     children = subprocess.run(["pgrep", "-g", str(triton_server.pid), "-f", "triton_python_backend_stub"],
                               capture_output=True, text=True).stdout.split()
     assert children, "no Python-backend stub found in the server's process group"
-    numpy_dir = str(Path(np.__file__).parent)
+    numpy_dir = str(Path(np.__file__).resolve().parent)  # /proc/PID/maps names real paths, not a symlinked venv
     for pid in children:
         mapped = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
                   if "_multiarray_umath" in line}
