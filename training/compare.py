@@ -14,26 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from facialattr.errors import FacialAttrError
-from facialattr.training.config import config_from_dict
+from facialattr.training.config import TrainConfig, config_from_dict, read_config_data
 
 log = logging.getLogger(__name__)
 
 BASE = "base"
 NESTED = ("augmentation", "loss")
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in a YAML file; raises FacialAttrError when it is unreadable or not a mapping."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise FacialAttrError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise FacialAttrError(f"{path}: a comparison config must be a mapping")
-    return data
 
 
 def merge(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
@@ -47,19 +34,20 @@ def merge(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def variant_configs(config_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every variant's full config as plain data, base first, by file stem; validated as TrainConfigs."""
+def variant_configs(config_dir: Path) -> dict[str, TrainConfig]:
+    """Every variant's full config, base first, by file stem; raises FacialAttrError naming a bad one."""
     base_file = config_dir / f"{BASE}.yaml"
     if not base_file.is_file():
         raise FacialAttrError(f"{config_dir} has no {BASE}.yaml")
-    base = read_yaml(base_file)
-    configs = {BASE: base}
+    base = read_config_data(base_file)
+    data = {BASE: base}
     for path in sorted(config_dir.glob("*.yaml")):
         if path.stem != BASE:
-            configs[path.stem] = merge(base, read_yaml(path))
-    for name, data in configs.items():
+            data[path.stem] = merge(base, read_config_data(path))
+    configs = {}
+    for name, values in data.items():
         try:
-            config_from_dict(data)
+            configs[name] = config_from_dict(values)
         except FacialAttrError as exc:
             raise FacialAttrError(f"variant {name}: {exc}") from exc
     return configs
@@ -74,13 +62,12 @@ def run_comparison(data_dir: Path, config_dir: Path, out_dir: Path, *, names: li
     if unknown:
         raise FacialAttrError(f"no variant named {', '.join(unknown)} in {config_dir}")
     for name in names or list(configs):
-        data = configs[name]
         if (out_dir / name / "metrics.json").is_file():
             log.info("variant %s already finished", name)
             continue
         log.info("variant %s: training", name)
-        train(data_dir, out_dir / name, config_from_dict(data))
-    return write_table(config_dir, out_dir)
+        train(data_dir, out_dir / name, configs[name])
+    return write_table(configs, out_dir)
 
 
 def variant_row(run_dir: Path) -> dict[str, float] | None:
@@ -114,9 +101,10 @@ def _history(run_dir: Path) -> dict[str, float]:
     return values
 
 
-def write_table(config_dir: Path, out_dir: Path) -> Path:
-    """Write ``out_dir/comparison.md``: one row per finished variant, with differences from the base."""
-    configs = {name: config_from_dict(data).to_dict() for name, data in variant_configs(config_dir).items()}
+def write_table(configs: dict[str, TrainConfig], out_dir: Path) -> Path:
+    """Write ``out_dir/comparison.md``: one row per finished variant of ``configs`` (:func:`variant_configs`),
+    with differences from the base."""
+    configs = {name: config.to_dict() for name, config in configs.items()}
     rows = {name: variant_row(out_dir / name) for name in configs}
     base = rows.get(BASE)
     lines = ["| variant | changes | acc@0.5 | bal.acc in-sample | bal.acc cross-cal | AUC | train images/s (load) |",

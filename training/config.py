@@ -108,21 +108,31 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
         raise FacialAttrError(f"bad training config: {exc}") from exc
 
 
+def read_config_data(path: Path | str) -> dict[str, Any]:
+    """The mapping in a YAML (or ``.json``) config file, as plain data.
+
+    Raises FacialAttrError when the file is unreadable, does not parse, or is not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FacialAttrError(f"cannot read config {path}: {exc}") from exc
+    try:
+        data = (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)) or {}
+    except (ValueError, yaml.YAMLError) as exc:
+        raise FacialAttrError(f"config {path} does not parse: {exc}") from exc
+    if not isinstance(data, dict):
+        raise FacialAttrError(f"{path}: config must be a mapping")
+    return data
+
+
 def load_config(path: Path | str | None, **overrides: Any) -> TrainConfig:
     """A TrainConfig from a YAML (or ``.json``) file, or the defaults when ``path`` is None; ``overrides`` that are not None win.
 
     Raises FacialAttrError when the file is unreadable, not a mapping, or holds an unknown key or bad value.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise FacialAttrError(f"cannot read config {path}: {exc}") from exc
-        data = (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)) or {}
-        if not isinstance(data, dict):
-            raise FacialAttrError(f"{path}: config must be a mapping")
+    data = {} if path is None else read_config_data(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(data)
 

@@ -28,6 +28,17 @@ def test_config_round_trips_through_yaml_and_rejects_unknown_keys(tmp_path):
         load_config(json_path)
 
 
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("broken.yaml", "size_hw: [128, 128\n", "broken.yaml does not parse"),
+    ("broken.json", "{\"size_hw\": ", "broken.json does not parse"),
+    ("list.yaml", "- 128\n", "list.yaml: config must be a mapping"),
+])
+def test_a_config_file_that_is_not_a_mapping_is_refused_naming_it(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(FacialAttrError, match=message):
+        load_config(tmp_path / name)
+
+
 def test_positive_weights_follow_the_priors_and_are_capped():
     w = positive_weights(np.array([0.5, 0.2, 0.001]), power=1.0, max_weight=20.0)
     assert w.tolist() == pytest.approx([1.0, 4.0, 20.0])
