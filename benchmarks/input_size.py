@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from facialattr.benchmarks.images import benchmark_images
 from facialattr.benchmarks.standin import DEFAULT_STANDIN_DIR, build_standin
 from facialattr.contract import Preprocessing
-from facialattr.export.parity import run_onnx
+from facialattr.export.quantize import interleaved_throughput
 from facialattr.onnx_runtime import cpu_session
 
 log = logging.getLogger(__name__)
@@ -34,22 +33,13 @@ REFERENCE_SIZE = 128
 def measure(sizes: list[int], images_dir, *, batch_size: int, rounds: int, limit: int,
             standin_dir=DEFAULT_STANDIN_DIR) -> dict[int, float]:
     """Median images/s per input size, rounds interleaved across sizes."""
-    sessions, batches = {}, {}
+    sessions, batches = [], []
     for size in sizes:
-        standin = build_standin(standin_dir, size=size)
-        sessions[size] = cpu_session(standin.onnx_path)
+        sessions.append(cpu_session(build_standin(standin_dir, size=size).onnx_path))
         images = benchmark_images(images_dir, Preprocessing(size_hw=(size, size)), limit=limit)
-        batches[size] = np.resize(images, (batch_size, *images.shape[1:]))
-        run_onnx(sessions[size], batches[size], batch_size=batch_size)  # warm-up: allocations, kernel choice
-    speeds: dict[int, list[float]] = {size: [] for size in sizes}
-    repeats = max(1, 512 // batch_size)
-    for _ in range(rounds):
-        for size in sizes:
-            start = time.perf_counter()
-            for _ in range(repeats):
-                run_onnx(sessions[size], batches[size], batch_size=batch_size)
-            speeds[size].append(repeats * batch_size / (time.perf_counter() - start))
-    return {size: float(np.median(values)) for size, values in speeds.items()}
+        batches.append(np.resize(images, (batch_size, *images.shape[1:])))
+    speeds = interleaved_throughput(sessions, batches, rounds=rounds, images_per_round=512)
+    return dict(zip(sizes, speeds, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -311,21 +311,29 @@ def mean_accuracies(probabilities: np.ndarray, labels: np.ndarray, thresholds: S
 
 
 def throughput_side_by_side(paths: Sequence[Path], images: np.ndarray, *, batch_size: int, rounds: int = 5) -> list[float]:
-    """Images/s of each model, rounds interleaved so both see the same machine load; median of rounds."""
-    sessions = [onnx_session(p) for p in paths]
+    """Images/s of each model on the same batch of ``images``, rounds interleaved; median of rounds."""
     batch = images[:batch_size]
     if len(batch) < batch_size:
         batch = np.resize(images, (batch_size, *images.shape[1:]))
-    for session in sessions:  # warm-up: first runs allocate and pick kernels
-        run_onnx(session, batch, batch_size=batch_size)
+    return interleaved_throughput([onnx_session(p) for p in paths], [batch] * len(paths), rounds=rounds)
+
+
+def interleaved_throughput(sessions: Sequence[Any], batches: Sequence[np.ndarray], *, rounds: int = 5,
+                           images_per_round: int = 256) -> list[float]:
+    """Images/s of each ONNX Runtime session on its own batch, rounds interleaved so all see the same machine load.
+
+    Each round runs every session for about ``images_per_round`` images; returns the median of ``rounds`` per session.
+    """
+    for session, batch in zip(sessions, batches, strict=True):  # warm-up: first runs allocate and pick kernels
+        run_onnx(session, batch, batch_size=len(batch))
     timings: list[list[float]] = [[] for _ in sessions]
-    repeats = max(1, 256 // batch_size)
     for _ in range(rounds):
-        for session, times in zip(sessions, timings, strict=True):
+        for session, batch, times in zip(sessions, batches, timings, strict=True):
+            repeats = max(1, images_per_round // len(batch))
             start = time.perf_counter()
             for _ in range(repeats):
-                run_onnx(session, batch, batch_size=batch_size)
-            times.append(repeats * batch_size / (time.perf_counter() - start))
+                run_onnx(session, batch, batch_size=len(batch))
+            times.append(repeats * len(batch) / (time.perf_counter() - start))
     return [float(np.median(t)) for t in timings]
 
 
