@@ -26,6 +26,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                              "crashed by one request, see SECURITY.md; clients and health checks use gRPC)")
     parser.add_argument("--http-port", type=int, default=8000,
                         help="HTTP port, used only with --http; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--grpc-infer-allocation-pool-size", type=int, default=0, metavar="N",
+                        help="gRPC request/response objects tritonserver keeps for reuse; each keeps the memory of "
+                             "the largest request it held, so Triton's default 8 lets any client pin ~1 GB per "
+                             "large request (SECURITY.md) (default: %(default)s)")
 
 
 def server_config(args: argparse.Namespace):
@@ -35,6 +39,7 @@ def server_config(args: argparse.Namespace):
     return ServerConfig(
         model_repository=args.model_repository, host=args.host,
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port, allow_http=args.http,
+        grpc_infer_allocation_pool_size=args.grpc_infer_allocation_pool_size,
     )
 
 

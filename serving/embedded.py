@@ -60,8 +60,17 @@ class ServerConfig:
     # Shared-memory registration, repository, trace and logging APIs need a per-start random
     # key header: a local client cannot make the server map a /dev/shm region it names.
     restrict_admin_apis: bool = True
+    # Request/response objects the gRPC frontend keeps for reuse. Each keeps the capacity of the
+    # largest message it ever held, up to the 2 GiB receive limit 2.51 cannot lower, so with
+    # Triton's default (8) any client can make the server pin ~1 GB per large request, even a
+    # refused one (SECURITY.md). 0 frees every message after its reply.
+    grpc_infer_allocation_pool_size: int = 0
     # Further tritonserver flags, passed as given (e.g. TLS: --grpc-use-ssl=true ...; SECURITY.md).
     extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.grpc_infer_allocation_pool_size < 0:
+            raise ServerError(f"grpc_infer_allocation_pool_size must be 0 or more, got {self.grpc_infer_allocation_pool_size}")
 
     @property
     def grpc_url(self) -> str:
@@ -236,6 +245,7 @@ class EmbeddedTriton:
             "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--log-verbose={cfg.log_verbose}",
+            f"--grpc-infer-allocation-pool-size={cfg.grpc_infer_allocation_pool_size}",
         ]
         if cfg.allow_http:
             args += [f"--http-address={cfg.host}", f"--http-port={cfg.http_port}"]

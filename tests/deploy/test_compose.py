@@ -30,6 +30,14 @@ def test_model_repository_is_mounted_read_only_and_served_without_model_control(
     assert "--model-control-mode=none" in triton_service["command"]
 
 
+def test_grpc_requests_are_not_pooled_like_in_the_embedded_server(triton_service):
+    """A pooled request object keeps the memory of the largest request it held (SECURITY.md)."""
+    from facialattr.serving.embedded import ServerConfig
+
+    pool_size = ServerConfig(ROOT).grpc_infer_allocation_pool_size
+    assert f"--grpc-infer-allocation-pool-size={pool_size}" in triton_service["command"]
+
+
 def test_ports_are_tritons_and_published_on_loopback_only(triton_service):
     assert sorted(triton_service["ports"]) == [f"127.0.0.1:{p}:{p}" for p in (8000, 8001, 8002)]
 

@@ -90,6 +90,38 @@ def test_a_hundred_megabyte_request_is_refused_without_harm(client, own_server):
     assert own_server.is_running() and _good_request_works(client)
 
 
+REFUSED_REQUEST_BYTES = 200 << 20
+REFUSED_REQUESTS = 5
+
+
+@pytest.mark.parametrize(("pool_size", "pinned"), [(None, False), (8, True)],
+                         ids=["shipped default frees them", "triton's default 8 pins them"])
+def test_large_refused_grpc_requests_pin_server_memory_only_with_an_allocation_pool(pool_size, pinned,
+                                                                                       own_repository):
+    """A hostile local client repeats a 200 MB request the model refuses; what does the server keep?"""
+    from facialattr.serving.embedded import start_on_free_ports
+    from facialattr.serving.supervisor import group_rss_bytes
+
+    fields = {} if pool_size is None else {"grpc_infer_allocation_pool_size": pool_size}
+    server = start_on_free_ports(own_repository, **fields)
+    try:
+        before = group_rss_bytes(server.pid)
+        batch = REFUSED_REQUEST_BYTES // (H * W * 3)
+        with grpcclient.InferenceServerClient(server.config.grpc_url) as client:
+            for _ in range(REFUSED_REQUESTS):
+                with pytest.raises(InferenceServerException) as caught:
+                    client.infer(MODEL_NAME, [_array_input(np.zeros((batch, H, W, 3), np.uint8))])
+                assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+            grown = group_rss_bytes(server.pid) - before
+            assert _good_request_works(client)
+    finally:
+        server.stop()
+    if pinned:  # Triton 2.51 with its own default: each pooled request object keeps its 200 MB
+        assert grown > 3 * REFUSED_REQUEST_BYTES, grown >> 20
+    else:
+        assert grown < 2 * REFUSED_REQUEST_BYTES, grown >> 20
+
+
 # Attacks on Triton 2.51's HTTP frontend, which is why `facialattr serve` serves HTTP only with --http
 # (SECURITY.md). Each uses its own server: the first one kills tritonserver.
 NESTING_THAT_CRASHES_2_51 = 150_000  # 100,000 gets an error answer; from ~150,000 the recursive parser overflows

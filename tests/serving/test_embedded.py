@@ -17,7 +17,7 @@ from testsupport import make_tiny_repository, start_serve_command, start_server,
 
 from facialattr import MODEL_NAME, repository
 from facialattr.contract import ModelContract
-from facialattr.errors import ModelRepositoryError, PortInUseError, UnsupportedPlatformError
+from facialattr.errors import ModelRepositoryError, PortInUseError, ServerError, UnsupportedPlatformError
 from facialattr.serving import embedded
 from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
@@ -100,6 +100,22 @@ def test_taken_port_is_a_clear_error(tmp_path, triton_server):
     repo = make_tiny_repository(tmp_path)
     with pytest.raises(PortInUseError):
         EmbeddedTriton(ServerConfig(repo, http_port=0, grpc_port=triton_server.config.grpc_port, metrics_port=0)).start()
+
+
+def test_negative_grpc_allocation_pool_size_is_refused_naming_the_setting(tmp_path):
+    with pytest.raises(ServerError, match="grpc_infer_allocation_pool_size must be 0 or more, got -1"):
+        ServerConfig(tmp_path, grpc_infer_allocation_pool_size=-1)
+
+
+@pytest.mark.parametrize(("argv", "pool_size"), [([], 0), (["--grpc-infer-allocation-pool-size", "8"], 8)])
+def test_serve_options_carry_the_grpc_allocation_pool_size_into_the_server_config(argv, pool_size):
+    import argparse
+
+    from facialattr.serving.commands import add_server_arguments, server_config
+
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    assert server_config(parser.parse_args(argv)).grpc_infer_allocation_pool_size == pool_size
 
 
 @pytest.fixture
