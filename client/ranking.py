@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facialattr.contract import ModelContract
+from facialattr.contract import ModelContract, logits
 from facialattr.errors import InputError
 
 # Keeps logit finite for probabilities of exactly 0 or 1 (float32 sigmoid saturates).
@@ -33,9 +33,7 @@ class RankedAttribute:
 
 def lift_scores(probabilities: np.ndarray, priors: np.ndarray | tuple[float, ...]) -> np.ndarray:
     """logit(p) - logit(prior), element-wise; works on [40] or [N, 40]."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), _EPS, 1 - _EPS)
-    q = np.clip(np.asarray(priors, dtype=np.float64), _EPS, 1 - _EPS)
-    return (np.log(p) - np.log1p(-p)) - (np.log(q) - np.log1p(-q))
+    return logits(probabilities, eps=_EPS) - logits(priors, eps=_EPS)
 
 
 class Ranker:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from facialattr.contract import logits
 from facialattr.errors import ExportError
 from facialattr.export.parity import onnx_session, run_onnx
 from facialattr.training.metrics import threshold_metrics
@@ -206,11 +207,10 @@ def correct_head_bias(fp32_path: Path, int8_path: Path, images: np.ndarray) -> n
     import onnx
     from onnx import numpy_helper
 
-    def logits(path: Path) -> np.ndarray:
-        p = np.clip(run_onnx(onnx_session(path), images, batch_size=64).astype(np.float64), 1e-7, 1 - 1e-7)
-        return np.log(p / (1 - p))
+    def model_logits(path: Path) -> np.ndarray:
+        return logits(run_onnx(onnx_session(path), images, batch_size=64), eps=1e-7)
 
-    shift = (logits(int8_path) - logits(fp32_path)).mean(axis=0)
+    shift = (model_logits(int8_path) - model_logits(fp32_path)).mean(axis=0)
     model = onnx.load(str(int8_path))
     initializers = {init.name: init for init in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}

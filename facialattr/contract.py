@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from facialattr.errors import ContractError
 
 # CelebA order (list_attr_celeba.txt, line 2); the output tensor follows it.
@@ -153,6 +155,16 @@ class ModelContract:
         if list(config.output[0].dims) != [contract.num_attributes]:
             raise ContractError(f"output dims {list(config.output[0].dims)} disagree with {contract.num_attributes} attributes")
         return contract
+
+
+def logits(probabilities: Any, *, eps: float) -> np.ndarray:
+    """The served sigmoid ``probabilities`` back as logits (float64), clipped to [eps, 1 - eps] first.
+
+    Lift ranking, INT8's head-bias correction and ``undo_weighting`` all work in logit space;
+    ``eps`` keeps the result finite where a float32 sigmoid saturated at 0 or 1.
+    """
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
 
 
 def _join(values: Sequence[Any] | Any) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facialattr.contract import logits
+
 EPSILON = 1e-6
 
 
@@ -101,5 +103,4 @@ def shift_probabilities(probabilities: np.ndarray, shift: np.ndarray) -> np.ndar
     """Sigmoid probabilities [N, attributes] with ``shift`` added to their logits (float64 math, float32 out)."""
     if not np.any(shift):
         return probabilities
-    p = np.clip(np.asarray(probabilities, np.float64), 1e-12, 1 - 1e-12)
-    return (1 / (1 + np.exp(-(np.log(p) - np.log1p(-p) + shift)))).astype(np.float32)
+    return (1 / (1 + np.exp(-(logits(probabilities, eps=1e-12) + shift)))).astype(np.float32)

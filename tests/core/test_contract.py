@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facialattr import repository, triton_config
-from facialattr.contract import CELEBA_ATTRIBUTES, ModelContract, Preprocessing
+from facialattr.contract import CELEBA_ATTRIBUTES, ModelContract, Preprocessing, logits
 from facialattr.errors import ContractError, ModelRepositoryError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,3 +140,11 @@ def test_every_shipped_config_pbtxt_parses_with_tritons_protobuf_and_carries_the
     assert entry.contract.num_attributes == 40
     # Read back and written again, the shipped config is the same text: nothing is lost on the way.
     assert triton_config.render(entry.model_config.to_proto(entry.contract)) == config_path.read_text()
+
+
+@pytest.mark.parametrize(("probabilities", "eps", "expected"), [
+    ([0.5, 0.88079708, 0.11920292], 1e-7, [0.0, 2.0, -2.0]),  # sigmoid(0), sigmoid(2), sigmoid(-2)
+    ([0.0, 1.0], 1e-6, [np.log(1e-6 / (1 - 1e-6)), np.log((1 - 1e-6) / 1e-6)]),  # saturated: clipped, finite
+])
+def test_logits_invert_the_sigmoid_and_stay_finite_at_0_and_1(probabilities, eps, expected):
+    np.testing.assert_allclose(logits(probabilities, eps=eps), expected, rtol=1e-6, atol=1e-7)

@@ -33,7 +33,7 @@ def test_config_round_trips_through_yaml_and_rejects_unknown_keys(tmp_path):
     ("broken.json", "{\"size_hw\": ", "broken.json does not parse"),
     ("list.yaml", "- 128\n", "list.yaml: config must be a mapping"),
 ])
-def test_a_config_file_that_is_not_a_mapping_is_refused_naming_it(tmp_path, name, text, message):
+def test_a_config_file_that_does_not_parse_or_is_not_a_mapping_is_refused_naming_it(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(FacialAttrError, match=message):
         load_config(tmp_path / name)
