@@ -13,7 +13,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from facialattr.errors import FacialAttrError, InputError, MissingExtraError
+from facialattr.errors import FacialAttrError, InputError
+from facialattr.extras import require_extra
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,14 @@ RAY_CONNECT_TIMEOUT_S = 5.0
 
 class RayClusterError(FacialAttrError):
     """No Ray cluster could be reached or started at the given address."""
+
+
+def require_ray() -> None:
+    """Raise MissingExtraError (the 'ray' extra and its install command) when Ray is not installed.
+
+    ``facialattr score`` calls it where ``--engine ray`` is chosen, before any output or connection.
+    """
+    require_extra("ray", ("ray",), what="facialattr score --engine ray")
 
 
 @contextmanager
@@ -34,10 +43,9 @@ def ray_session(address: str | None):
     if address:
         _check_reachable(address)
         _use_token_auth_if_available()  # before Ray is imported: it reads RAY_AUTH_MODE once
-    try:
-        import ray
-    except ModuleNotFoundError:
-        raise MissingExtraError("--engine ray needs Ray: pip install 'facialattr[ray]'") from None
+    require_ray()
+    import ray
+
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address:
         try:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from facialattr.contract import Preprocessing
-from facialattr.errors import ExportError, InputError
+from facialattr.errors import InputError
+from facialattr.extras import require_extra
 from facialattr.imagefiles import IMAGE_SUFFIXES, image_files
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,9 @@ def sample_photos(preprocessing: Preprocessing, *, count: int, seed: int = 0) ->
     """
     from facialattr.preprocessing import prepare
 
-    try:
-        import skimage.data
-    except ImportError as exc:
-        raise ExportError("the default parity images need scikit-image: pip install scikit-image, "
-                          "or pass --parity-images DIR") from exc
+    require_extra("train", ("skimage",), what="the parity gate's default images (scikit-image's photos)",
+                  instead="pass --parity-images DIR")
+    import skimage.data
 
     rng = np.random.default_rng(seed)
     photos = []

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
+from facialattr.extras import COMMAND_EXTRAS, require_extra
 from facialattr.serving import preload, workdirs
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,13 @@ _ADMIN_KEY_HEADER = "facialattr-admin-key"
 # Starts tried with fresh automatic ports when another process took one before tritonserver bound it.
 _PORT_ATTEMPTS = 5
 _PORT_TAKEN_MARK = "already in use"
+# ServerConfig port -> what sets it: the serve/demo flag (serving/commands.py), and the Makefile
+# variable where `make quickstart` binds that port (it serves no HTTP).
+PORT_SETTINGS: dict[str, str] = {
+    "grpc_port": "--grpc-port (make quickstart GRPC_PORT=...)",
+    "metrics_port": "--metrics-port (make quickstart METRICS_PORT=...)",
+    "http_port": "--http-port",
+}
 
 
 @dataclass(frozen=True)
@@ -94,10 +102,9 @@ def bundled_server() -> tuple[Path, Path]:
             f"the embedded Triton runs on Linux x86-64 only (this is {sys.platform}/{platform.machine()}); "
             "use docker-compose.yml with the official Triton container instead"
         )
-    try:
-        import pytriton
-    except ImportError as exc:
-        raise ServerError("nvidia-pytriton is not installed: pip install 'facialattr[serve]'") from exc
+    require_extra(*COMMAND_EXTRAS["serve"], what="the embedded Triton server")
+    import pytriton
+
     root = Path(pytriton.__file__).parent
     binary = root / "tritonserver" / "bin" / "tritonserver"
     if not binary.is_file():
@@ -105,14 +112,18 @@ def bundled_server() -> tuple[Path, Path]:
     return binary, root.parent / "nvidia_pytriton.libs"
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Raise PortInUseError (naming host and port) when ``port`` cannot be bound on ``host`` now."""
+def check_port_free(host: str, port: int, *, chosen_with: str) -> None:
+    """Raise PortInUseError when ``port`` cannot be bound on ``host`` now.
+
+    The message names host and port and ``chosen_with``, what sets that port (e.g. ``PORT_SETTINGS["grpc_port"]``).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise PortInUseError(f"port {port} on {host} is already taken ({exc.strerror}); pick another with a flag") from exc
+            raise PortInUseError(f"port {port} on {host} is already taken ({exc.strerror}); "
+                                 f"pick another with {chosen_with}") from exc
 
 
 class EmbeddedTriton:
@@ -171,7 +182,7 @@ class EmbeddedTriton:
         workdirs.remove_stale()
         automatic = {name for name in self._bound_ports() if getattr(cfg, name) == 0}
         for name in self._bound_ports() - automatic:
-            check_port_free(cfg.host, getattr(cfg, name))
+            check_port_free(cfg.host, getattr(cfg, name), chosen_with=PORT_SETTINGS[name])
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             picked = dict(zip(sorted(automatic), _pick_free_ports(cfg.host, len(automatic)), strict=True))
             try:

@@ -41,11 +41,20 @@ def register(subparsers) -> None:
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants (default: all)")
     p.set_defaults(func=_compare)
 
-    p = subparsers.add_parser("evaluate", help="per-attribute metrics of a run or model.keras on a data set")
-    p.add_argument("model", type=Path, help="run directory or model.keras file")
+    p = subparsers.add_parser(
+        "evaluate", help="per-attribute metrics of a run, model.keras or (with --scores) served model on a data set",
+        description="Score MODEL on a CelebA-format partition. With --scores, the served model's probabilities are "
+                    "read from a `facialattr score` JSONL file (no TensorFlow needed) and MODEL may also be a model "
+                    "folder of a Triton model repository (e.g. model_repository/facial_attributes) or one of its "
+                    "version folders; its config.pbtxt supplies the attribute names and thresholds.")
+    p.add_argument("model", type=Path,
+                   help="run directory or model.keras file; with --scores also a repository model or version folder")
     p.add_argument("data_dir", type=Path, help="CelebA-format folder to score")
     p.add_argument("--split", default="val", help="partition to score (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="folder for metrics.json/metrics.md (default: beside the model)")
+    p.add_argument("--out", type=Path,
+                   help="folder for metrics.json/metrics.md (default: evaluation_SPLIT beside a run's model; for a "
+                        "repository folder evaluation_MODEL_vVERSION_SPLIT in the current folder, since the "
+                        "repository is the server's)")
     p.add_argument("--scores", type=Path, metavar="JSONL",
                    help="use the served model's probabilities from `facialattr score SPLIT_IMAGES --out X.jsonl` "
                         "instead of running the Keras model (default: run model.keras)")

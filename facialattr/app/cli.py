@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM takes the same path as Ctrl-C, so servers and files are closed cleanly.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        check_extra(args.command)
+        check_extra(args.command, args)
         return int(args.func(args) or EXIT_OK)
     except FacialAttrError as exc:
         logging.getLogger("facialattr").error("%s", exc)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facialattr.extras import require_extra
+
 log = logging.getLogger(__name__)
 
 # (left, top, right, bottom) in the 512x512 source photos; found by eye-position, scale about 1:1.
@@ -22,13 +24,12 @@ _CAMERAMAN_FACE = (157, 24, 335, 242)
 def make_sample_folder(dest: Path) -> list[Path]:
     """Write the sample images (and one deliberately broken file) into ``dest``; returns their paths.
 
-    Raises ImportError naming the ``demo`` extra when scikit-image is missing.
+    Raises MissingExtraError naming the ``demo`` extra and its install command when scikit-image is missing.
     """
-    try:
-        from skimage import data
-    except ImportError as exc:  # the demo extra brings it
-        raise ImportError("the sample photos need scikit-image: pip install 'facialattr[demo]'") from exc
+    require_extra("demo", ("skimage",), what="facialattr demo without a folder (its sample photos)",
+                  instead="give it a folder of face photos")
     from PIL import Image
+    from skimage import data
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

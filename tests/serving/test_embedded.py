@@ -96,7 +96,7 @@ def test_stop_leaves_no_process_and_no_shared_memory_behind(tmp_path):
 def test_taken_port_is_a_clear_error(tmp_path, triton_server):
     config = ServerConfig(tmp_path, grpc_port=triton_server.config.grpc_port)
     with pytest.raises(PortInUseError, match=str(triton_server.config.grpc_port)):
-        embedded.check_port_free(config.host, config.grpc_port)
+        embedded.check_port_free(config.host, config.grpc_port, chosen_with="--grpc-port")
     repo = make_tiny_repository(tmp_path)
     with pytest.raises(PortInUseError):
         EmbeddedTriton(ServerConfig(repo, http_port=0, grpc_port=triton_server.config.grpc_port, metrics_port=0)).start()
@@ -150,7 +150,7 @@ def test_automatic_ports_taken_before_tritonserver_binds_them_are_replaced_and_r
 
 def test_port_given_by_number_and_taken_at_bind_time_is_an_error_never_another_port(tmp_path, listener, monkeypatch):
     # The pre-check passes (the port was free then); tritonserver then meets it taken.
-    monkeypatch.setattr(embedded, "check_port_free", lambda host, port: None)
+    monkeypatch.setattr(embedded, "check_port_free", lambda host, port, *, chosen_with: None)
     server = EmbeddedTriton(ServerConfig(make_tiny_repository(tmp_path), grpc_port=listener, metrics_port=0))
     with pytest.raises(PortInUseError, match="already in use"):
         server.start()
