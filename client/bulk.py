@@ -8,12 +8,13 @@ output that a ``resume=True`` run completes with each input exactly once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 SUMMARY_FAILED_SHOWN = 5
 # Seconds between plain progress lines when stderr is not a terminal (a log file, CI).
 PLAIN_PROGRESS_EVERY_S = 10.0
+# The bar's size on a terminal that reports none (a pseudo-terminal nobody sized, `stty cols 0`),
+# where tqdm would otherwise draw nothing at all.
+FALLBACK_BAR_COLUMNS, FALLBACK_BAR_ROWS = 80, 24
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Summary:
     failed: int = 0
     server_failed: int = 0  # rows the server failed after every retry; --resume scores them again
     already_done: int = 0
+    to_score: int | None = None  # inputs this run set out to score, counted before it began (None: not counted)
     elapsed_s: float = 0.0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     timings: EngineTimings = field(default_factory=EngineTimings)
@@ -54,6 +59,11 @@ class Summary:
     def images_per_s(self) -> float:
         """Inputs handled this run (scored and failed) per second of wall time; 0.0 before any time passed."""
         return (self.scored + self.failed) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def written(self) -> int:
+        """Rows this run wrote to ``out`` (scored and failed inputs)."""
+        return self.scored + self.failed
 
     @property
     def no_inputs(self) -> bool:
@@ -88,6 +98,12 @@ class Summary:
                        "(error rows of kind outside_roots; --follow-symlinks to include them)")
         return out
 
+    def interrupted_line(self) -> str:
+        """What an interrupted run leaves: the rows it wrote (kept) and how to finish."""
+        left = "" if self.to_score is None else f" of the {self.to_score} it set out to score"
+        return (f"interrupted after writing {self.written} rows{left} to {self.out}; they are kept. "
+                "Rerun with --resume to score the rest.")
+
     def _server_lines(self) -> list[str]:
         stats, out = self.scorer_stats, []
         if stats is not None and (stats.retries or stats.errors_by_status):
@@ -98,6 +114,14 @@ class Summary:
             out.append(f"{self.server_failed} inputs failed on the server after retries (error kind 'server', not "
                        f"about the images): rerun with --resume to score them again")
         return out
+
+
+class ScoringInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped :func:`score_paths`; ``summary`` counts what was written before it."""
+
+    def __init__(self, summary: Summary) -> None:
+        super().__init__()
+        self.summary = summary
 
 
 def score_paths(
@@ -117,29 +141,49 @@ def score_paths(
 ) -> Summary:
     """Score every image under ``paths`` into ``out`` (.csv, .jsonl or .parquet); the summary says what happened.
 
+    With ``progress`` the inputs are counted first (a walk without reading any file), so the
+    progress shows a total, a percentage and an ETA; on ``resume`` the total is what is left.
     Raises :class:`~facialattr.client.scorer.ServerUnavailableError` when the server stays
-    unreachable (rows so far are kept; ``resume=True`` finishes later) and
-    :class:`~facialattr.errors.InputError` for an unusable ``out``.
+    unreachable (rows so far are kept; ``resume=True`` finishes later),
+    :class:`~facialattr.errors.InputError` for an unusable ``out`` and :class:`ScoringInterrupted`
+    (a KeyboardInterrupt carrying the summary so far) on Ctrl-C or SIGTERM.
     """
     summary = Summary(out=Path(out), recursive=recursive)
+    walk = functools.partial(iter_inputs, paths, recursive=recursive, follow_symlinks=follow_symlinks)
     own_scorer = scorer is None
-    scorer = scorer or Scorer(urls, timeout_s=timeout_s, max_in_flight=max_in_flight)
     try:
+        scorer = scorer or Scorer(urls, timeout_s=timeout_s, max_in_flight=max_in_flight)
         writer = open_writer(summary.out, scorer.contract, resume=resume, overwrite=overwrite)
         complete = False
         try:
-            inputs = _pending(iter_inputs(paths, recursive=recursive, follow_symlinks=follow_symlinks, stats=summary.walk),
-                              writer.done, summary)
-            _run(inputs, scorer, writer, summary, engine=engine, progress=progress)
+            already_done = 0
+            if progress:
+                summary.to_score, already_done = _count_pending(walk(stats=WalkStats(), warn=False), writer.done)
+            report = _Progress(enabled=progress, total=summary.to_score, already_done=already_done, out=summary.out)
+            inputs = _pending(walk(stats=summary.walk), writer.done, summary)
+            _run(inputs, scorer, writer, summary, engine=engine, report=report)
             complete = True
         finally:
             writer.close(complete=complete)
             summary.complete = complete
             summary.scorer_stats = scorer.stats
+    except KeyboardInterrupt as exc:
+        raise ScoringInterrupted(summary) from exc
     finally:
-        if own_scorer:
+        if own_scorer and scorer is not None:
             scorer.close()
     return summary
+
+
+def _count_pending(inputs: Iterable[Input], done: Container[str]) -> tuple[int, int]:
+    """(inputs still to score, inputs ``done`` already holds)."""
+    pending = already = 0
+    for item in inputs:
+        if item.path in done:
+            already += 1
+        else:
+            pending += 1
+    return pending, already
 
 
 def _pending(inputs: Iterable[Input], done: set[str], summary: Summary) -> Iterable[Input]:
@@ -150,11 +194,11 @@ def _pending(inputs: Iterable[Input], done: set[str], summary: Summary) -> Itera
             yield item
 
 
-def _run(inputs, scorer: Scorer, writer, summary: Summary, *, engine: EngineConfig | None, progress: bool) -> None:
+def _run(inputs, scorer: Scorer, writer, summary: Summary, *, engine: EngineConfig | None, report: _Progress) -> None:
     errors: Counter[str] = Counter()
     rows = RowMaker(scorer.contract)
     started = time.perf_counter()
-    report = _Progress(enabled=progress, started=started)
+    report.start(started)
     try:
         for result in score_files(inputs, scorer, config=engine, timings=summary.timings):
             writer.write(rows.row(result))
@@ -180,29 +224,65 @@ def _count(result: ItemResult, summary: Summary, errors: Counter[str]) -> None:
 
 
 class _Progress:
-    """A tqdm bar on a terminal; elsewhere one plain line every PLAIN_PROGRESS_EVERY_S (no run-together \\r updates)."""
+    """A line saying how many inputs there are, then a tqdm bar on a terminal, or elsewhere one plain
+    line every PLAIN_PROGRESS_EVERY_S (no run-together \\r updates in a log file or CI)."""
 
-    def __init__(self, *, enabled: bool, started: float) -> None:
-        self.enabled, self.started = enabled, started
-        self.tty = sys.stderr.isatty()
+    def __init__(self, *, enabled: bool, total: int | None, already_done: int = 0, out: Path | None = None) -> None:
+        self.enabled, self.total = enabled, total
+        self.started = self._next_line = 0.0
         self._bar = None
-        self._next_line = started + PLAIN_PROGRESS_EVERY_S
-        if enabled and self.tty:
+        if not enabled:
+            return
+        if total is not None:
+            already = f"; {already_done} already in {out}" if already_done else ""
+            log.info("%d inputs to score%s", total, already)
+        if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(desc="scoring", unit="img", file=sys.stderr, dynamic_ncols=True, smoothing=0.1, mininterval=0.5)
+            self._bar = tqdm(total=total, desc="scoring", unit="img", file=sys.stderr, smoothing=0.1, mininterval=0.5,
+                             **_bar_size())
+
+    def start(self, started: float) -> None:
+        """The run's clock starts at ``started`` (time.perf_counter())."""
+        self.started = started
+        self._next_line = started + PLAIN_PROGRESS_EVERY_S
 
     def update(self, summary: Summary) -> None:
+        """One more input done; ``summary`` holds the counts so far."""
         if self._bar is not None:
             self._bar.update(1)
             if summary.failed and self._bar.n % 256 == 0:
                 self._bar.set_postfix(errors=summary.failed, refresh=False)
         elif self.enabled and (now := time.perf_counter()) >= self._next_line:
             self._next_line = now + PLAIN_PROGRESS_EVERY_S
-            done = summary.scored + summary.failed
-            log.info("scoring: %d inputs in %.0f s (%.1f/s), %d failed",
-                     done, now - self.started, done / (now - self.started), summary.failed)
+            log.info("%s", self.plain_line(summary.written, summary.failed, elapsed_s=now - self.started))
+
+    def plain_line(self, done: int, failed: int, *, elapsed_s: float) -> str:
+        """``scoring: 500/8000 inputs (6%) in 10 s (50.0/s, ETA 0:02:30), 0 failed`` (without a total: no share, no ETA)."""
+        rate = done / elapsed_s if elapsed_s > 0 else 0.0
+        if not self.total:
+            return f"scoring: {done} inputs in {elapsed_s:.0f} s ({rate:.1f}/s), {failed} failed"
+        eta = f", ETA {_clock(max(0, self.total - done) / rate)}" if rate > 0 else ""
+        return (f"scoring: {done}/{self.total} inputs ({100 * done / self.total:.0f}%) in {elapsed_s:.0f} s "
+                f"({rate:.1f}/s{eta}), {failed} failed")
 
     def close(self) -> None:
+        """Draw the bar's final state and end its line."""
         if self._bar is not None:
             self._bar.close()
+
+
+def _bar_size() -> dict:
+    """tqdm's size arguments: follow the terminal, or a fixed size when it reports none (tqdm then prints nothing)."""
+    try:
+        columns, rows = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        columns = rows = 0
+    if columns > 1 and rows > 1:
+        return {"dynamic_ncols": True}
+    return {"ncols": FALLBACK_BAR_COLUMNS, "nrows": FALLBACK_BAR_ROWS}
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"

@@ -16,6 +16,7 @@ DEFAULT_URL = os.environ.get("FACIALATTR_GRPC_URL", "127.0.0.1:8001")
 def register(subparsers) -> None:
     """Add the ``score`` subcommand to the ``facialattr`` parser."""
     from facialattr.client.decode import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_FILE_BYTES
+    from facialattr.client.endpoints import DEFAULT_CONNECT_TIMEOUT_S, REFUSED_GRACE_S
 
     p = subparsers.add_parser(
         "score", help="score image files and folders into a CSV, JSONL or Parquet file",
@@ -44,8 +45,10 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="decode threads (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per request (default: the server's max_batch_size; larger values are capped to it)")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="give up this soon when no server has answered at all (wrong --url, no server) (default: %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up this soon when no server has answered at all (wrong --url, no server) (default: "
+                        f"{DEFAULT_CONNECT_TIMEOUT_S}, or {REFUSED_GRACE_S} when the connection is refused: nothing "
+                        "listens there; pass it to wait for a server that is still starting)")
     p.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                    help="stop (resumable) when a server that answered stays unreachable this long (default: %(default)s)")
     p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES, metavar="BYTES",
@@ -54,7 +57,8 @@ def register(subparsers) -> None:
                    help="images whose decoded samples (pixels x channels x bytes per sample) exceed this are "
                         "error rows (too_large), refused from the header before decoding (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress (a bar on a terminal, a plain line every 10 s otherwise)")
+                   help="no progress: the inputs are not counted first, and neither a bar (on a terminal) nor a "
+                        "plain line every 10 s (otherwise) shows how far the run is")
     from facialattr.client.ray_engine import add_arguments as add_ray_arguments  # no Ray import until --engine ray
 
     add_ray_arguments(p)
@@ -66,7 +70,7 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError("--workers, --max-in-flight and --batch-size must be at least 1")
     if args.max_file_bytes < 1 or args.max_decode_bytes < 1:
         raise InputError("--max-file-bytes and --max-decode-bytes must be at least 1")
-    if args.connect_timeout <= 0 or args.give_up_after <= 0:
+    if (args.connect_timeout is not None and args.connect_timeout <= 0) or args.give_up_after <= 0:
         raise InputError("--connect-timeout and --give-up-after must be positive")
 
 
@@ -75,7 +79,7 @@ def _score(args: argparse.Namespace) -> int:
     import signal
 
     from facialattr.client.batching import EngineConfig
-    from facialattr.client.bulk import score_paths
+    from facialattr.client.bulk import ScoringInterrupted, score_paths
     from facialattr.client.scorer import RetryPolicy, Scorer, ServerUnavailableError
 
     def _terminate(signum, frame):  # SIGTERM ends the run as cleanly as Ctrl-C: rows so far are flushed
@@ -85,8 +89,10 @@ def _score(args: argparse.Namespace) -> int:
     log = logging.getLogger("facialattr.score")
     _check(args)
     if args.engine == "ray":
+        from facialattr.client.ray_cluster import require_ray
         from facialattr.client.ray_engine import run
 
+        require_ray()
         return run(args, urls=args.urls or [DEFAULT_URL])
     retry = RetryPolicy(give_up_after_s=args.give_up_after)
     try:
@@ -107,8 +113,10 @@ def _score(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         log.error("stopped; rows written so far are kept. Rerun with --resume once the server is back.")
         return EXIT_FATAL
-    except KeyboardInterrupt:
-        log.error("interrupted; rows written so far are kept. Rerun with --resume to finish.")
+    except ScoringInterrupted as exc:
+        for line in exc.summary.lines():
+            print(line, file=sys.stderr)
+        log.error("%s", exc.summary.interrupted_line())
         return EXIT_INTERRUPTED
     finally:
         scorer.close()

@@ -7,42 +7,67 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from facialattr.client.failures import EndpointError, status_code
 from facialattr.errors import ContractError, InputError
-from facialattr.triton_config import ServedModel
+
+if TYPE_CHECKING:  # imported where used: the CLI reads the defaults below without loading tritonclient
+    from facialattr.triton_config import ServedModel
 
 log = logging.getLogger(__name__)
 
 # Triton's default ports (its own defaults, which `facialattr serve` keeps).
 TRITON_HTTP_PORT, TRITON_GRPC_PORT = 8000, 8001
+# How long a client waits for a server that has not answered at all (a silent host, a port that
+# accepts but does not speak Triton gRPC yet), unless told otherwise.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# ... and how long while every endpoint refuses the TCP connection: nothing listens there, which is
+# an answer. A server that `facialattr serve` is starting keeps its port closed until its models are
+# loaded (seconds); a client started together with it passes an explicit connect timeout instead.
+REFUSED_GRACE_S = 1.0
+
+TcpState = Literal["accepts", "refused", "silent"]
+
+
+def tcp_state(url: str, timeout_s: float = 1.0) -> TcpState:
+    """What a TCP connection to HOST:PORT meets: a listener, a refusal (nothing listens), or no answer at all.
+
+    "silent" covers timeouts, unreachable hosts and names that do not resolve: nothing that proves
+    no server will be there a moment later.
+    """
+    host, _, port = url.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return "accepts"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "silent"
 
 
 def tcp_answers(url: str, timeout_s: float = 1.0) -> bool:
     """Whether anything accepts a TCP connection at HOST:PORT (to tell "nothing there" from "not gRPC")."""
-    host, _, port = url.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+    return tcp_state(url, timeout_s) == "accepts"
 
 
 def unreachable_message(urls: Sequence[str], *, waited_s: float, last_errors: dict[str, str]) -> str:
     """One plain message for "no endpoint ever answered": what was tried, what answered, what to do."""
     lines = [f"no Triton gRPC endpoint answered within {waited_s:.0f} s:"]
     for url in urls:
-        if tcp_answers(url):
+        state = tcp_state(url)
+        if state == "accepts":
             what = "something accepts connections there, but it does not answer as Triton gRPC"
+        elif state == "refused":
+            what = "nothing is listening there (connection refused)"
         else:
-            what = "nothing is listening there (connection refused or no route)"
+            what = "nothing answered there (no route to the host, or the connection timed out)"
         lines.append(f"  {url}: {what}; last error: {last_errors.get(url, 'none')}")
         if url.rpartition(":")[2] == str(TRITON_HTTP_PORT):
             lines.append(f"  {url} is Triton's HTTP port; this client speaks gRPC, by default on port "
                          f"{TRITON_GRPC_PORT}: --url {url.rpartition(':')[0]}:{TRITON_GRPC_PORT}")
     lines.append("Start a server with `facialattr serve` (gRPC on 127.0.0.1:8001 by default) or pass --url HOST:PORT; "
-                 "--connect-timeout waits longer for a server that is still starting.")
+                 "--connect-timeout SECONDS waits that long for a server that is still starting.")
     return "\n".join(lines)
 
 
@@ -120,6 +145,8 @@ def read_contract(endpoint: Endpoint, model_name: str, model_version: str, timeo
     config lacks the contract or disagrees with the metadata.
     """
     from tritonclient.utils import InferenceServerException
+
+    from facialattr.triton_config import ServedModel
 
     try:
         config = endpoint.client.get_model_config(model_name, model_version, client_timeout=timeout_s).config

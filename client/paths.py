@@ -66,11 +66,13 @@ def iter_inputs(
     recursive: bool = False,
     follow_symlinks: bool = False,
     stats: WalkStats | None = None,
+    warn: bool = True,
 ) -> Iterator[Input]:
     """Image files under ``paths``: files given explicitly always, directories by image suffix.
 
     A given path that does not exist is still yielded, so it becomes an error row
-    naming it rather than vanishing.
+    naming it rather than vanishing. ``warn=False`` keeps folders that cannot be listed
+    out of the log (a walk that only counts, before the one that scores and warns).
     """
     paths = [os.fsdecode(p) for p in paths]
     stats = stats if stats is not None else WalkStats()
@@ -80,7 +82,7 @@ def iter_inputs(
     for path in paths:
         if os.path.isdir(path):
             found, duplicates_before = 0, stats.skipped_duplicates
-            for item in _walk(path, roots, seen, stats, recursive=recursive, follow_symlinks=follow_symlinks):
+            for item in _walk(path, roots, seen, stats, recursive=recursive, follow_symlinks=follow_symlinks, warn=warn):
                 found += 1
                 yield item
             if not found and stats.skipped_duplicates == duplicates_before:
@@ -104,34 +106,37 @@ def _inside(real: str, roots: list[str]) -> bool:
     return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
-def _entries(directory: str) -> Iterable[os.DirEntry]:
+def _entries(directory: str, *, warn: bool) -> Iterable[os.DirEntry]:
     """A folder's entries, sorted by name; a huge folder is streamed in directory order instead."""
     with os.scandir(directory) as it:
         head = list(itertools.islice(it, SORTED_LISTING_LIMIT))
         if len(head) < SORTED_LISTING_LIMIT:
             return sorted(head, key=lambda e: e.name)
-    return _stream(directory)
+    return _stream(directory, warn=warn)
 
 
-def _stream(directory: str) -> Iterator[os.DirEntry]:
+def _stream(directory: str, *, warn: bool) -> Iterator[os.DirEntry]:
     # Rescanned rather than kept open: the first pass only learned that the folder is huge.
     try:
         with os.scandir(directory) as it:
             yield from it
     except OSError as exc:
-        log.error("listing %s failed part-way: %s; files after that point are not scored", directory, exc)
+        if warn:
+            log.error("listing %s failed part-way: %s; files after that point are not scored", directory, exc)
 
 
-def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *, recursive: bool, follow_symlinks: bool) -> Iterator[Input]:
+def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *, recursive: bool, follow_symlinks: bool,
+          warn: bool) -> Iterator[Input]:
     visited_dirs = {os.path.realpath(top)}
     stack = [top]
     while stack:
         directory = stack.pop()
         try:
-            entries = _entries(directory)
+            entries = _entries(directory, warn=warn)
         except OSError as exc:
             # An error row, so the output accounts for what could not be looked at (e.g. a path over PATH_MAX).
-            log.warning("cannot list %s: %s", directory, exc.strerror or exc)
+            if warn:
+                log.warning("cannot list %s: %s", directory, exc.strerror or exc)
             stats.unreadable_dirs.append(directory)
             yield Input(directory, Refusal("unreadable", f"cannot list folder: {exc.strerror or exc}"))
             continue

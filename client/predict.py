@@ -27,9 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOP_K = 10
-# A handful of photos at the terminal: a server that never answered is reported within 10 s (as `score`
-# does), and one that answered and then went away is waited for briefly.
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# A handful of photos at the terminal: a server that never answered is reported as `score` reports it
+# (client/endpoints.py's connect timeout, 1 s when refused), one that answered and then went away is waited for briefly.
 DEFAULT_GIVE_UP_S = 30.0
 
 
@@ -99,6 +98,7 @@ def format_json(predictions: Sequence[Prediction]) -> str:
 def register(subparsers) -> None:
     """Add the ``facialattr predict`` subcommand to the CLI's subparsers."""
     from facialattr.client.commands import DEFAULT_URL
+    from facialattr.client.endpoints import DEFAULT_CONNECT_TIMEOUT_S, REFUSED_GRACE_S
 
     p = subparsers.add_parser(
         "predict", help="print the top-10 attributes of a few images (no results file)",
@@ -113,8 +113,9 @@ def register(subparsers) -> None:
     p.add_argument("--top", type=int, default=TOP_K, metavar="K", help="attributes per image (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=30.0, dest="timeout_s", metavar="SECONDS",
                    help="deadline of one inference request (default: %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT_S, dest="connect_timeout_s",
-                   metavar="SECONDS", help="give up this soon when no server has answered at all (default: %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=None, dest="connect_timeout_s", metavar="SECONDS",
+                   help=f"give up this soon when no server has answered at all (default: {DEFAULT_CONNECT_TIMEOUT_S}, "
+                        f"or {REFUSED_GRACE_S} when the connection is refused; pass it to wait for a starting server)")
     p.add_argument("--give-up-after", type=float, default=DEFAULT_GIVE_UP_S, dest="give_up_after_s", metavar="SECONDS",
                    help="stop when a server that answered stays unreachable this long (default: %(default)s)")
     p.set_defaults(func=_predict, default_url=DEFAULT_URL)
@@ -124,7 +125,8 @@ def _predict(args: argparse.Namespace) -> int:
     from facialattr.client.scorer import RetryPolicy, Scorer, ServerUnavailableError
     from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, InputError
 
-    if args.top < 1 or min(args.timeout_s, args.connect_timeout_s, args.give_up_after_s) <= 0:
+    timeouts = [args.timeout_s, args.give_up_after_s] + ([] if args.connect_timeout_s is None else [args.connect_timeout_s])
+    if args.top < 1 or min(timeouts) <= 0:
         raise InputError("--top must be at least 1; --timeout, --connect-timeout and --give-up-after must be positive")
     urls = args.urls or [args.default_url]
     try:

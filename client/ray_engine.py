@@ -47,7 +47,7 @@ class RayOptions:
     actor_cpus: float = 0.0
     timeout_s: float = 30.0
     max_in_flight: int = 4
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: float | None = None  # None: the Scorer's default (fails fast on a refused connection)
     give_up_after_s: float = 300.0
     max_file_bytes: int | None = None  # None: the single-process defaults (client/batching.py EngineConfig)
     max_decode_bytes: int | None = None

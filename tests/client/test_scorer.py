@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -76,8 +77,9 @@ def test_no_reachable_endpoint_gives_up_after_the_connect_deadline_with_a_plain_
     assert all(url in message for url in dead) and "nothing is listening" in message and "facialattr serve" in message
 
 
-def test_a_listener_that_is_not_grpc_is_told_apart_from_no_server():
-    """An HTTP/1.1 server where gRPC was expected (e.g. Triton's HTTP port given as --url)."""
+@contextlib.contextmanager
+def http_listener():
+    """An HTTP/1.1 server where gRPC was expected (e.g. Triton's HTTP port given as --url); yields its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -94,14 +96,43 @@ def test_a_listener_that_is_not_grpc_is_told_apart_from_no_server():
     thread = threading.Thread(target=answer_http, daemon=True)
     thread.start()
     try:
-        url = f"127.0.0.1:{listener.getsockname()[1]}"
-        with pytest.raises(ServerUnavailableError) as caught:
-            Scorer(url, connect_timeout_s=1.0, retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
     finally:
         stop.set()
         thread.join()
         listener.close()
+
+
+def test_a_listener_that_is_not_grpc_is_told_apart_from_no_server():
+    with http_listener() as url, pytest.raises(ServerUnavailableError) as caught:
+        Scorer(url, connect_timeout_s=1.0, retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
     assert "something accepts connections there, but it does not answer as Triton gRPC" in str(caught.value)
+
+
+@pytest.mark.parametrize(("connect_timeout_s", "at_least_s", "at_most_s"), [
+    (None, 0.9, 2.0),  # the default: nothing listens, which is an answer; a 1 s grace, then the hint
+    (2.5, 2.5, 4.0),   # an explicit wait is for a server still starting, whose port is closed until it is ready
+])
+def test_a_refused_connection_fails_at_once_unless_told_to_wait(connect_timeout_s, at_least_s, at_most_s):
+    url = f"127.0.0.1:{free_ports(1)[0]}"
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError) as caught:
+        Scorer(url, connect_timeout_s=connect_timeout_s)
+    elapsed_s = time.monotonic() - started
+    assert at_least_s <= elapsed_s < at_most_s, f"gave up after {elapsed_s:.2f} s"
+    message = str(caught.value)
+    assert f"{url}: nothing is listening there (connection refused)" in message
+    assert "facialattr serve" in message and "--url HOST:PORT" in message
+
+
+def test_a_port_that_accepts_gets_the_whole_connect_timeout_not_the_refusal_grace(monkeypatch):
+    from facialattr.client import scorer
+
+    monkeypatch.setattr(scorer, "DEFAULT_CONNECT_TIMEOUT_S", 3.0)  # the default wait, shortened for the test
+    started = time.monotonic()
+    with http_listener() as url, pytest.raises(ServerUnavailableError, match="something accepts connections"):
+        Scorer(url)
+    assert time.monotonic() - started >= 3.0
 
 
 @pytest.mark.parametrize(("url", "hinted"), [("127.0.0.1:8000", True), ("127.0.0.1:8001", False), ("10.0.0.9:9000", False)])
