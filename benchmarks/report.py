@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,14 @@ SWEEP_HEADER = ["client batch", "clients", "images/s", "images per CPU-s", "p50 
                 "server compute ms", "formed batch (mean)", "errors"]
 
 
+def _shown_command(data: dict[str, Any]) -> str:
+    """The run's command with its images folder as ``"$IMAGES"``: the folder's path on the measuring machine
+    means nothing to a reader."""
+    folder = data["images"]["folder"]
+    shown = {folder: '"$IMAGES"', f"--images={folder}": '--images="$IMAGES"'}
+    return " ".join(shown.get(token, shlex.quote(token)) for token in shlex.split(data["command"]))
+
+
 def _header(data: dict[str, Any]) -> list[str]:
     m, model = data["machine"], data["model"]
     h, w = model["size_hw"]
@@ -89,10 +98,15 @@ def _header(data: dict[str, Any]) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ". No GPU.", "",
         _load_line(data),
         f"Model: {kind}; input {h}x{w}, max batch {model['max_batch_size']}, repository `{data['model_repository']}`.",
-        f"Images: the first {data['images']['count']} JPEGs of `{data['images']['folder']}` (CelebA aligned faces, "
-        "not committed), decoded once for the serving measurements; the bulk and Keras runs decode them again.", "",
+        f"Images: the first {data['images']['count']} JPEGs of `$IMAGES`, here "
+        f"`{Path(data['images']['folder']).name}/` (CelebA aligned faces, not committed), decoded once for the "
+        "serving measurements; the bulk and Keras runs decode them again.", "",
         "Reproduce (about 10 minutes; other heavy jobs on the machine change absolute numbers, so compare ratios "
-        "within one run):", "", "```", data["command"], "```", "",
+        "within one run), with the project's environment active (`. .venv/bin/activate`):", "", "```",
+        _shown_command(data), "```", "",
+        "`IMAGES` is a folder of face JPEGs, e.g. `IMAGES=/path/to/celeba/img_align_celeba` for CelebA in its "
+        "native layout; `--keras-model`, when given, is the `model.keras` of the served model's training run "
+        "(`facialattr train`; runs are not committed).", "",
         "All serving numbers are closed-loop: each client sends a request and waits for the answer before the "
         "next. Latency is per request, measured in the client; *server queue/compute* are Triton's own "
         "statistics (`get_inference_statistics`) for the same window; *formed batch* is the mean batch the "
@@ -259,13 +273,21 @@ def _locust(data: dict[str, Any]) -> list[str]:
 
 
 GPU_SECTION = [
-    "## GPU: not measured", "",
-    "No GPU was available to this run (the device machine was not lent to this task), so nothing here was "
-    "measured on a GPU. What would run there: `docker-compose.yml` starts the official Triton container, which "
-    "serves the same `model.onnx` with its ONNX Runtime backend (CUDA execution provider; the embedded server's "
-    "Python-backend detour is not needed), and `facialattr export --tensorrt-fp16` switches it to ONNX Runtime's "
-    "TensorRT execution provider in FP16. The same `facialattr bench --url HOST:8001` and "
-    "`benchmarks/locustfile.py` measure it; expect the client's decoding, not the model, to become the limit.", "",
+    "## GPU: not measured yet", "",
+    "No GPU was lent to the runs behind these figures, so nothing here was measured on one. The GPU run is "
+    "prepared: `benchmarks/gpu_run.py` (one command) measures the exported ONNX graph "
+    "run in torch on CUDA (parity with ONNX Runtime CPU first: 1e-5 in FP32, 1e-3 in FP16; then images/s at batch "
+    "64, 256 and 1024, eager and CUDA-graph replay), JPEG decoding with `torchvision.io.decode_jpeg` on the GPU "
+    "followed by the project's crop and area resize on the GPU (bit-exact with the CPU path on the same decoded "
+    "pixels; the largest difference after nvJPEG is reported), and bytes -> GPU decode -> FP16 network -> "
+    "probabilities end to end, each the median of 5 repeats with the GPU, driver, torch and CUDA versions. "
+    "`bash benchmarks/gpu_carry.sh IMAGE_DIR` builds what travels (2,000 JPEGs and the simplejpeg wheel for the "
+    "GPU machine's Python) and prints the command to run there; `gpu_run.py --dry-run` runs the same steps on "
+    "the CPU, as the test suite does.", "",
+    "In production the official Triton container (`docker-compose.yml`) serves the same `model.onnx` with its "
+    "ONNX Runtime backend (CUDA execution provider), and `facialattr export --tensorrt-fp16` switches it to the "
+    "TensorRT execution provider in FP16; `facialattr bench --url HOST:8001` and `benchmarks/locustfile.py` "
+    "measure it there.", "",
 ]
 
 

@@ -74,7 +74,7 @@ class QuantizeOptions:
 
 
 # Tried in order until one passes the gate. Measured on the whole-network 128 px model (calibration
-# on 256 train images, all 3,000 val images; /work/notes/int8_results.md, docs/MODEL_CARD.md): 8-bit
+# on 256 train images, all 3,000 val images; the INT8 section of docs/MODEL_CARD.md): 8-bit
 # weights beat 7-bit (accuracy drop 0.31 vs 0.83 pt at the contract thresholds), Percentile 99.99
 # beat 99.999/99.9/MinMax/Entropy, and the head bias correction removes most of the remaining
 # accuracy drop; keeping layer groups in FP32 did not help. The 7-bit recipe is for CPUs without VNNI.

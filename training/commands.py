@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("data_dir", type=Path, help="CelebA-format folder (img_align_celeba/ and the label lists)")
     p.add_argument("--config", type=Path, help="YAML/JSON TrainConfig (see training/config.py; default: its defaults)")
     p.add_argument("--out", type=Path, required=True, help="run directory; rerunning continues a killed run")
-    p.add_argument("--weights", help="'imagenet', 'none', or a local no-top .weights.h5 file (default: the config's)")
+    _add_weights_argument(p)
     p.add_argument("--size", type=int, help="square input size in pixels (default: the config's)")
     p.add_argument("--schedule", choices=("cached", "end_to_end"),
                    help="cached: the frozen lower backbone runs once, the upper blocks and head train on its cache; "
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
                    help="folder with base.yaml and one YAML per variant (default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="folder for one run per variant and comparison.md")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants (default: all)")
+    _add_weights_argument(p)
     p.set_defaults(func=_compare)
 
     p = subparsers.add_parser(
@@ -69,13 +70,21 @@ def _analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_weights_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="'imagenet', 'none', or a local no-top .weights.h5 file (default: the config's)")
+
+
+def _weights_override(args: argparse.Namespace) -> dict:
+    if args.weights is None:
+        return {}
+    return {"weights": None if args.weights.lower() == "none" else args.weights}
+
+
 def _train(args: argparse.Namespace) -> int:
     from facialattr.training.config import load_config
     from facialattr.training.train import train
 
-    overrides = {"schedule": args.schedule, "cache_dir": args.cache_dir}
-    if args.weights is not None:
-        overrides["weights"] = None if args.weights.lower() == "none" else args.weights
+    overrides = {"schedule": args.schedule, "cache_dir": args.cache_dir, **_weights_override(args)}
     if args.size is not None:
         overrides["size_hw"] = (args.size, args.size)
     config = load_config(args.config, **overrides)
@@ -91,7 +100,7 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from facialattr.training.compare import run_comparison
 
-    table = run_comparison(args.data_dir, args.configs, args.out, names=args.only)
+    table = run_comparison(args.data_dir, args.configs, args.out, names=args.only, overrides=_weights_override(args))
     print(table.read_text(), end="")
     return EXIT_OK
 

@@ -34,16 +34,19 @@ def merge(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def variant_configs(config_dir: Path) -> dict[str, TrainConfig]:
-    """Every variant's full config, base first, by file stem; raises FacialAttrError naming a bad one."""
+def variant_configs(config_dir: Path, *, overrides: dict[str, Any] | None = None) -> dict[str, TrainConfig]:
+    """Every variant's full config, base first, by file stem; raises FacialAttrError naming a bad one.
+
+    ``overrides`` (the command line's, e.g. ``weights``) replace those fields in every variant.
+    """
     base_file = config_dir / f"{BASE}.yaml"
     if not base_file.is_file():
         raise FacialAttrError(f"{config_dir} has no {BASE}.yaml")
-    base = read_config_data(base_file)
+    base = {**read_config_data(base_file), **(overrides or {})}
     data = {BASE: base}
     for path in sorted(config_dir.glob("*.yaml")):
         if path.stem != BASE:
-            data[path.stem] = merge(base, read_config_data(path))
+            data[path.stem] = {**merge(base, read_config_data(path)), **(overrides or {})}
     configs = {}
     for name, values in data.items():
         try:
@@ -53,11 +56,12 @@ def variant_configs(config_dir: Path) -> dict[str, TrainConfig]:
     return configs
 
 
-def run_comparison(data_dir: Path, config_dir: Path, out_dir: Path, *, names: list[str] | None = None) -> Path:
+def run_comparison(data_dir: Path, config_dir: Path, out_dir: Path, *, names: list[str] | None = None,
+                   overrides: dict[str, Any] | None = None) -> Path:
     """Train every variant (or those in ``names``, in that order) not yet finished into ``out_dir/<name>``; returns the table's path."""
     from facialattr.training.train import train
 
-    configs = variant_configs(config_dir)
+    configs = variant_configs(config_dir, overrides=overrides)
     unknown = sorted(set(names or ()) - set(configs))
     if unknown:
         raise FacialAttrError(f"no variant named {', '.join(unknown)} in {config_dir}")

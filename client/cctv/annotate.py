@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +13,69 @@ from facialattr.errors import InputError
 log = logging.getLogger(__name__)
 
 _COLOURS = ((64, 200, 64), (255, 160, 0), (0, 170, 255), (220, 80, 220), (80, 80, 255), (0, 220, 220))
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX; cv2 itself loads only when a frame is drawn
+_OUTLINE_PX = 3  # the black outline under each label line, the thickest stroke drawn
+# Hershey strokes reach up to 2 px past cv2.getTextSize's box (left of the origin and above the cap
+# height, measured at scales 0.35-1.5), so the label's rectangle carries this margin on every side.
+_INK_MARGIN_PX = 2
+_GAP_PX = 2  # between the box's edge and its label
+
+
+@dataclass(frozen=True)
+class LabelPlacement:
+    """Where one track's label is drawn: the rectangle its pixels lie in and each line's text origin."""
+
+    rect_xyxy: tuple[int, int, int, int]  # x1, y1 inclusive; x2, y2 exclusive
+    origins_xy: tuple[tuple[int, int], ...]  # cv2.putText's bottom-left point of each line
+
+
+def label_scale(frame_hw: tuple[int, int]) -> float:
+    """The labels' font scale for a frame size: readable on small frames, growing with large ones."""
+    return max(0.35, min(frame_hw) / 700)
+
+
+def place_label(frame_hw: tuple[int, int], box_xyxy: tuple[int, int, int, int], lines: list[str], *,
+                scale: float) -> LabelPlacement:
+    """The label block under the box, above it when the bottom has no room, over the box's top when neither
+    has; moved left when it would run past the right edge. It stays inside the frame whenever it fits in it."""
+    import cv2
+
+    frame_h, frame_w = frame_hw
+    x1, y1, _, y2 = (int(v) for v in box_xyxy)
+    sizes = [cv2.getTextSize(text, _FONT, scale, _OUTLINE_PX) for text in lines]
+    ascent = max((h for (_, h), _ in sizes), default=0)
+    descent = max((b for _, b in sizes), default=0)
+    step = max(1, int(32 * scale))  # line pitch; descenders may touch the next line's outline
+    width = max((w for (w, _), _ in sizes), default=0) + 2 * _INK_MARGIN_PX
+    height = step * (len(lines) - 1) + ascent + descent + 2 * _INK_MARGIN_PX
+    if y2 + _GAP_PX + height <= frame_h:
+        top = y2 + _GAP_PX
+    elif y1 - _GAP_PX - height >= 0:
+        top = y1 - _GAP_PX - height
+    else:  # a face that fills the frame's height: the label goes inside the box, at its top
+        top = y1 + _GAP_PX
+    top = max(0, min(top, frame_h - height))
+    left = max(0, min(x1, frame_w - width))
+    origins = tuple((left + _INK_MARGIN_PX, top + _INK_MARGIN_PX + ascent + i * step) for i in range(len(lines)))
+    return LabelPlacement((left, top, left + width, top + height), origins)
 
 
 def draw_tracks(image_bgr: np.ndarray, tracks: list[tuple[int, tuple[int, int, int, int], list[str]]]) -> np.ndarray:
-    """A copy of the frame with (track id, box, attribute names) drawn for each track."""
+    """A copy of the frame with (track id, box, attribute names) drawn for each track; labels stay inside the
+    frame (``place_label``)."""
     import cv2
 
     out = image_bgr.copy()
-    scale = max(0.35, min(out.shape[:2]) / 700)
-    for track_id, (x1, y1, x2, y2), names in tracks:
+    scale = label_scale(out.shape[:2])
+    for track_id, box_xyxy, names in tracks:
+        x1, y1, x2, y2 = (int(v) for v in box_xyxy)
         colour = _COLOURS[track_id % len(_COLOURS)]
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
         lines = [f"#{track_id}", *names]
-        step = int(16 * scale / 0.5)
-        # Labels go below the box, or above it when they would run off the bottom.
-        base = y2 if y2 + step * len(lines) < out.shape[0] else max(0, y1 - step * len(lines) - 4)
-        for i, text in enumerate(lines):
-            y = base + (i + 1) * step
-            cv2.putText(out, text, (x1, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(out, text, (x1, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+        placement = place_label(out.shape[:2], (x1, y1, x2, y2), lines, scale=scale)
+        for text, origin in zip(lines, placement.origins_xy, strict=True):
+            cv2.putText(out, text, origin, _FONT, scale, (0, 0, 0), _OUTLINE_PX, cv2.LINE_AA)
+            cv2.putText(out, text, origin, _FONT, scale, colour, 1, cv2.LINE_AA)
     return out
 
 
