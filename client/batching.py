@@ -161,7 +161,7 @@ def _decode_one(item: Input, preprocessing: Preprocessing, limits: dict[str, int
     if item.refused is not None:
         raise DecodeError(path, item.refused.reason, kind=item.refused.kind)
     try:
-        image = decode_image(path, **limits)
+        image = decode_image(item, **limits)  # the Input: its listing is checked when the file is opened
         try:
             return prepare(image, preprocessing)
         except InputError as exc:

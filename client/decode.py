@@ -15,6 +15,7 @@ and carries a short ``kind`` for summaries ("corrupt", "too_large", ...).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -22,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from facialattr.client.paths import Input
 from facialattr.errors import InputError
 
 # 50 megapixels: ~150 MB of RGB. Far beyond any face photo, small enough that a
@@ -66,21 +68,30 @@ def decode_image(
 
 
 def read_file(path: os.PathLike | str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
-    """A regular file's bytes; :class:`DecodeError` for anything else, and for a file over ``max_file_bytes``."""
+    """A regular file's bytes; :class:`DecodeError` for anything else, and for a file over ``max_file_bytes``.
+
+    An :class:`~facialattr.client.paths.Input` that a folder walk listed is read only if it is
+    still the file listed (kind ``changed`` otherwise): opened without following a link unless
+    the walk followed one there, then compared (device and inode) with what the walk saw.
+    """
+    listed = path.listed if isinstance(path, Input) else None
+    no_follow = os.O_NOFOLLOW if listed is not None and not listed.via_link else 0
     try:
         # O_NONBLOCK: opening a FIFO named x.jpg must not wait forever for a writer;
         # it has no effect on regular files. Then only regular files are read (no
         # FIFO, device such as /dev/zero, or socket).
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | no_follow)
         with open(fd, "rb") as f:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
+            st = os.fstat(fd)
+            if listed is not None and not listed.same_file(st):
+                raise DecodeError(path, "is not the file its folder listed (replaced since, or a folder above it was); "
+                                        "not read", kind="changed")
+            if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(st.st_mode):
                 raise DecodeError(path, "not a regular file (FIFO, device or socket)", kind="not_a_file")
-            size = os.fstat(fd).st_size
-            if size > max_file_bytes:
-                raise DecodeError(path, f"file of {size} bytes exceeds the limit of {max_file_bytes} "
+            if st.st_size > max_file_bytes:
+                raise DecodeError(path, f"file of {st.st_size} bytes exceeds the limit of {max_file_bytes} "
                                         "(--max-file-bytes)", kind="too_large")
             data = f.read(max_file_bytes + 1)  # a file growing while read is still bounded
             if len(data) > max_file_bytes:
@@ -92,6 +103,9 @@ def read_file(path: os.PathLike | str, *, max_file_bytes: int = DEFAULT_MAX_FILE
     except PermissionError:
         raise DecodeError(path, "permission denied", kind="unreadable") from None
     except OSError as exc:
+        if no_follow and exc.errno == errno.ELOOP:
+            raise DecodeError(path, "became a symbolic link after its folder was listed; not followed",
+                              kind="changed") from None
         raise DecodeError(path, f"cannot read: {exc.strerror or exc}", kind="unreadable") from None
     if not data:
         raise DecodeError(path, "empty file", kind="empty")

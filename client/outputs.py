@@ -13,6 +13,7 @@ from facialattr.client.parquet_out import ParquetWriter
 from facialattr.client.results import CsvWriter, JsonlWriter
 from facialattr.contract import ModelContract
 from facialattr.errors import InputError
+from facialattr.files import refuse_link
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
@@ -30,9 +31,13 @@ def open_writer(out: Path, contract: ModelContract, *, resume: bool = False, ove
 
     Raises InputError when the suffix is unknown, or when ``out`` (or a Parquet journal) exists
     and neither ``resume`` nor ``overwrite`` is set; resuming a malformed file raises InputError too.
+    Raises OutputError for a symbolic link at an output name and OutputBusyError when another run
+    writes ``out`` (the writer holds its lock until closed).
     """
     out = Path(out)
     fmt = output_format(out)
+    for name in (out, ParquetWriter.journal_for(out)) if fmt == "parquet" else (out,):
+        refuse_link(name)  # before "exists": a planted link is named as what it is, whatever the flags
     if not resume and not overwrite and (out.exists() or ParquetWriter.journal_for(out).exists()):
         raise InputError(f"{out} exists: pass --resume to continue it or --overwrite to replace it")
     writer = {"csv": CsvWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter}[fmt](out, contract, **kwargs)

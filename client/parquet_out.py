@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facialattr.client.results import PARQUET_ROWS_PER_GROUP, JsonlWriter, create_with_umask, read_jsonl
+from facialattr.client.results import PARQUET_ROWS_PER_GROUP, JsonlWriter, read_jsonl
 from facialattr.contract import ModelContract
+from facialattr.files import atomic_file, open_own, output_failure
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,7 @@ class ParquetWriter(JsonlWriter):
     """A JSONL journal beside ``out``; ``close(complete=True)`` turns it into ``out``."""
 
     def __init__(self, out: Path, contract: ModelContract, **kwargs: Any) -> None:
-        self.out = Path(out)
-        super().__init__(self.journal_for(self.out), contract, **kwargs)
+        super().__init__(self.journal_for(out), contract, out=out, **kwargs)
 
     @staticmethod
     def journal_for(out: Path) -> Path:
@@ -28,31 +28,26 @@ class ParquetWriter(JsonlWriter):
         out = Path(out)
         return out.with_name(f".{out.name}.journal.jsonl")
 
-    def open(self, *, resume: bool) -> None:
+    def _open(self, *, resume: bool) -> None:
         """Open the journal; resuming a finished Parquet file seeds the journal from it, a fresh run removes it."""
-        if resume and self.out.exists() and not self.path.exists():
+        if resume and os.path.lexists(self.out) and not os.path.lexists(self.path):
             # A finished run is being extended: its rows seed the journal.
             self._journal_from_parquet()
-        elif not resume and self.out.exists():
-            self.out.unlink()
-        super().open(resume=resume)
+        elif not resume:
+            self.out.unlink(missing_ok=True)  # not a link: refused before the lock
+        super()._open(resume=resume)
 
     def _journal_from_parquet(self) -> None:
         import pyarrow.parquet as pq
 
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with create_with_umask(tmp) as f:
-            for batch in pq.ParquetFile(self.out).iter_batches(batch_size=PARQUET_ROWS_PER_GROUP):
+        with open(open_own(self.out, os.O_RDONLY), "rb") as source, atomic_file(self.path) as journal:
+            for batch in pq.ParquetFile(source).iter_batches(batch_size=PARQUET_ROWS_PER_GROUP):
                 for row in batch.to_pylist():
                     row["path"] = os.fsdecode(row.pop("path_bytes"))
-                    f.write(json.dumps(row, ensure_ascii=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+                    journal.write((json.dumps(row, ensure_ascii=True) + "\n").encode("ascii"))
 
-    def close(self, *, complete: bool) -> None:
-        """Close the journal; when ``complete``, write ``out`` from it atomically and remove it."""
-        super().close(complete=complete)
+    def _finish(self, *, complete: bool) -> None:
+        """When ``complete``, write ``out`` from the journal atomically and remove the journal."""
         if not complete:
             log.warning("%s not written yet: %s keeps the rows so far; rerun with --resume", self.out, self.path)
             return
@@ -77,20 +72,14 @@ class ParquetWriter(JsonlWriter):
         import pyarrow.parquet as pq
 
         schema = self.schema()
-        # Created like the CSV/JSONL outputs: 0666 less the umask (mkstemp would make it 0600).
-        tmp = self.out.with_name(f".{self.out.name}.{os.getpid()}.tmp")
-        with create_with_umask(tmp, mode="wb"):
-            pass
         try:
-            with pq.ParquetWriter(tmp, schema) as writer:
+            # pyarrow writes into the private temporary file atomic_file opened: it never opens a name itself.
+            with atomic_file(self.out) as f, pq.ParquetWriter(f, schema) as writer:
                 for batch in self._batches(schema):
                     writer.write_batch(batch)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        except OSError as exc:  # a full disk: the journal keeps every row
+            raise output_failure(self.out, exc, then=f"every row is kept in {self.path}: rerun with --resume "
+                                                     "once there is room") from None
 
 
 def parquet_schema(contract: ModelContract):

@@ -7,6 +7,8 @@ are followed only while they stay inside the given roots, unless the caller
 allows otherwise; directory cycles are cut. Each file is yielded once. What the
 walk will not read (a link leading outside, a folder it cannot list) is still
 yielded, as an :class:`Input` with a refusal, so the output accounts for it as an error row.
+Each file found in a folder carries its :class:`Listing`, so the rule holds when the file
+is opened too: a name swapped for a link (or another file) after listing is not read.
 """
 
 from __future__ import annotations
@@ -45,11 +47,35 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class Listing:
+    """The file a folder walk found at a name, so reading it can check that it is still that file.
+
+    The walk decides at listing time whether a name may be read (a link leading outside the
+    given folders may not); a name swapped for a link afterwards must not slip through.
+    ``via_link``: the name was a link the walk chose to follow; otherwise the reader opens it
+    without following one (O_NOFOLLOW). ``device`` is None where it is not compared (a file
+    system mounted on several machines numbers its device differently on each).
+    """
+
+    device: int | None
+    inode: int
+    via_link: bool = False
+
+    def same_file(self, st: os.stat_result) -> bool:
+        """True when ``st`` (an fstat of what was opened) is the file listed."""
+        return st.st_ino == self.inode and (self.device is None or st.st_dev == self.device)
+
+
+@dataclass(frozen=True, slots=True)
 class Input:
-    """One input of a run: a path to read, or (``refused`` set) a name that becomes an error row as it is."""
+    """One input of a run: a path to read, or (``refused`` set) a name that becomes an error row as it is.
+
+    ``listed``: what the folder walk saw at the name (None for a file given by name, which is read as it is).
+    """
 
     path: str
     refused: Refusal | None = None
+    listed: Listing | None = None
 
     def __fspath__(self) -> str:
         return self.path
@@ -100,6 +126,19 @@ def _first_time(path: str, seen: set[str] | None, stats: WalkStats) -> bool:
         return False
     seen.add(key)
     return True
+
+
+def _listing(entry: os.DirEntry) -> Listing | None:
+    """The file at a listed name: the link's target for a link the walk follows, else the entry itself.
+
+    None when it cannot be looked at (a dangling link, no permission): reading it then fails and says why.
+    """
+    via_link = entry.is_symlink()
+    try:
+        st = entry.stat(follow_symlinks=via_link)
+    except OSError:
+        return None
+    return Listing(st.st_dev, st.st_ino, via_link)
 
 
 def _inside(real: str, roots: list[str]) -> bool:
@@ -156,7 +195,7 @@ def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *
                 yield Input(entry.path, Refusal("outside_roots", "symbolic link leads outside the given "
                                                 "folders; not followed (--follow-symlinks to include it)"))
             elif not is_dir:
-                yield Input(entry.path)
+                yield Input(entry.path, listed=_listing(entry))
             elif (real := os.path.realpath(entry.path)) not in visited_dirs:
                 visited_dirs.add(real)
                 subdirs.append(entry.path)

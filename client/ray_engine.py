@@ -131,31 +131,35 @@ def score_paths_ray(paths, *, out: os.PathLike | str, urls: list[str], recursive
     from facialattr.client.bulk import Summary
     from facialattr.client.paths import WalkStats
     from facialattr.client.scorer import Scorer
+    from facialattr.files import OutputLock
 
     options = options or RayOptions()
     if options.actors < 1 or options.max_in_flight < 1 or options.actor_cpus < 0:
         raise InputError("--ray-actors and --max-in-flight must be at least 1, --ray-actor-cpus at least 0")
-    out = sharded_out.open_dataset(out, resume=resume, overwrite=overwrite)
-    summary = Summary(out=out)
-    timings = timings if timings is not None else RayTimings()
-    # The driver's own look at the servers: the contract (and a clear failure before any Ray work).
-    with Scorer(urls, model_name=options.model_name, timeout_s=options.timeout_s,
-                connect_timeout_s=options.connect_timeout_s, answered_wait_s=options.give_up_after_s) as probe:
-        contract = probe.contract
-    started = time.perf_counter()
-    walk = WalkStats()
-    plan = sharded_out.plan_units(out, paths, recursive=recursive, follow_symlinks=follow_symlinks,
-                                  unit_size=options.shard_size, stats=walk)
-    timings.plan_s = time.perf_counter() - started
-    summary.walk.skipped_symlinks = plan.skipped_symlinks
-    if plan.units:
-        from facialattr.client.ray_cluster import ray_session
+    # One run per output folder, for the whole run (a second fails at once, before anything is deleted).
+    with OutputLock(out):
+        out = sharded_out.open_dataset(out, resume=resume, overwrite=overwrite)
+        summary = Summary(out=out)
+        timings = timings if timings is not None else RayTimings()
+        # The driver's own look at the servers: the contract (and a clear failure before any Ray work).
+        with Scorer(urls, model_name=options.model_name, timeout_s=options.timeout_s,
+                    connect_timeout_s=options.connect_timeout_s, answered_wait_s=options.give_up_after_s) as probe:
+            contract = probe.contract
+        started = time.perf_counter()
+        walk = WalkStats()
+        plan = sharded_out.plan_units(out, paths, recursive=recursive, follow_symlinks=follow_symlinks,
+                                      unit_size=options.shard_size, stats=walk)
+        timings.plan_s = time.perf_counter() - started
+        summary.walk.skipped_symlinks = plan.skipped_symlinks
+        if plan.units:
+            from facialattr.client.ray_cluster import ray_session
 
-        with ray_session(options.address) as startup_s:
-            timings.startup_s = startup_s
-            _drive(_pipeline(out, plan, urls, contract, options, progress=progress), summary, timings, plan, progress)
-    summary.elapsed_s = time.perf_counter() - started
-    summary.complete = True
+            with ray_session(options.address) as startup_s:
+                timings.startup_s = startup_s
+                _drive(_pipeline(out, plan, urls, contract, options, progress=progress), summary, timings, plan,
+                       progress)
+        summary.elapsed_s = time.perf_counter() - started
+        summary.complete = True
     return summary
 
 

@@ -6,6 +6,12 @@ a crash, and resuming detects and drops it. Parquet cannot be appended, so rows
 go to a JSONL journal next to it and the Parquet file is written from the
 journal at the end, to a temporary name and renamed into place.
 
+Every file is made as facialattr/files.py makes outputs: mode 0600 whatever the umask,
+never through a symbolic link at its name (refused), an existing file resumed only when
+it is this user's regular file, and one run at a time per output (a lock beside it). A
+write that fails (a full disk) is one OutputError naming the file: the row it tore is
+cut, so the file holds whole rows only, and ``--resume`` continues it.
+
 Rows whose failure was the server's (error kind ``server``, or the older ``inference``)
 are not final: a resumed run drops them from the file and scores those inputs again.
 
@@ -36,7 +42,16 @@ import numpy as np
 from facialattr.client.batching import SERVER_ERROR_KIND, ItemResult
 from facialattr.client.ranking import Ranker
 from facialattr.contract import ModelContract
-from facialattr.errors import InputError
+from facialattr.errors import InputError, OutputError
+from facialattr.files import (
+    OutputLock,
+    atomic_file,
+    create_private,
+    open_own,
+    output_failure,
+    refuse_link,
+    remove_stale_temporaries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,92 +108,159 @@ def _one_line(text: str) -> str:
 
 
 def drop_torn_tail(path: Path) -> bool:
-    """Truncate ``path`` after its last newline; True if a torn last line was dropped."""
-    size = path.stat().st_size
-    if size == 0:
+    """Truncate ``path`` after its last newline; True if a torn last line was dropped.
+
+    The file is opened as :func:`~facialattr.files.open_own` allows (not through a link, only
+    this user's regular file): OutputError otherwise, before a byte is cut.
+    """
+    fd = open_own(path, os.O_RDWR)
+    try:
+        return _drop_torn_tail(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _drop_torn_tail(fd: int, name: Path) -> bool:
+    if not _cut_after_last_newline(fd):
         return False
-    with open(path, "rb+") as f:
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return False
-        pos = size
-        while pos > 0:
-            start = max(0, pos - 65536)
-            f.seek(start)
-            block = f.read(pos - start)
-            cut = block.rfind(b"\n")
-            if cut >= 0:
-                f.truncate(start + cut + 1)
-                break
-            pos = start
-        else:
-            f.truncate(0)
-        f.flush()
-        os.fsync(f.fileno())
-    log.warning("%s: dropped a torn last line (the run before was interrupted while writing)", path)
+    log.warning("%s: dropped a torn last line (the run before was interrupted while writing)", name)
     return True
 
 
-class _LineWriter:
-    """Append-only line file with fsync checkpoints; subclasses format the lines."""
+def _cut_after_last_newline(fd: int) -> bool:
+    """Truncate the file behind ``fd`` after its last newline (fsynced); True if it had a torn last line."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return False
+    pos = size
+    while pos > 0:
+        start = max(0, pos - 65536)
+        cut = os.pread(fd, pos - start, start).rfind(b"\n")
+        if cut >= 0:
+            os.ftruncate(fd, start + cut + 1)
+            break
+        pos = start
+    else:
+        os.ftruncate(fd, 0)
+    os.fsync(fd)
+    return True
 
-    def __init__(self, path: Path, contract: ModelContract, *, checkpoint_every_s: float = 2.0, checkpoint_every_rows: int = 2000):
+
+def _reader(fd: int) -> io.TextIOWrapper:
+    """The whole file behind ``fd`` as text, from its start (a duplicate descriptor: closing it keeps ``fd``)."""
+    f = open(os.dup(fd), encoding="utf-8", errors="surrogateescape", newline="")  # noqa: SIM115 - callers close it
+    f.seek(0)
+    return f
+
+
+class _LineWriter:
+    """Append-only line file with fsync checkpoints; subclasses format the lines.
+
+    Files are made as facialattr/files.py makes outputs: 0600, never through a link, one run at
+    a time (the output's lock is held from :meth:`open` to :meth:`close`).
+    """
+
+    def __init__(self, path: Path, contract: ModelContract, *, out: Path | None = None, checkpoint_every_s: float = 2.0,
+                 checkpoint_every_rows: int = 2000):
         self.path, self.contract = Path(path), contract
+        self.out = Path(out) if out is not None else self.path  # what the user asked for; locked for the run
         self.columns = columns(contract)
         self.done: set[str] = set()
         self.checkpoint_every_s, self.checkpoint_every_rows = checkpoint_every_s, checkpoint_every_rows
         self._file = None
+        self._lock: OutputLock | None = None
         self._unsynced = 0
+        self._failed = False
         self._last_sync = time.monotonic()
 
+    def _names(self) -> list[Path]:
+        """Every name this writer creates or replaces (each refused when it is a symbolic link)."""
+        return list(dict.fromkeys([self.out, self.path]))
+
     def open(self, *, resume: bool) -> None:
-        """Create the file, or with ``resume`` keep its final rows (``done``) and drop a torn last line and
-        retryable rows; raises InputError when an existing file is not this run's format or columns."""
-        existing = self.path.exists() and self.path.stat().st_size > 0
-        if existing and resume:
-            drop_torn_tail(self.path)
-            retry = 0
-            for path, error_kind in self._read_rows():
-                if error_kind in RETRYABLE_ERROR_KINDS:
-                    retry += 1
-                else:
-                    self.done.add(path)
-            if retry:
-                self._rewrite_final_rows_only()
-            log.info("%s: resuming; %d inputs already done, %d server failures to score again",
-                     self.path, len(self.done), retry)
-        elif existing:
-            self.path.unlink()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", encoding="utf-8", errors="surrogateescape", newline="")
+        """Lock the output and create the file, or with ``resume`` keep its final rows (``done``) and drop a torn
+        last line and retryable rows. Raises OutputError for a link at an output name, a file of another user or
+        another run writing the output (OutputBusyError), InputError when an existing file is not this run's format
+        or columns; nothing is written or truncated before those checks."""
+        for name in self._names():
+            refuse_link(name)
+        self._lock = OutputLock(self.out).acquire()
+        try:
+            for name in self._names():
+                remove_stale_temporaries(name)
+            self._open(resume=resume)
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self, *, resume: bool) -> None:
+        fd = None
+        if resume:
+            with contextlib.suppress(FileNotFoundError):
+                fd = open_own(self.path, os.O_RDWR | os.O_APPEND)
+        else:
+            self.path.unlink(missing_ok=True)  # not a link (refused above); --overwrite or a fresh run
+        if fd is not None and os.fstat(fd).st_size > 0:
+            fd = self._resume(fd)
+            fresh = False
+        else:
+            fd = fd if fd is not None else create_private(self.path, flags=os.O_RDWR | os.O_APPEND)
+            fresh = True
+        self._file = open(fd, "a", encoding="utf-8", errors="surrogateescape", newline="")  # noqa: SIM115 - closed in close()
         if fresh:
             self._write_header()
 
-    def _read_rows(self) -> Iterator[tuple[str, str]]:
-        """(path, error_kind) of every row on disk."""
+    def _resume(self, fd: int) -> int:
+        """Read the rows of an earlier run through ``fd``; returns the descriptor to append to."""
+        try:
+            _drop_torn_tail(fd, self.path)
+            retry = 0
+            with _reader(fd) as f:
+                for path, error_kind in self._read_rows(f):
+                    if error_kind in RETRYABLE_ERROR_KINDS:
+                        retry += 1
+                    else:
+                        self.done.add(path)
+            if retry:
+                self._rewrite_final_rows_only(fd)
+                os.close(fd)
+                fd = -1
+                fd = open_own(self.path, os.O_RDWR | os.O_APPEND)  # the rewritten file
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        log.info("%s: resuming; %d inputs already done, %d server failures to score again",
+                 self.path, len(self.done), retry)
+        return fd
+
+    def _read_rows(self, f: io.TextIOWrapper) -> Iterator[tuple[str, str]]:
+        """(path, error_kind) of every row in ``f``."""
         raise NotImplementedError
 
-    def _final_records(self) -> Iterator[str]:
-        """The text of every row that is final (not a retryable server failure), header included."""
+    def _final_records(self, f: io.TextIOWrapper) -> Iterator[str]:
+        """The text of every row of ``f`` that is final (not a retryable server failure), header included."""
         raise NotImplementedError
 
-    def _rewrite_final_rows_only(self) -> None:
+    def _rewrite_final_rows_only(self, fd: int) -> None:
         """Drop retryable rows (the resumed run writes them again): a new file renamed into place."""
-        tmp = self.path.with_name(f".{self.path.name}.resume.tmp")
-        with create_with_umask(tmp) as f:
-            for record in self._final_records():
-                f.write(record)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        with _reader(fd) as old, atomic_file(self.path) as new:
+            for record in self._final_records(old):
+                new.write(record.encode("utf-8", "surrogateescape"))
 
     def _write_header(self) -> None:
         pass
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append one row; a checkpoint follows every ``checkpoint_every_rows`` rows or ``checkpoint_every_s`` seconds."""
-        self._write_row(row)
+        """Append one row; a checkpoint follows every ``checkpoint_every_rows`` rows or ``checkpoint_every_s`` seconds.
+
+        Raises OutputError when the file cannot be written (a full disk): the row the failed write tore is cut,
+        so the file holds whole rows only, and --resume continues it.
+        """
+        try:
+            self._write_row(row)
+        except OSError as exc:  # a buffer flush reached the disk and failed
+            raise self._failure(exc) from None
         self._unsynced += 1
         if self._unsynced >= self.checkpoint_every_rows or time.monotonic() - self._last_sync >= self.checkpoint_every_s:
             self.checkpoint()
@@ -187,19 +269,51 @@ class _LineWriter:
         raise NotImplementedError
 
     def checkpoint(self) -> None:
-        """Everything written so far is on disk, as complete lines."""
+        """Everything written so far is on disk, as complete lines (OutputError when it cannot be, as in write)."""
         if self._file is None:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise self._failure(exc) from None
         self._unsynced, self._last_sync = 0, time.monotonic()
 
+    def _failure(self, exc: OSError) -> OutputError:
+        """Give up writing: cut the row the failed write tore, drop what is still buffered, unlock; the error to raise."""
+        f, self._file, self._failed = self._file, None, True
+        with contextlib.suppress(OSError):
+            _cut_after_last_newline(f.fileno())  # a shrink needs no space, so it works on a full disk
+        # Closing the descriptor underneath makes the wrapper's close a no-op: no second flush into the full disk.
+        f.buffer.raw.close()
+        self._release()
+        kept = (f"{self.out} is not written yet, its rows so far are kept here" if self.out != self.path
+                else "the rows written before are kept")
+        return output_failure(self.path, exc, then=f"{kept}: rerun with --resume once there is room")
+
     def close(self, *, complete: bool) -> None:
-        """Checkpoint and close; ``complete`` says the run finished (subclasses may finalise the file then)."""
-        if self._file is not None:
-            self.checkpoint()
-            self._file.close()
-            self._file = None
+        """Checkpoint, close and unlock; ``complete`` says the run finished (subclasses may finalise the file then).
+
+        After a write failure (OutputError already raised) this does nothing.
+        """
+        if self._failed:
+            return
+        try:
+            if self._file is not None:
+                self.checkpoint()
+                self._file.close()
+                self._file = None
+            self._finish(complete=complete)
+        finally:
+            self._release()
+
+    def _finish(self, *, complete: bool) -> None:
+        """What a closed writer does with its file (while the output is still locked)."""
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 class CsvWriter(_LineWriter):
@@ -212,26 +326,25 @@ class CsvWriter(_LineWriter):
     def _write_row(self, row: dict[str, Any]) -> None:
         self._file.write(_csv_line([_csv_value(row[c]) for c in self.columns]))
 
-    def _csv_rows(self) -> Iterator[list[str]]:
-        with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header != self.columns:
-                raise InputError(f"{self.path}: its columns differ from this model's; write to a new file")
-            for number, row in enumerate(reader, start=2):
-                if len(row) != len(self.columns):
-                    raise InputError(f"{self.path}: row {number} is malformed; cannot resume safely")
-                yield row
+    def _csv_rows(self, f: io.TextIOWrapper) -> Iterator[list[str]]:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != self.columns:
+            raise InputError(f"{self.path}: its columns differ from this model's; write to a new file")
+        for number, row in enumerate(reader, start=2):
+            if len(row) != len(self.columns):
+                raise InputError(f"{self.path}: row {number} is malformed; cannot resume safely")
+            yield row
 
-    def _read_rows(self) -> Iterator[tuple[str, str]]:
+    def _read_rows(self, f: io.TextIOWrapper) -> Iterator[tuple[str, str]]:
         kind = self.columns.index("error_kind")
-        for row in self._csv_rows():
+        for row in self._csv_rows(f):
             yield path_from_csv(row[0]), row[kind]
 
-    def _final_records(self) -> Iterator[str]:
+    def _final_records(self, f: io.TextIOWrapper) -> Iterator[str]:
         kind = self.columns.index("error_kind")
         yield _csv_line(self.columns)
-        yield from (_csv_line(row) for row in self._csv_rows() if row[kind] not in RETRYABLE_ERROR_KINDS)
+        yield from (_csv_line(row) for row in self._csv_rows(f) if row[kind] not in RETRYABLE_ERROR_KINDS)
 
 
 def _csv_line(values: list[str]) -> str:
@@ -272,15 +385,6 @@ def path_from_csv(cell: str) -> str:
                   lambda m: "\\" if m.group(1) == "\\" else chr(0xDC00 + int(m.group(2), 16)), cell)
 
 
-@contextlib.contextmanager
-def create_with_umask(path: Path, *, mode: str = "w"):
-    """A new file created with permissions 0666 less the umask (as ``open`` does), replacing a stale one."""
-    Path(path).unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    with open(fd, mode, encoding=None if "b" in mode else "utf-8", newline=None if "b" in mode else "") as f:
-        yield f
-
-
 class JsonlWriter(_LineWriter):
     """JSON-lines result file, ASCII-only so every line is valid UTF-8 whatever the file names."""
 
@@ -288,24 +392,29 @@ class JsonlWriter(_LineWriter):
         # ASCII-only JSON: always valid UTF-8, even for file names that are not.
         self._file.write(json.dumps(row, ensure_ascii=True, allow_nan=False) + "\n")
 
-    def _read_rows(self) -> Iterator[tuple[str, str]]:
-        yield from ((row["path"], row.get("error_kind") or "") for row in read_jsonl(self.path))
+    def _read_rows(self, f: io.TextIOWrapper) -> Iterator[tuple[str, str]]:
+        yield from ((row["path"], row.get("error_kind") or "") for row in jsonl_rows(f, self.path))
 
-    def _final_records(self) -> Iterator[str]:
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if (json.loads(line).get("error_kind") or "") not in RETRYABLE_ERROR_KINDS:
-                    yield line
+    def _final_records(self, f: io.TextIOWrapper) -> Iterator[str]:
+        for line in f:
+            if (json.loads(line).get("error_kind") or "") not in RETRYABLE_ERROR_KINDS:
+                yield line
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of a JSON-lines result file; raises InputError naming the line that is not a result row."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"{path}: line {number} is not JSON; cannot resume safely") from None
-            if not isinstance(row, dict) or "path" not in row:
-                raise InputError(f"{path}: line {number} is not a result row")
-            yield row
+    """The rows of a JSON-lines result file this user wrote (opened as :func:`~facialattr.files.open_own` allows);
+    raises InputError naming the line that is not a result row."""
+    with open(open_own(path, os.O_RDONLY), encoding="utf-8") as f:
+        yield from jsonl_rows(f, path)
+
+
+def jsonl_rows(f: io.TextIOWrapper, name: os.PathLike | str) -> Iterator[dict[str, Any]]:
+    """The rows of the JSON-lines text ``f``; InputError naming ``name`` and the line that is not a result row."""
+    for number, line in enumerate(f, start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{name}: line {number} is not JSON; cannot resume safely") from None
+        if not isinstance(row, dict) or "path" not in row:
+            raise InputError(f"{name}: line {number} is not a result row")
+        yield row

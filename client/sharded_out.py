@@ -8,7 +8,7 @@ Layout of ``OUT/``::
 
 The walk goes to disk, not into memory: a unit file holds ``unit_size`` paths, so
 no process holds the list of all inputs. A shard is written to a dot-named
-temporary file, fsynced and renamed, so it exists whole or not at all; its name
+temporary file (0600, facialattr/files.py), fsynced and renamed, so it exists whole or not at all; its name
 depends only on its unit, so a unit scored twice (a retried task, a resumed run)
 replaces its shard instead of adding rows. A unit is done when its shard exists
 and holds no row of kind ``server`` (a server failure after every retry, which
@@ -22,14 +22,14 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from facialattr.client.batching import SERVER_ERROR_KIND
-from facialattr.client.paths import Input, Refusal, WalkStats, iter_inputs
+from facialattr.client.paths import Input, Listing, Refusal, WalkStats, iter_inputs
 from facialattr.errors import InputError
+from facialattr.files import TEMPORARY_SUFFIX, atomic_file, make_private_dirs, refuse_link
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,12 @@ class Plan:
 
 
 def open_dataset(out: os.PathLike | str, *, resume: bool, overwrite: bool) -> Path:
-    """Check ``out`` against --resume/--overwrite, clear what must go, and create it. Raises InputError."""
+    """Check ``out`` against --resume/--overwrite, clear what must go, and create it (0700). Raises InputError,
+    OutputError for a symbolic link at ``out``. Call it holding ``OutputLock(out)`` (one run per folder)."""
     out = Path(out)
     if out.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
         raise InputError(f"{out}: the Ray engine writes a folder of Parquet shards; give a folder name")
+    refuse_link(out, what="output folder")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder: the Ray engine writes a folder of Parquet shards")
     existing = out.is_dir() and any(out.iterdir())
@@ -79,9 +81,12 @@ def open_dataset(out: os.PathLike | str, *, resume: bool, overwrite: bool) -> Pa
         shutil.rmtree(out)
     elif existing and not resume:
         raise InputError(f"{out} exists: pass --resume to continue it or --overwrite to replace it")
-    (out / MANIFEST_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
-    for stale in [*out.glob(".*.tmp"), *(out / MANIFEST_DIR).glob(".*.tmp")]:  # left by a run that died writing
-        stale.unlink(missing_ok=True)
+    make_private_dirs(out)
+    make_private_dirs(out / MANIFEST_DIR)
+    for folder in (out, out / MANIFEST_DIR):  # temporary files of a run that died writing
+        for stale in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink(missing_ok=True)
     return out
 
 
@@ -112,7 +117,8 @@ def plan_units(out: Path, paths: Sequence[os.PathLike | str], *, recursive: bool
         _write_unit(out, units, unit)
         units, inputs = units + 1, inputs + len(unit)
     plan = Plan(**{**asdict(wanted), "units": units, "inputs": inputs, "skipped_symlinks": stats.skipped_symlinks})
-    _atomic_write(Path(out) / MANIFEST_DIR / PLAN_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(plan))))
+    with atomic_file(Path(out) / MANIFEST_DIR / PLAN_FILE, text=True) as f:
+        f.write(json.dumps(asdict(plan)))
     return plan
 
 
@@ -131,22 +137,33 @@ def _write_unit(out: Path, unit: int, items: list[Input]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # The inode of each listed file (not the device: several machines that mount one file system number it
+    # differently), so a task reading the unit checks what it opens against what the walk saw.
+    listed = [i.listed for i in items]
     table = pa.table({
         "path_bytes": pa.array([os.fsencode(i.path) for i in items], pa.binary()),
         "refused_kind": pa.array([i.refused.kind if i.refused else None for i in items], pa.string()),
         "refused_reason": pa.array([i.refused.reason if i.refused else None for i in items], pa.string()),
+        "listed_inode": pa.array([entry.inode if entry else None for entry in listed], pa.uint64()),
+        "listed_via_link": pa.array([entry.via_link if entry else None for entry in listed], pa.bool_()),
     })
-    _atomic_write(unit_file(out, unit), lambda tmp: pq.write_table(table, tmp))
+    with atomic_file(unit_file(out, unit)) as f:
+        pq.write_table(table, f)
 
 
 def read_unit(out: Path, unit: int) -> list[Input]:
-    """The inputs of one unit, in walk order, exactly as the walk yielded them."""
+    """The inputs of one unit, in walk order, as the walk yielded them (listings without their device)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(unit_file(out, unit))
-    return [Input(os.fsdecode(raw), Refusal(kind, reason) if kind is not None else None)
-            for raw, kind, reason in zip(*(table.column(c).to_pylist() for c in
-                                           ("path_bytes", "refused_kind", "refused_reason")), strict=True)]
+    columns = [table.column(c).to_pylist() for c in ("path_bytes", "refused_kind", "refused_reason")]
+    # Units written before listings were kept have no listing columns: their files are read as named.
+    n = table.num_rows
+    inodes = table.column("listed_inode").to_pylist() if "listed_inode" in table.column_names else [None] * n
+    via_links = table.column("listed_via_link").to_pylist() if "listed_via_link" in table.column_names else [None] * n
+    return [Input(os.fsdecode(raw), Refusal(kind, reason) if kind is not None else None,
+                  Listing(None, inode, via_link) if inode is not None else None)
+            for raw, kind, reason, inode, via_link in zip(*columns, inodes, via_links, strict=True)]
 
 
 def done_rows(out: Path, unit: int) -> int | None:
@@ -164,20 +181,8 @@ def done_rows(out: Path, unit: int) -> int | None:
 
 
 def write_shard(out: Path, unit: int, table) -> None:
-    """Write one unit's rows as its shard: whole or not at all, replacing an earlier one."""
+    """Write one unit's rows as its shard: whole or not at all, replacing an earlier one, 0600."""
     import pyarrow.parquet as pq
 
-    _atomic_write(shard_file(out, unit), lambda tmp: pq.write_table(table, tmp))
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(shard_file(out, unit)) as f:
+        pq.write_table(table, f)

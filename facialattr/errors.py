@@ -33,6 +33,14 @@ class InputError(FacialAttrError):
     """An input (image, video, folder, file) cannot be read; the message names it."""
 
 
+class OutputError(FacialAttrError):
+    """An output cannot be written safely or at all: a link at its name, a file of another user, a full disk."""
+
+
+class OutputBusyError(OutputError):
+    """Another run is writing the same output (it holds the output's lock); the message names its process."""
+
+
 class DatasetError(FacialAttrError):
     """A training data set is missing files or has malformed rows."""
 

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facialattr.errors import InputError
+from facialattr.errors import OutputError
+from facialattr.files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    TEMPORARY_SUFFIX,
+    make_private_dirs,
+    output_failure,
+    refuse_link,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +91,23 @@ def draw_tracks(image_bgr: np.ndarray, tracks: list[tuple[int, tuple[int, int, i
 
 
 class AnnotatedVideo:
-    """One output video per camera: ``out.mp4`` for a single camera, ``out_<camera>.mp4`` for several."""
+    """One output video per camera: ``out.mp4`` for a single camera, ``out_<camera>.mp4`` for several.
+
+    The frames show faces, so each video is private (0600) and never written through a link
+    planted at its name. cv2.VideoWriter opens a path itself, not a descriptor we checked, so it
+    writes into a folder this process creates with mode 0700 beside the video (``.NAME.XXXX.tmp``,
+    where no other user can plant a name), and :meth:`close` chmods the file and renames it onto
+    the video's name; a rename replaces a link rather than following it. The video appears at its
+    name when the watch ends; a watch that is killed leaves it in that folder.
+    """
 
     def __init__(self, path: Path, cameras: list[str], *, fps: float = 10.0) -> None:
         self.path = Path(path)
         self.fps = fps
         self._paths = {c: self.path if len(cameras) == 1 else self.path.with_name(f"{self.path.stem}_{c}{self.path.suffix}")
                        for c in cameras}
+        for video in self._paths.values():  # refused before any frame is written
+            refuse_link(video, what="video")
         self._writers: dict = {}
 
     def paths(self) -> list[Path]:
@@ -94,26 +115,40 @@ class AnnotatedVideo:
         return list(self._paths.values())
 
     def write(self, camera: str, image_bgr: np.ndarray) -> None:
-        """Append one BGR frame to ``camera``'s video (resized to its first frame's size); raises InputError
+        """Append one BGR frame to ``camera``'s video (resized to its first frame's size); raises OutputError
         when the video file cannot be opened for writing."""
         import cv2
 
         if camera not in self._writers:
             path = self._paths[camera]
+            refuse_link(path, what="video")
+            make_private_dirs(path.parent)
+            work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX))
+            os.chmod(work, PRIVATE_DIR_MODE)  # mkdtemp's 0700 less the umask; cv2 must be able to write in it
+            partial = work / f"video{path.suffix}"  # the suffix picks the container
             fourcc = "MJPG" if path.suffix.lower() == ".avi" else "mp4v"
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self.fps,
+            writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*fourcc), self.fps,
                                      (image_bgr.shape[1], image_bgr.shape[0]))
             if not writer.isOpened():
-                raise InputError(f"{path}: cannot write video ({fourcc})")
-            self._writers[camera] = (writer, (image_bgr.shape[1], image_bgr.shape[0]))
-        writer, size_wh = self._writers[camera]
+                shutil.rmtree(work, ignore_errors=True)
+                raise OutputError(f"{path}: cannot write video ({fourcc})")
+            self._writers[camera] = (writer, (image_bgr.shape[1], image_bgr.shape[0]), partial)
+        writer, size_wh, _ = self._writers[camera]
         if (image_bgr.shape[1], image_bgr.shape[0]) != size_wh:
             # A camera that reconnects at another resolution: a video file keeps one frame size.
             image_bgr = cv2.resize(image_bgr, size_wh, interpolation=cv2.INTER_AREA)
         writer.write(image_bgr)
 
     def close(self) -> None:
-        """Finish every video file; writing again starts new files."""
-        for writer, _ in self._writers.values():
+        """Finish every video file and move it to its name; writing again starts new files."""
+        writers, self._writers = self._writers, {}
+        for writer, _, _ in writers.values():
             writer.release()
-        self._writers.clear()
+        for camera, (_, _, partial) in writers.items():
+            os.chmod(partial, PRIVATE_FILE_MODE)  # cv2 made it 0666 less the umask; the folder is ours alone
+            try:
+                os.replace(partial, self._paths[camera])
+            except OSError as exc:
+                raise output_failure(self._paths[camera], exc, what="the video",
+                                     then=f"it is kept in {partial.parent}") from None
+            partial.parent.rmdir()

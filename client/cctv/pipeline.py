@@ -32,6 +32,7 @@ from facialattr.client.cctv.sources import Frame, FrameSource
 from facialattr.client.cctv.track import IouTracker, Track, TrackerConfig
 from facialattr.client.serverstats import mean_batch
 from facialattr.errors import FacialAttrError
+from facialattr.files import atomic_file, make_private_dirs, output_failure
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ class Watcher:
         self.stop_event = threading.Event()
         self._video = (AnnotatedVideo(config.annotate_path, [s.spec.name for s in sources], fps=config.annotate_fps)
                        if config.annotate_path else None)
+        self._face_folders: dict[str, Path] = {}  # --save-faces: each camera's folder, once made or checked
+        if config.save_faces_dir is not None:
+            make_private_dirs(config.save_faces_dir)  # a link there is refused before the watch starts
         self._server_start: Counter | None = None
         self._events_written = 0
         self.failed_requests = 0
@@ -212,11 +216,26 @@ class Watcher:
         return prepare(crop_rgb, self.contract.preprocessing)
 
     def _save_face(self, frame: Frame, track: Track, crop_rgb: np.ndarray) -> None:
+        """One crop as a private JPEG (0600 in 0700 folders); a link planted at its name is refused (OutputError).
+
+        Encoded in memory and written through facialattr/files.py, not by cv2.imwrite, which would
+        open the name itself and follow a link there."""
         import cv2
 
-        folder = Path(self.config.save_faces_dir) / frame.camera
-        folder.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / f"track{track.track_id:05d}_frame{frame.index:07d}.jpg"), crop_rgb[..., ::-1])
+        folder = self._face_folders.get(frame.camera)
+        if folder is None:
+            folder = make_private_dirs(make_private_dirs(self.config.save_faces_dir) / frame.camera)
+            self._face_folders[frame.camera] = folder
+        ok, encoded = cv2.imencode(".jpg", crop_rgb[..., ::-1])
+        if not ok:
+            log.warning("could not encode the face crop of track %d (frame %d); not saved", track.track_id, frame.index)
+            return
+        path = folder / f"track{track.track_id:05d}_frame{frame.index:07d}.jpg"
+        try:
+            with atomic_file(path, durable=False) as f:  # no fsync per crop: the watch loop must not wait on the disk
+                f.write(encoded.tobytes())
+        except OSError as exc:
+            raise output_failure(path, exc, what="the face crop") from None
 
     def _finish_round(self, round_: _Round) -> None:
         if round_.future is not None:

@@ -147,20 +147,23 @@ def test_error_cells_starting_with_a_formula_are_neutralised_in_csv_only(tmp_pat
     assert json.loads(line)["path"] == "=cmd.jpg" and json.loads(line)["error"] == "=cmd.jpg: corrupt"
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
-def test_every_format_gets_its_permissions_from_the_umask(tmp_path, umask):
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o277])
+def test_every_format_is_private_to_its_user_whatever_the_umask(tmp_path, umask):
+    """Scores are personal data: 0600 files in 0700 new folders, and no lock or temporary file left behind."""
     previous = os.umask(umask)
     try:
         modes = {}
         for suffix in (".csv", ".jsonl", ".parquet"):
-            out = tmp_path / f"r{suffix}"
+            out = tmp_path / "new" / f"r{suffix}"
             writer = open_writer(out, CONTRACT)
             writer.write(make_row(_ok("a.jpg"), CONTRACT))
             writer.close(complete=True)
             modes[suffix] = stat.S_IMODE(out.stat().st_mode)
     finally:
         os.umask(previous)
-    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
+    assert modes == dict.fromkeys(modes, 0o600)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["r.csv", "r.jsonl", "r.parquet"]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
