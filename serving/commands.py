@@ -56,15 +56,19 @@ def register(subparsers) -> None:
                         "bound on --host; 0 picks a free one (default: %(default)s)")
     p.add_argument("--max-memory-mb", type=int, default=0,
                    help="restart the server when tritonserver and its stubs together hold more resident memory "
-                        "than this (Triton 2.51 keeps what gzip HTTP bodies expand to); 0: no bound (default: %(default)s)")
+                        "than this for several seconds in a row (Triton 2.51 keeps what gzip HTTP bodies expand to); "
+                        "a bound the started server nearly reaches idle is refused (docs/RELIABILITY.md); 0: no bound "
+                        "(default: %(default)s)")
     p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from facialattr.serving.embedded import raise_open_files_limit
     from facialattr.serving.supervisor import Supervisor, SupervisorSettings
 
+    raise_open_files_limit()  # tritonserver gets the same (serving.embedded); this process serves /ready
     config = dataclasses.replace(server_config(args), log_verbose=args.log_verbose)
     settings = SupervisorSettings(max_rss_bytes=args.max_memory_mb * 2**20 if args.max_memory_mb > 0 else None)
     supervisor = Supervisor(config, settings=settings, endpoint_port=args.supervisor_port)

@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -31,7 +32,7 @@ from pathlib import Path
 from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
 from facialattr.extras import COMMAND_EXTRAS, require_extra
-from facialattr.serving import preload, workdirs
+from facialattr.serving import batch_guard, preload, workdirs
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ _ADMIN_KEY_HEADER = "facialattr-admin-key"
 # Starts tried with fresh automatic ports when another process took one before tritonserver bound it.
 _PORT_ATTEMPTS = 5
 _PORT_TAKEN_MARK = "already in use"
+# How often tritonserver hands freed heap memory back to the system, and from how much free
+# memory on (serving.preload): a refused 1 GB request then costs its memory for about a second.
+MALLOC_TRIM_INTERVAL_MS = 1000
+MALLOC_TRIM_FREE_BYTES = 32 << 20
 # ServerConfig port -> what sets it: the serve/demo flag (serving/commands.py), and the Makefile
 # variable where `make quickstart` binds that port (it serves no HTTP).
 PORT_SETTINGS: dict[str, str] = {
@@ -204,8 +209,8 @@ class EmbeddedTriton:
         self._workdir = workdirs.create(self.shm_prefix)
         try:
             backends = self._prepare_backends(binary)
-            for entry in entries:
-                self._derive_model(entry)
+            models = [self._derive_model(entry) for entry in entries]
+            self._add_batch_guard(models)
             env = self._environment(libs)
             self._add_preload(env)
             args = self._arguments(binary, backends, cfg, env)
@@ -284,6 +289,18 @@ class EmbeddedTriton:
                         "crops) are readable by every local user (%s; install a C compiler, SECURITY.md)", exc)
             return
         env["LD_PRELOAD"] = os.pathsep.join(p for p in (str(self._preload), env.get("LD_PRELOAD")) if p)
+        env[preload.TRIM_ENV_NAME] = f"{MALLOC_TRIM_INTERVAL_MS}:{MALLOC_TRIM_FREE_BYTES}"
+
+    def _add_batch_guard(self, models: list[Path]) -> None:
+        """Give each derived model the batching strategy that keeps malformed requests out of others' batches."""
+        try:
+            library = batch_guard.build_batch_guard(self._workdir)
+        except ServerError as exc:
+            log.warning("a request with a negative batch size fails every other request the dynamic batcher merges "
+                        "it with (%s; install a C compiler, SECURITY.md)", exc)
+            return
+        for model in models:
+            (model / batch_guard.LIBRARY_NAME).symlink_to(library)
 
     def _prepare_backends(self, binary: Path) -> Path:
         """A backend folder whose python/ holds the backend library *and* this Python's stub."""
@@ -427,7 +444,7 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked ch
 
 
 def _in_child() -> None:
-    """In the child before exec: die with the launcher, create files and shm regions 0600.
+    """In the child before exec: die with the launcher, create files and shm regions 0600, open many files.
 
     PR_SET_PDEATHSIG sends SIGTERM when the launching thread dies, even by SIGKILL, so no
     server is orphaned. The kernel ties this to the thread that forked; start servers from
@@ -437,6 +454,21 @@ def _in_child() -> None:
     """
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     os.umask(0o077)
+    raise_open_files_limit()
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; returns the new soft limit.
+
+    tritonserver holds a file descriptor per client connection: at a soft limit of 1,024, a local
+    user's 1,100 idle connections left no descriptor to accept real clients (issue 27). The hard
+    limit is what an unprivileged process may raise itself to; beyond it, only the supervisor's
+    probe (fresh connections, serving.supervisor) notices the starvation.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -14,6 +14,14 @@
    regions, which hold the face crops of every request, and then ``fchmod``s them to 0644,
    whatever the umask. The library's ``fchmod`` strips group and other bits from any file under
    ``/dev/shm``. The environment variable is inherited, so the backend stubs load it too.
+3. **Memory given back.** tritonserver receives a gRPC message (up to 2 GiB in 2.51, not
+   configurable) in many small slices; after the reply they are freed, but glibc keeps the freed
+   heap pages of its arenas, so a few refused 250 MB requests left the server 1 GB larger even
+   with the allocation pool off (issue 27; ``malloc_trim(0)`` from a debugger gave it all back,
+   while ``GLIBC_TUNABLES`` mmap, arena and trim thresholds did not). With ``TRIM_ENV_NAME`` set
+   to ``INTERVAL_MS:FREE_BYTES``, a thread of tritonserver calls ``malloc_trim(0)`` every
+   INTERVAL_MS whenever glibc holds more than FREE_BYTES free. The constructor removes the
+   variable, so the stubs start no such thread.
 """
 
 from __future__ import annotations
@@ -29,15 +37,19 @@ log = logging.getLogger(__name__)
 
 PLACEHOLDER = "@FACIALATTR_SECRET@"
 ENV_NAME = "FACIALATTR_SECRET"
+TRIM_ENV_NAME = "FACIALATTR_MALLOC_TRIM"
 
 # glibc calls ELF constructors with (argc, argv, envp); argv is the very array main() receives.
 _SOURCE = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int fchmod(int fd, mode_t mode) {
@@ -53,8 +65,33 @@ int fchmod(int fd, mode_t mode) {
 
 static const char placeholder[] = "%(placeholder)s";
 static const char env_name[] = "%(env_name)s";
+static const char trim_env_name[] = "%(trim_env_name)s";
+
+static long trim_interval_ms;
+static unsigned long long trim_free_bytes;
+
+static void *facialattr_trim(void *unused) {
+    (void)unused;
+    struct timespec pause = {trim_interval_ms / 1000, (trim_interval_ms %% 1000) * 1000000L};
+    for (;;) {
+        nanosleep(&pause, NULL);
+        if (mallinfo2().fordblks > trim_free_bytes) malloc_trim(0);
+    }
+    return NULL;
+}
+
+static void facialattr_start_trim(void) {
+    const char *setting = getenv(trim_env_name);
+    if (setting == NULL) return;
+    if (sscanf(setting, "%%ld:%%llu", &trim_interval_ms, &trim_free_bytes) == 2 && trim_interval_ms > 0) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, facialattr_trim, NULL) == 0) pthread_detach(thread);
+    }
+    unsetenv(trim_env_name);
+}
 
 __attribute__((constructor)) static void facialattr_fill_secret(int argc, char **argv, char **envp) {
+    facialattr_start_trim();
     const char *secret = getenv(env_name);
     if (secret == NULL) return;
     size_t secret_len = strlen(secret), placeholder_len = strlen(placeholder);
@@ -90,12 +127,21 @@ def build_preload(folder: Path) -> Path:
 
     Raises ServerError when no C compiler is found or the build fails.
     """
+    source = _SOURCE % {"placeholder": PLACEHOLDER, "env_name": ENV_NAME, "trim_env_name": TRIM_ENV_NAME}
+    return compile_library(source, folder / "libfacialattr_preload.so")
+
+
+def compile_library(source: str, library: Path) -> Path:
+    """Compile C ``source`` into the shared library ``library`` (its source file sits next to it); returns ``library``.
+
+    Raises ServerError when no C compiler is found or the build fails.
+    """
     cc = compiler()
     if cc is None:
         raise ServerError("no C compiler (cc) found")
-    source, library = folder / "facialattr_preload.c", folder / "libfacialattr_preload.so"
-    source.write_text(_SOURCE % {"placeholder": PLACEHOLDER, "env_name": ENV_NAME})
-    build = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"],
+    source_path = library.with_suffix(".c")
+    source_path.write_text(source)
+    build = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(library), str(source_path), "-ldl", "-lpthread"],
                            capture_output=True, text=True, check=False)
     if build.returncode != 0:
         raise ServerError(f"building {library.name} with {cc} failed:\n{build.stderr.strip()}")

@@ -9,24 +9,34 @@ real one-image inference; optionally also their resident memory. On a problem it
 of the server (process group, ``/dev/shm`` regions, work folder) and starts a fresh
 one on the same ports, with exponential backoff when restarts come in quick
 succession. Restarts are counted in the log and on a small Prometheus endpoint.
+
+Other local users reach the same ports, so nothing they can send may cause a restart
+(issue 27): the probe connects afresh each time (a server that accepts no new connection
+is caught, one whose old connections still work is not mistaken for healthy), an error
+*answer* that another client's malformed request caused counts as an answer, not as a
+failure, and the memory bound acts only on memory held for a while, not on one request
+in flight. The endpoint serves a bounded number of connections from one thread.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+import selectors
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 
 from facialattr import MODEL_NAME, repository
-from facialattr.errors import FacialAttrError, PortInUseError
+from facialattr.errors import FacialAttrError, PortInUseError, ServerError
 from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 from facialattr.triton_config import ServedModel
 
@@ -35,6 +45,11 @@ log = logging.getLogger(__name__)
 # /proc/<pid>/stat truncates a command name to 15 characters.
 _STUB_COMM = "triton_python_backend_stub"[:15]
 RESTART_REASONS = ("exited", "stub", "probe", "memory")
+# What one probe found: "answered" is an error answer another request caused (alive, not a failure).
+PROBE_RESULTS = ("ok", "busy", "answered", "failed", "unhealthy")
+# The smallest memory bound accepted, as a multiple of what the started server holds idle:
+# below it the server would be replaced under ordinary load, or at once and forever.
+MIN_MEMORY_BOUND_FACTOR = 1.25
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,9 @@ class SupervisorSettings:
     # Resident memory of tritonserver and its stubs together above which it is replaced (None: no
     # bound). Triton 2.51 keeps what a gzip HTTP body expanded to (SECURITY.md).
     max_rss_bytes: int | None = None
+    # The memory must stay above the bound this long: one large request in flight holds its
+    # message (up to 2 GiB in 2.51) only until it is answered, and is no reason for a restart.
+    memory_window_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -101,37 +119,59 @@ def stub_problem(server_pid: int, expected: int) -> str | None:
     return None
 
 
+# The Python backend's refusal of a merged batch whose size someone's malformed request (a
+# negative batch dimension, which 2.51 admits) pushed past max_batch_size. A one-image probe
+# cannot make a batch too large by itself: seeing this, the server answered; another request failed it.
+_POISONED_BATCH = re.compile(r"batch size (\d+) for '[^']*', max allowed is (\d+)")
+
+
+def classify_probe_error(status: str | None, message: str) -> str:
+    """The PROBE_RESULTS entry for a probe that got ``status`` (e.g. "StatusCode.INTERNAL") and ``message``.
+
+    "failed" means no answer (deadline passed, no connection) or an error the probe itself caused.
+    """
+    if "not healthy" in message:  # the Python backend's own verdict on a stub
+        return "unhealthy"
+    if "queue" in message.lower():  # "Exceeds maximum queue size": overloaded, answering
+        return "busy"
+    poisoned = _POISONED_BATCH.search(message)
+    if status == "StatusCode.INTERNAL" and poisoned and int(poisoned[1]) > int(poisoned[2]):
+        return "answered"
+    return "failed"
+
+
 class InferenceProbe:
-    """One real inference of one black image against the served model, with a deadline."""
+    """One real inference of one black image against the served model, through a fresh connection, with a deadline.
+
+    A fresh connection each time: a server whose file descriptors are used up by idle
+    connections still answers on connections it already holds but accepts no new one, and
+    that is what its clients meet.
+    """
 
     def __init__(self, config: ServerConfig, served: ServedModel, *, timeout_s: float) -> None:
         import tritonclient.grpc as grpcclient
 
         size_hw = served.contract.preprocessing.size_hw
-        self._client = grpcclient.InferenceServerClient(config.grpc_url)
+        self._url = config.grpc_url
         self._input = grpcclient.InferInput(served.config.input_name, [1, *size_hw, 3], "UINT8")
         self._input.set_data_from_numpy(np.zeros((1, *size_hw, 3), np.uint8))
         self._output = grpcclient.InferRequestedOutput(served.config.output_name)
         self.timeout_s = timeout_s
 
     def check(self) -> tuple[str, str]:
-        """("ok" | "busy" | "failed" | "unhealthy", detail). Busy is a full queue: alive, not failing."""
+        """(one of PROBE_RESULTS, detail)."""
+        import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
+        # A channel of its own subchannel pool: gRPC would otherwise reuse a live connection.
+        client = grpcclient.InferenceServerClient(self._url, channel_args=[("grpc.use_local_subchannel_pool", 1)])
         try:
-            self._client.infer(MODEL_NAME, [self._input], outputs=[self._output], client_timeout=self.timeout_s)
+            client.infer(MODEL_NAME, [self._input], outputs=[self._output], client_timeout=self.timeout_s)
         except InferenceServerException as exc:
-            message = str(exc)
-            if "not healthy" in message:  # the Python backend's own verdict on a stub
-                return "unhealthy", message
-            if "queue" in message.lower():  # "Exceeds maximum queue size": overloaded, answering
-                return "busy", message
-            return "failed", message
+            return classify_probe_error(exc.status(), str(exc)), str(exc)
+        finally:
+            client.close()
         return "ok", ""
-
-    def close(self) -> None:
-        """Close the probe's gRPC channel."""
-        self._client.close()
 
 
 class SupervisorEndpoint:
@@ -139,22 +179,39 @@ class SupervisorEndpoint:
 
     Its own small HTTP server, because tritonserver's metrics endpoint goes away exactly
     while the server restarts. It only reads counters; it controls nothing.
+
+    Any local user can connect, so it is bounded: one thread and a selector serve every
+    connection; at most ``max_connections`` are open (a new one closes the oldest); each gets
+    ``timeout_s`` from its connection to its whole request (a request line and a few headers)
+    and one answer, then it is closed. http.server's ThreadingHTTPServer keeps a thread and a
+    descriptor per idle connection for ever: 1,100 idle connections used up ``facialattr
+    serve``'s file descriptors and killed it (issue 27).
     """
 
-    def __init__(self, supervisor: Supervisor, host: str, port: int) -> None:
-        handler = type("Handler", (_EndpointHandler,), {"supervisor": supervisor})
+    MAX_REQUEST_BYTES = 8192
+
+    def __init__(self, supervisor: Supervisor, host: str, port: int, *, max_connections: int = 64,
+                 timeout_s: float = 2.0) -> None:
+        self._supervisor = supervisor
+        self.max_connections, self.timeout_s = max_connections, timeout_s
         try:
-            self._httpd = ThreadingHTTPServer((host, port), handler)
+            self._listener = socket.create_server((host, port), backlog=128)
         except OSError as exc:
             raise PortInUseError(f"supervisor port {port} on {host} is already taken ({exc.strerror}); "
                                  "pick another with --supervisor-port") from exc
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="supervisor-endpoint", daemon=True)
+        self._listener.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        # connection -> (deadline, bytes received so far); insertion order is age order
+        self._connections: dict[socket.socket, tuple[float, bytes]] = {}
+        self.dropped = 0  # connections closed without an answer: past their deadline, or the oldest when full
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="supervisor-endpoint", daemon=True)
 
     @property
     def port(self) -> int:
         """The TCP port it listens on (the one picked when it was created with port 0)."""
-        return self._httpd.server_address[1]
+        return self._listener.getsockname()[1]
 
     def start(self) -> None:
         """Serve requests from a daemon thread; returns at once."""
@@ -162,9 +219,107 @@ class SupervisorEndpoint:
 
     def close(self) -> None:
         """Stop serving and release the port."""
+        self._stop.set()
         if self._thread.is_alive():
-            self._httpd.shutdown()
-        self._httpd.server_close()
+            self._thread.join()
+        for connection in list(self._connections):
+            self._close(connection)
+        self._selector.close()
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(timeout=0.2):
+                if key.fileobj is self._listener:
+                    self._accept()
+                else:
+                    self._receive(key.fileobj)
+            now = time.monotonic()
+            for connection, (deadline, _) in list(self._connections.items()):
+                if now >= deadline:
+                    self._drop(connection)
+
+    def _accept(self) -> None:
+        try:
+            connection, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and self._connections:
+                self._drop(next(iter(self._connections)))  # the kernel keeps the new one queued meanwhile
+            else:
+                log.warning("supervisor endpoint: accept failed: %s", exc)
+                self._stop.wait(0.05)
+            return
+        if len(self._connections) >= self.max_connections:
+            self._drop(next(iter(self._connections)))
+        connection.setblocking(False)
+        self._connections[connection] = (time.monotonic() + self.timeout_s, b"")
+        self._selector.register(connection, selectors.EVENT_READ)
+        self._receive(connection)  # most clients send their request with the connection
+
+    def _receive(self, connection: socket.socket) -> None:
+        if connection not in self._connections:  # dropped earlier in the same round of events
+            return
+        deadline, received = self._connections[connection]
+        try:
+            chunk = connection.recv(self.MAX_REQUEST_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(connection)
+            return
+        received += chunk
+        head, complete, _ = received.partition(b"\r\n\r\n")
+        if complete:
+            self._answer(connection, *self._respond(head))
+        elif len(received) >= self.MAX_REQUEST_BYTES:
+            self._answer(connection, 431, "request header too large\n", "text/plain")
+        else:
+            self._connections[connection] = (deadline, received)
+
+    def _respond(self, head: bytes) -> tuple[int, str, str]:
+        """(status, body, content type) for the request whose request line and headers are ``head``."""
+        method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+        path = rest.partition(" ")[0]
+        if method != "GET":
+            return 405, "only GET is served\n", "text/plain"
+        if path == "/metrics":
+            return 200, render_metrics(self._supervisor), "text/plain; version=0.0.4"
+        if path == "/ready":
+            return (200, "ready\n", "text/plain") if self._supervisor.ready else (503, "not ready\n", "text/plain")
+        return 404, "not found: try /metrics or /ready\n", "text/plain"
+
+    def _answer(self, connection: socket.socket, status: int, body: str, content_type: str) -> None:
+        data = body.encode()
+        head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n")
+        try:
+            # The send buffer of a fresh connection holds an answer of a few kB: one send, never a
+            # wait. A client that reads nothing loses its answer, not one of our threads.
+            connection.send(head.encode() + data)
+        except OSError:
+            pass
+        log.debug("supervisor endpoint: %d for %r", status, head)
+        self._close(connection)
+
+    def _drop(self, connection: socket.socket) -> None:
+        self.dropped += 1
+        self._close(connection)
+
+    def _close(self, connection: socket.socket) -> None:
+        self._connections.pop(connection, None)
+        try:
+            self._selector.unregister(connection)
+        except (KeyError, ValueError):
+            pass
+        connection.close()
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
 
 
 def render_metrics(supervisor: Supervisor) -> str:
@@ -176,35 +331,14 @@ def render_metrics(supervisor: Supervisor) -> str:
         "# HELP facialattr_triton_start_failures_total Restart attempts whose start failed (retried with backoff).",
         "# TYPE facialattr_triton_start_failures_total counter",
         f"facialattr_triton_start_failures_total {supervisor.start_failures}",
+        "# HELP facialattr_triton_probes_total Inference probes by result (answered: an error another request caused).",
+        "# TYPE facialattr_triton_probes_total counter",
+        *(f'facialattr_triton_probes_total{{result="{result}"}} {count}' for result, count in supervisor.probes.items()),
         "# HELP facialattr_triton_ready 1 while tritonserver passes the supervisor's checks, 0 while it (re)starts.",
         "# TYPE facialattr_triton_ready gauge",
         f"facialattr_triton_ready {int(supervisor.ready)}",
     ]
     return "\n".join(lines) + "\n"
-
-
-class _EndpointHandler(BaseHTTPRequestHandler):
-    supervisor: Supervisor
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        if self.path == "/metrics":
-            self._answer(200, render_metrics(self.supervisor), "text/plain; version=0.0.4")
-        elif self.path == "/ready":
-            ready = self.supervisor.ready
-            self._answer(200 if ready else 503, "ready\n" if ready else "not ready\n", "text/plain")
-        else:
-            self._answer(404, "not found: try /metrics or /ready\n", "text/plain")
-
-    def _answer(self, status: int, body: str, content_type: str) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
-        log.debug("supervisor endpoint: " + format, *args)
 
 
 class Supervisor:
@@ -224,7 +358,10 @@ class Supervisor:
         self.settings = settings or SupervisorSettings()
         self._factory = server_factory
         self.restarts = dict.fromkeys(RESTART_REASONS, 0)
+        self.probes = dict.fromkeys(PROBE_RESULTS, 0)
         self.start_failures = 0
+        # Resident memory of the first server after one inference: what a memory bound must exceed.
+        self.idle_rss_bytes: int | None = None
         self.server: EmbeddedTriton | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -265,6 +402,7 @@ class Supervisor:
             # Read once: a repository edited on disk later must not stop the watching (a restart
             # that cannot load it fails and is retried instead).
             self._served = repository.load_model(self.config.model_repository).served
+            self._check_memory_bound()
             self._first_start_done.set()
             if on_first_ready:
                 on_first_ready(self)
@@ -305,6 +443,22 @@ class Supervisor:
             self._first_error = exc
             self._first_start_done.set()
 
+    def _check_memory_bound(self) -> None:
+        """Refuse a memory bound the started server would cross idle (it would be replaced for ever)."""
+        bound = self.settings.max_rss_bytes
+        if not bound:
+            return
+        InferenceProbe(self.config, self._served, timeout_s=self.settings.probe_timeout_s).check()  # warm, as in use
+        self.idle_rss_bytes = group_rss_bytes(self.server.pid)
+        log.info("tritonserver and its stubs hold %.0f MiB idle; memory bound %.0f MiB",
+                 self.idle_rss_bytes / 2**20, bound / 2**20)
+        if bound < MIN_MEMORY_BOUND_FACTOR * self.idle_rss_bytes:
+            least_mib = -(-MIN_MEMORY_BOUND_FACTOR * self.idle_rss_bytes // 2**20)
+            raise ServerError(f"the memory bound of {bound / 2**20:.0f} MiB (--max-memory-mb) is too low: this server "
+                              f"holds {self.idle_rss_bytes / 2**20:.0f} MiB idle, with its models loaded, and would be "
+                              f"restarted under ordinary load or for ever; give at least {least_mib:.0f} "
+                              f"({MIN_MEMORY_BOUND_FACTOR:g} times that), or 0 for no bound")
+
     def _supervise(self) -> None:
         while not self._stopping.is_set():
             self._ready.set()
@@ -318,32 +472,43 @@ class Supervisor:
         s = self.settings
         expected_stubs = len(stub_processes(server.pid))
         probe = InferenceProbe(server.config, self._served, timeout_s=s.probe_timeout_s)
-        started, failures, next_probe = time.monotonic(), 0, time.monotonic() + s.probe_interval_s
-        try:
-            while not self._stopping.wait(s.check_interval_s):
-                if not server.is_running():
-                    return Problem("exited", f"tritonserver exited with code {server.wait()}")
-                detail = stub_problem(server.pid, expected_stubs)
-                if detail:
-                    return Problem("stub", detail)
-                if s.max_rss_bytes and (rss := group_rss_bytes(server.pid)) > s.max_rss_bytes:
-                    return Problem("memory", f"tritonserver and its stubs use {rss / 2**20:.0f} MiB, "
-                                             f"over the bound of {s.max_rss_bytes / 2**20:.0f} MiB")
-                if time.monotonic() < next_probe:
-                    continue
-                verdict, detail = probe.check()
-                next_probe = time.monotonic() + s.probe_interval_s
-                failures = failures + 1 if verdict == "failed" else 0
-                if verdict == "unhealthy" or failures >= s.probe_failures_to_restart:
-                    return Problem("probe", f"inference probe: {detail}")
-                if verdict == "failed":
-                    log.warning("inference probe failed (%d of %d before a restart): %s",
-                                failures, s.probe_failures_to_restart, detail)
-                if time.monotonic() - started >= s.stable_after_s:
-                    self._quick_restarts = 0
-            return None
-        finally:
-            probe.close()
+        started, next_probe = time.monotonic(), time.monotonic() + s.probe_interval_s
+        failures, last_verdict = 0, "ok"
+        over_bound_since: float | None = None
+        while not self._stopping.wait(s.check_interval_s):
+            if not server.is_running():
+                return Problem("exited", f"tritonserver exited with code {server.wait()}")
+            detail = stub_problem(server.pid, expected_stubs)
+            if detail:
+                return Problem("stub", detail)
+            if s.max_rss_bytes:
+                rss, now = group_rss_bytes(server.pid), time.monotonic()
+                over_bound_since = (over_bound_since or now) if rss > s.max_rss_bytes else None
+                if over_bound_since is not None and now - over_bound_since >= s.memory_window_s:
+                    return Problem("memory", f"tritonserver and its stubs have used more than the bound of "
+                                             f"{s.max_rss_bytes / 2**20:.0f} MiB for {s.memory_window_s:g} s "
+                                             f"(now {rss / 2**20:.0f} MiB)")
+            if time.monotonic() < next_probe:
+                continue
+            verdict, detail = probe.check()
+            self.probes[verdict] += 1
+            next_probe = time.monotonic() + s.probe_interval_s
+            failures = failures + 1 if verdict == "failed" else 0
+            if verdict == "unhealthy":
+                return Problem("probe", f"inference probe: {detail}")
+            if failures >= s.probe_failures_to_restart:
+                return Problem("probe", f"inference probe failed {failures} times in a row, each through a fresh "
+                                        f"connection with a {s.probe_timeout_s:g} s deadline: {detail}")
+            if verdict == "failed":
+                log.warning("inference probe failed (%d of %d before a restart): %s",
+                            failures, s.probe_failures_to_restart, detail)
+            elif verdict == "answered" and last_verdict != "answered":
+                log.warning("inference probe got an error that another client's request caused; the server "
+                            "answered, so it is not restarted: %s", detail)
+            last_verdict = verdict
+            if time.monotonic() - started >= s.stable_after_s:
+                self._quick_restarts = 0
+        return None
 
     def _restart(self, problem: Problem) -> None:
         self._ready.clear()
@@ -358,7 +523,7 @@ class Supervisor:
                 return
             try:
                 self.server = self._factory(self.config).start()
-            except FacialAttrError as exc:  # a port taken meanwhile, a start that crashed: try again later
+            except (FacialAttrError, OSError) as exc:  # a port taken meanwhile, a crashed start, no descriptor left
                 self.start_failures += 1
                 log.error("restart of tritonserver failed (%d failed starts so far): %s", self.start_failures, exc)
                 continue

@@ -132,10 +132,23 @@ def _send_negative_batch_poison(url: str, stop: threading.Event, outcomes: list)
             stop.wait(0.01)
 
 
-def test_a_hostile_clients_poisoned_batches_cost_retries_never_rows(tmp_path, own_server):
+@pytest.fixture
+def unguarded_server(own_repository, monkeypatch):
+    """A server without the batch guard (serving/batch_guard.py), as one started without a C compiler, or the
+    official container: there a malformed request still poisons the batch it is merged into."""
+    from facialattr.serving import preload
+
+    monkeypatch.setattr(preload, "compiler", lambda: None)
+    server = support.start(own_repository)
+    yield server
+    server.stop()
+
+
+def test_a_hostile_clients_poisoned_batches_cost_retries_never_rows(tmp_path, unguarded_server):
     """Good images merged into a batch that someone else's negative-batch request poisoned are retried and scored."""
     import grpc
 
+    own_server = unguarded_server
     (tmp_path / "in").mkdir()
     for i in range(IMAGES):
         (tmp_path / "in" / f"img{i:04d}.jpg").write_bytes(corpus.encode(corpus.picture(60, 50, seed=i), "JPEG"))
