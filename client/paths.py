@@ -148,8 +148,9 @@ def _inside(real: str, roots: list[str]) -> bool:
 def _entries(directory: str, *, warn: bool) -> Iterable[os.DirEntry]:
     """A folder's entries, sorted by name; a huge folder is streamed in directory order instead."""
     with os.scandir(directory) as it:
-        head = list(itertools.islice(it, SORTED_LISTING_LIMIT))
-        if len(head) < SORTED_LISTING_LIMIT:
+        # One past the limit: a folder of exactly SORTED_LISTING_LIMIT entries is still sorted, as documented.
+        head = list(itertools.islice(it, SORTED_LISTING_LIMIT + 1))
+        if len(head) <= SORTED_LISTING_LIMIT:
             return sorted(head, key=lambda e: e.name)
     return _stream(directory, warn=warn)
 

@@ -78,6 +78,15 @@ class ServerConfig:
     # Triton's default (8) any client can make the server pin ~1 GB per large request, even a
     # refused one (SECURITY.md). 0 frees every message after its reply.
     grpc_infer_allocation_pool_size: int = 0
+    # SO_REUSEPORT on tritonserver's listening sockets (Triton's --reuse-grpc-port/--reuse-http-port), so
+    # that a PortGuard of this user (serving/portguard.py) can hold the ports across restarts, and so
+    # that connections this server leaves in TIME_WAIT do not keep a guard off its port later. Another
+    # user can never share such a port; a second server of this user is refused by check_port_free.
+    reuse_grpc_port: bool = True
+    reuse_http_port: bool = True
+    # Ports a PortGuard of this process holds (the supervisor's, for restarts): not checked before the
+    # start, since the guard itself keeps every other process off them.
+    guarded_ports: tuple[int, ...] = ()
     # Further tritonserver flags, passed as given (e.g. TLS: --grpc-use-ssl=true ...; SECURITY.md).
     extra_args: tuple[str, ...] = ()
 
@@ -187,7 +196,8 @@ class EmbeddedTriton:
         workdirs.remove_stale()
         automatic = {name for name in self._bound_ports() if getattr(cfg, name) == 0}
         for name in self._bound_ports() - automatic:
-            check_port_free(cfg.host, getattr(cfg, name), chosen_with=PORT_SETTINGS[name])
+            if getattr(cfg, name) not in cfg.guarded_ports:
+                check_port_free(cfg.host, getattr(cfg, name), chosen_with=PORT_SETTINGS[name])
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             picked = dict(zip(sorted(automatic), _pick_free_ports(cfg.host, len(automatic)), strict=True))
             try:
@@ -262,9 +272,11 @@ class EmbeddedTriton:
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--log-verbose={cfg.log_verbose}",
             f"--grpc-infer-allocation-pool-size={cfg.grpc_infer_allocation_pool_size}",
+            f"--reuse-grpc-port={str(cfg.reuse_grpc_port).lower()}",
         ]
         if cfg.allow_http:
-            args += [f"--http-address={cfg.host}", f"--http-port={cfg.http_port}"]
+            args += [f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
+                     f"--reuse-http-port={str(cfg.reuse_http_port).lower()}"]
         if cfg.restrict_admin_apis:
             restricted = f"{_ADMIN_APIS}:{_ADMIN_KEY_HEADER}={self._admin_key_argument(env)}"
             args.append(f"--grpc-restricted-protocol={restricted}")

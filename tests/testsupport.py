@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -30,6 +31,15 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+@contextlib.contextmanager
+def listening_port():
+    """A port another process holds with a listening socket, for as long as the context lasts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
 
 
 def make_tiny_repository(root: Path, *, size_hw=(64, 64), max_batch_size: int = 16, **contract_fields) -> Path:

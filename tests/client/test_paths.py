@@ -100,6 +100,16 @@ def test_a_folder_larger_than_the_sorting_limit_is_streamed_whole(tmp_path, monk
     assert sorted(os.path.basename(p) for p in iter_inputs([tmp_path])) == [f"{i}.jpg" for i in range(7)]
 
 
+def test_a_folder_of_exactly_the_sorting_limit_is_still_listed_in_name_order(tmp_path, monkeypatch):
+    from facialattr.client import paths
+
+    names = [f"{i:03d}.jpg" for i in range(50)]  # 50 names: directory order is not name order by chance
+    for name in reversed(names):
+        _touch(tmp_path / name)
+    monkeypatch.setattr(paths, "SORTED_LISTING_LIMIT", 50)
+    assert [os.path.basename(p) for p in iter_inputs([tmp_path])] == names
+
+
 def test_a_folder_without_images_is_reported_as_empty(tmp_path):
     _touch(tmp_path / "empty" / "notes.txt")
     _touch(tmp_path / "full" / "a.jpg")

@@ -190,24 +190,17 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
-class FifoWatchdog:
-    """Unblocks any reader of the given FIFOs and remembers that someone opened one.
+class Periodic:
+    """Calls ``tick()`` every ``interval_s`` from a daemon thread while used as a context manager."""
 
-    A scorer that opens a FIFO named ``x.jpg`` blocks forever; in a test that would
-    hang CI. Opening the FIFO for writing succeeds only while a reader waits on
-    it, so the watchdog notices the mistake, lets the reader see end-of-file, and
-    the test fails with a clear message instead of hanging.
-    """
-
-    def __init__(self, fifos: list[bytes], *, interval_s: float = 0.1) -> None:
+    def __init__(self, *, interval_s: float, name: str) -> None:
         import threading
 
-        self.fifos, self.interval_s = fifos, interval_s
-        self.opened: set[bytes] = set()
+        self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fifo-watchdog", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> FifoWatchdog:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -217,13 +210,50 @@ class FifoWatchdog:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            for fifo in self.fifos:
-                try:
-                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                except OSError:  # ENXIO: nobody is reading; ENOENT: gone
-                    continue
-                self.opened.add(fifo)
-                os.close(fd)
+            self.tick()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+def read_rows(out: Path) -> list[dict]:
+    """The rows of a ``score`` output in any of its formats (CSV values as strings)."""
+    if out.suffix == ".csv":
+        import csv
+
+        with open(out, newline="") as f:
+            return list(csv.DictReader(f))
+    if out.suffix == ".jsonl":
+        import json
+
+        return [json.loads(line) for line in out.read_text().splitlines()]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out).to_pylist()
+
+
+class FifoWatchdog(Periodic):
+    """Unblocks any reader of the given FIFOs and remembers that someone opened one.
+
+    A scorer that opens a FIFO named ``x.jpg`` blocks forever; in a test that would
+    hang CI. Opening the FIFO for writing succeeds only while a reader waits on
+    it, so the watchdog notices the mistake, lets the reader see end-of-file, and
+    the test fails with a clear message instead of hanging.
+    """
+
+    def __init__(self, fifos: list[bytes], *, interval_s: float = 0.1) -> None:
+        super().__init__(interval_s=interval_s, name="fifo-watchdog")
+        self.fifos = fifos
+        self.opened: set[bytes] = set()
+
+    def tick(self) -> None:
+        for fifo in self.fifos:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: nobody is reading; ENOENT: gone
+                continue
+            self.opened.add(fifo)
+            os.close(fd)
 
 
 def in_process_model(repo: Path):

@@ -123,25 +123,15 @@ def _ready_status(port: int) -> int:
         return exc.code
 
 
-class ReadySamples:
+class ReadySamples(support.Periodic):
     """The supervisor's /ready, polled every 100 ms while in use."""
 
     def __init__(self, port: int) -> None:
+        super().__init__(interval_s=0.1, name="ready-samples")
         self.port, self.samples = port, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> ReadySamples:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.samples.append(_ready_status(self.port))
+    def tick(self) -> None:
+        self.samples.append(_ready_status(self.port))
 
 
 def _flood_a_supervised_server(repo: Path) -> tuple[Supervisor, Traffic, Traffic, list[int]]:

@@ -10,7 +10,6 @@ so only each file's own mode keeps it private (pytest's tmp_path is 0700 and wou
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -81,17 +80,6 @@ def faces(tmp_path_factory) -> Path:
 
 def score(faces: Path, out: Path, server, *flags: str) -> int:
     return main(["score", str(faces), "--out", str(out), "--url", server.config.grpc_url, "--no-progress", *flags])
-
-
-def read_rows(out: Path) -> list[dict]:
-    if out.suffix == ".csv":
-        with open(out, newline="") as f:
-            return list(csv.DictReader(f))
-    if out.suffix == ".jsonl":
-        return [json.loads(line) for line in out.read_text().splitlines()]
-    import pyarrow.parquet as pq
-
-    return pq.read_table(out).to_pylist()
 
 
 # (--out, the name the attacker plants): the output itself, or the Parquet run's journal beside it.
@@ -216,7 +204,7 @@ def test_a_second_run_on_the_same_output_fails_at_once_and_the_first_completes_w
         if first.poll() is None:
             first.kill()
             first.wait()
-    rows = read_rows(out)
+    rows = support.read_rows(out)
     assert len(rows) == 40 and sorted(r["path"] for r in rows) == sorted(str(p) for p in folder.iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces", f"r{suffix}"]  # no lock, journal or temporary
 
@@ -256,7 +244,7 @@ def test_a_full_disk_ends_the_run_with_one_line_naming_the_output_and_resume_fin
     written = out if suffix != ".parquet" else small_disk / ".r.parquet.journal.jsonl"
     lines = _complete_lines(written)
     if suffix == ".csv":
-        rows = read_rows(written)
+        rows = support.read_rows(written)
         assert len(rows) == len(lines) - 1 > 0 and all(None not in r.values() for r in rows)
     else:
         assert len(lines) > 0 and all(json.loads(line)["status"] == "ok" for line in lines)
@@ -265,5 +253,5 @@ def test_a_full_disk_ends_the_run_with_one_line_naming_the_output_and_resume_fin
     assert sorted(os.listdir(small_disk)) == [written.name]  # no lock or temporary left on the full disk
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
     assert score(folder, out, own_server, "--resume") == EXIT_OK
-    rows = read_rows(out)
+    rows = support.read_rows(out)
     assert len(rows) == 100 and sorted(r["path"] for r in rows) == sorted(str(p) for p in folder.iterdir())

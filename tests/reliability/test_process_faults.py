@@ -58,23 +58,12 @@ def log_of(out: Path) -> str:
     return out.with_name(out.name + ".log").read_text()
 
 
-def read_rows(out: Path) -> list[dict]:
-    if out.suffix == ".csv":
-        with open(out, newline="") as f:
-            return list(csv.DictReader(f))
-    if out.suffix == ".jsonl":
-        return [json.loads(line) for line in out.read_text().splitlines()]
-    import pyarrow.parquet as pq
-
-    return pq.read_table(out).to_pylist()
-
-
 def probabilities(rows: list[dict]) -> dict[str, np.ndarray]:
     return {r["path"]: np.array([float(r[n]) for n in CELEBA_ATTRIBUTES], np.float32) for r in rows}
 
 
 def assert_every_image_once_as_undisturbed(out: Path, images: Path, undisturbed: dict[str, np.ndarray]) -> None:
-    rows = read_rows(out)
+    rows = support.read_rows(out)
     paths = [r["path"] for r in rows]
     assert len(paths) == len(set(paths)) == N_IMAGES, f"{len(paths)} rows, {len(set(paths))} distinct"
     assert set(paths) == {str(p) for p in images.iterdir()}
@@ -89,7 +78,7 @@ def undisturbed(tmp_path_factory, images, own_server) -> dict[str, np.ndarray]:
     out = tmp_path_factory.mktemp("undisturbed") / "scores.csv"
     client = start_scoring(images, out, [own_server.config.grpc_url])
     assert client.wait(timeout=300) == EXIT_OK, log_of(out)
-    rows = read_rows(out)
+    rows = support.read_rows(out)
     assert len(rows) == N_IMAGES
     return probabilities(rows)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from testsupport import make_tiny_repository, start_serve_command, start_server, wait_until
+from testsupport import listening_port, make_tiny_repository, start_serve_command, start_server, wait_until
 
 from facialattr import MODEL_NAME, repository
 from facialattr.contract import ModelContract
@@ -121,12 +121,8 @@ def test_serve_options_carry_the_grpc_allocation_pool_size_into_the_server_confi
 @pytest.fixture
 def listener():
     """A port another process holds (a listening socket), as when it takes a port between probe and bind."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield s.getsockname()[1]
+    with listening_port() as port:
+        yield port
 
 
 def test_automatic_ports_taken_before_tritonserver_binds_them_are_replaced_and_reported(

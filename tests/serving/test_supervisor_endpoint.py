@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from facialattr.serving.embedded import ServerConfig
-from facialattr.serving.supervisor import PROBE_RESULTS, Supervisor, SupervisorEndpoint, classify_probe_error
+from facialattr.serving.endpoint import SupervisorEndpoint
+from facialattr.serving.supervisor import PROBE_RESULTS, Supervisor, classify_probe_error
 
 TIMEOUT_S = 0.5
 MAX_CONNECTIONS = 4

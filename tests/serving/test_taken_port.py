@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import pytest
+from testsupport import listening_port
 
 from facialattr.errors import EXIT_FATAL
 
@@ -25,10 +25,8 @@ CASES = [
 @pytest.fixture
 def taken_port():
     """A port another process listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield s.getsockname()[1]
+    with listening_port() as port:
+        yield port
 
 
 @pytest.mark.parametrize("command,options,flag,advice", CASES, ids=[f"{c[0]} {c[2]}" for c in CASES])
