@@ -8,14 +8,20 @@ import selectors
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from facialattr.errors import PortInUseError
 
-if TYPE_CHECKING:
-    from facialattr.serving.supervisor import Supervisor
-
 log = logging.getLogger("facialattr.serving.supervisor")
+
+
+class Supervisor(Protocol):
+    """What the endpoint reads of serving.supervisor.Supervisor (named here: that module imports this one)."""
+
+    ready: bool
+    restarts: dict[str, int]
+    probes: dict[str, int]
+    start_failures: int
 
 
 class SupervisorEndpoint:

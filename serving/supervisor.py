@@ -332,7 +332,7 @@ class Supervisor:
                 return Problem("exited", f"tritonserver exited with code {server.wait()}")
             detail = stub_problem(server.pid, expected_stubs)
             if detail:
-                return Problem("stub", detail)
+                return self._exited_or(server, Problem("stub", detail))
             if s.max_rss_bytes:
                 rss, now = group_rss_bytes(server.pid), time.monotonic()
                 over_bound_since = (over_bound_since or now) if rss > s.max_rss_bytes else None
@@ -346,8 +346,8 @@ class Supervisor:
             self.probes[verdict] += 1
             next_probe = time.monotonic() + s.probe_interval_s
             failures = failures + 1 if verdict == "failed" else 0
-            if verdict == "unhealthy":
-                return Problem("probe", f"inference probe: {detail}")
+            if verdict == "unhealthy":  # the Python backend's own word on a stub: a stub problem
+                return self._exited_or(server, Problem("stub", f"inference probe: {detail}"))
             if failures >= s.probe_failures_to_restart:
                 return Problem("probe", f"inference probe failed {failures} times in a row, each through a fresh "
                                         f"connection with a {s.probe_timeout_s:g} s deadline: {detail}")
@@ -361,6 +361,16 @@ class Supervisor:
             if time.monotonic() - started >= s.stable_after_s:
                 self._quick_restarts = 0
         return None
+
+    def _exited_or(self, server: EmbeddedTriton, problem: Problem, *, grace_s: float = 2.0) -> Problem:
+        """``problem``, unless the server itself is dying: a killed tritonserver takes longer to exit
+        than its stubs, whose loss would otherwise be blamed (and counted) first."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not server.is_running():
+                return Problem("exited", f"tritonserver exited with code {server.wait()} ({problem.detail})")
+            time.sleep(0.05)
+        return problem
 
     def _restart(self, problem: Problem) -> None:
         self._ready.clear()

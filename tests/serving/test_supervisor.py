@@ -266,3 +266,26 @@ def test_serve_command_restarts_a_killed_server_and_sigterm_leaves_nothing_behin
         proc.kill()
     generations = list(zip(first, second, strict=True))
     assert not _leftovers(*generations)
+
+
+class _DyingServer:
+    """A server whose process is still exiting for ``exits_after_polls`` polls, then has exited."""
+
+    def __init__(self, exits_after_polls: int | None) -> None:
+        self.polls, self.exits_after_polls = 0, exits_after_polls
+
+    def is_running(self) -> bool:
+        self.polls += 1
+        return self.exits_after_polls is None or self.polls <= self.exits_after_polls
+
+    def wait(self) -> int:
+        return -9
+
+
+@pytest.mark.parametrize(("exits_after_polls", "reason"), [(3, "exited"), (None, "stub")])
+def test_lost_stubs_are_blamed_on_the_server_when_it_is_exiting_too(repo, exits_after_polls, reason):
+    from facialattr.serving.supervisor import Problem
+
+    supervisor = Supervisor(_config(repo))
+    found = supervisor._exited_or(_DyingServer(exits_after_polls), Problem("stub", "2 of 2 stubs are gone"), grace_s=0.5)
+    assert found.reason == reason
