@@ -21,22 +21,9 @@ import logging
 import socket
 
 from facialattr.errors import PortInUseError
+from facialattr.serving.embedded import _pick_free_ports, check_port_free
 
 log = logging.getLogger(__name__)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:  # a plain bind: the kernel's pick shares no port
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def _check_unbound(host: str, port: int) -> None:
-    """OSError when anything but a closed connection (TIME_WAIT) holds ``host:port``, even a socket of
-    this user with SO_REUSEPORT (a guard, a listening tritonserver): a second server must not share it."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
 
 
 def _bound_socket(family: int, host: str, port: int) -> socket.socket:
@@ -50,6 +37,14 @@ def _bound_socket(family: int, host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _hold_socket(host: str, port: int, chosen_with: str) -> socket.socket:
+    try:
+        return _bound_socket(socket.AF_INET, host, port)
+    except OSError as exc:  # checked free a moment ago: another process bound it since
+        raise PortInUseError(f"port {port} on {host} was taken while it was being held ({exc.strerror}); "
+                             f"pick another with {chosen_with}") from exc
 
 
 class PortGuard:
@@ -67,15 +62,16 @@ class PortGuard:
         of this user or another, is bound there already: a second server must not share it.
         """
         for _attempt in range(5):
-            wanted = port or _free_port(self.host)
+            wanted = port or _pick_free_ports(self.host, 1)[0]
             try:
-                _check_unbound(self.host, wanted)
-                self._sockets.append(_bound_socket(socket.AF_INET, self.host, wanted))
+                # The check every start makes: anything bound there but a closed connection (TIME_WAIT),
+                # a guard or a listening tritonserver of this user included, refuses the port.
+                check_port_free(self.host, wanted, chosen_with=chosen_with)
+                self._sockets.append(_hold_socket(self.host, wanted, chosen_with))
                 break
-            except OSError as exc:
+            except PortInUseError as exc:
                 if port:
-                    raise PortInUseError(f"port {port} on {self.host} is already taken ({exc.strerror}); "
-                                         f"pick another with {chosen_with}") from exc
+                    raise
                 log.debug("picked port %d was taken meanwhile (%s); picking another", wanted, exc)
         else:
             raise PortInUseError(f"no free port on {self.host} could be held")
