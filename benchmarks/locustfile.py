@@ -1,15 +1,17 @@
 """Locust load test of the facialattr Triton server over gRPC (tritonclient).
 
-Two user kinds: ``CctvUser`` sends one prepared face per request, back to back,
+Three user kinds: ``CctvUser`` sends one prepared face per request, back to back,
 like a camera loop; ``BulkUser`` sends batches of ``--bulk-batch`` faces, like a
-folder scorer. Each call is reported to Locust through ``events.request``.
+folder scorer; ``JpegUser`` sends one face per request as its JPEG file's bytes to
+the model's bytes twin (server-side decoding, docs/SERVER_DECODE.md). Each call is
+reported to Locust through ``events.request``.
 
 Headless, bounded, against a local server (``facialattr serve`` in another shell):
 
     locust -f benchmarks/locustfile.py --headless -u 16 -r 16 -t 60s \
         --host 127.0.0.1:8001 --csv out/locust --html out/locust.html CctvUser
 
-Omit the class name to mix both kinds (CCTV users are 4x as frequent). Inputs are
+Omit the class name to mix all kinds (CCTV users are 4x as frequent as each other kind). Inputs are
 random frames at the size the server's model contract asks for (speed does not
 depend on pixel values); ``--images DIR`` sends real faces prepared by the client
 library instead.
@@ -29,8 +31,8 @@ import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 
-from facialattr import MODEL_NAME  # noqa: E402
-from facialattr.contract import ModelContract  # noqa: E402
+from facialattr import MODEL_NAME, encoded  # noqa: E402
+from facialattr.contract import CELEBA_ALIGNED_SIZE_HW, ModelContract  # noqa: E402
 from facialattr.triton_config import ServedModel  # noqa: E402
 
 _IMAGE_POOL = 64
@@ -168,3 +170,60 @@ class BulkUser(TritonUser):
         """One request with ``--bulk-batch`` faces (at most the server's max batch size)."""
         n = min(self.environment.parsed_options.bulk_batch, self.served.config.max_batch_size)
         self.infer(n, f"infer batch of {n}")
+
+
+def _load_encoded(options) -> list[bytes]:
+    """JPEG files' bytes from ``--images``, or random frames at CelebA's aligned size saved as JPEG."""
+    if options.images:
+        from facialattr.benchmarks.images import list_images
+
+        return [path.read_bytes() for path in list_images(Path(options.images), limit=_IMAGE_POOL)]
+    import io
+
+    from PIL import Image
+
+    h, w = CELEBA_ALIGNED_SIZE_HW
+    frames = np.random.default_rng(0).integers(0, 256, size=(_IMAGE_POOL, h, w, 3), dtype=np.uint8)
+    out = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+class JpegUser(TritonUser):
+    """One face per request as its JPEG bytes: a client that neither decodes nor resizes."""
+
+    weight = 1
+
+    def on_start(self) -> None:
+        """The pixel model's contract as for every user, then the encoded images to send."""
+        super().on_start()
+        self.encoded_images = _load_encoded(self.environment.parsed_options)
+
+    @task
+    def single_jpeg(self) -> None:
+        """One request with one encoded face to the bytes twin; a row error counts as a failure."""
+        data = self.encoded_images[self.cursor % len(self.encoded_images)]
+        self.cursor += 1
+        rows = np.empty((1, 1), np.object_)  # np.object_: np.bytes_ drops trailing zero bytes
+        rows[0, 0] = data
+        tensor = grpcclient.InferInput(encoded.INPUT_NAME, [1, 1], "BYTES")
+        tensor.set_data_from_numpy(rows)
+        outputs = [grpcclient.InferRequestedOutput(n) for n in (encoded.OUTPUT_NAME, encoded.ERROR_KIND_NAME)]
+        start = time.perf_counter()
+        exception, length = None, 0
+        try:
+            result = self.client.infer(encoded.encoded_model_name(self.model_name), [tensor], outputs=outputs,
+                                       client_timeout=self.timeout_s)
+            kind = result.as_numpy(encoded.ERROR_KIND_NAME)[0, 0]
+            if kind:
+                raise ValueError(f"the server could not decode the image: {kind.decode()}")
+            length = result.as_numpy(encoded.OUTPUT_NAME).nbytes
+        except Exception as exc:  # noqa: BLE001 - Locust records it as a failure
+            exception = exc
+        events.request.fire(
+            request_type="grpc", name="infer 1 JPEG (server decode)", response_time=(time.perf_counter() - start) * 1000.0,
+            response_length=length, exception=exception, context={"batch_size": 1},
+        )

@@ -138,6 +138,7 @@ def score_paths(
     max_in_flight: int = 4,
     engine: EngineConfig | None = None,
     scorer: Scorer | None = None,
+    server_decode: bool = False,
 ) -> Summary:
     """Score every image under ``paths`` into ``out`` (.csv, .jsonl or .parquet); the summary says what happened.
 
@@ -146,13 +147,14 @@ def score_paths(
     Raises :class:`~facialattr.client.scorer.ServerUnavailableError` when the server stays
     unreachable (rows so far are kept; ``resume=True`` finishes later),
     :class:`~facialattr.errors.InputError` for an unusable ``out`` and :class:`ScoringInterrupted`
-    (a KeyboardInterrupt carrying the summary so far) on Ctrl-C or SIGTERM.
+    (a KeyboardInterrupt carrying the summary so far) on Ctrl-C or SIGTERM. ``server_decode`` sends the
+    files' bytes for the server to decode (the scorer this function opens; a given ``scorer`` says for itself).
     """
     summary = Summary(out=Path(out), recursive=recursive)
     walk = functools.partial(iter_inputs, paths, recursive=recursive, follow_symlinks=follow_symlinks)
     own_scorer = scorer is None
     try:
-        scorer = scorer or Scorer(urls, timeout_s=timeout_s, max_in_flight=max_in_flight)
+        scorer = scorer or Scorer(urls, timeout_s=timeout_s, max_in_flight=max_in_flight, server_decode=server_decode)
         writer = open_writer(summary.out, scorer.contract, resume=resume, overwrite=overwrite)
         complete = False
         try:
@@ -173,6 +175,14 @@ def score_paths(
         if own_scorer and scorer is not None:
             scorer.close()
     return summary
+
+
+def score_into(inputs: Iterable[Input], scorer: Scorer, writer, summary: Summary, *,
+               engine: EngineConfig | None = None) -> None:
+    """Score ``inputs`` (walked and filtered by the caller) into ``writer`` (anything with ``write(row)``),
+    counting into ``summary``: :func:`score_paths`'s scoring loop for callers that walk and write
+    themselves (the Ray engine's actors, client/ray_engine.py). No progress is shown."""
+    _run(inputs, scorer, writer, summary, engine=engine, report=_Progress(enabled=False, total=None))
 
 
 def _count_pending(inputs: Iterable[Input], done: Container[str]) -> tuple[int, int]:

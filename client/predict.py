@@ -110,6 +110,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (a list, one object per image) instead of tables")
     p.add_argument("--url", action="append", dest="urls", metavar="HOST:PORT",
                    help=f"Triton gRPC endpoint; repeat for several (default: {DEFAULT_URL})")
+    p.add_argument("--server-decode", action="store_true",
+                   help="send the files' bytes; the server decodes, crops and resizes (docs/SERVER_DECODE.md)")
     p.add_argument("--top", type=int, default=TOP_K, metavar="K", help="attributes per image (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=30.0, dest="timeout_s", metavar="SECONDS",
                    help="deadline of one inference request (default: %(default)s)")
@@ -131,7 +133,8 @@ def _predict(args: argparse.Namespace) -> int:
     urls = args.urls or [args.default_url]
     try:
         with Scorer(urls, timeout_s=args.timeout_s, retry=RetryPolicy(give_up_after_s=args.give_up_after_s),
-                    connect_timeout_s=args.connect_timeout_s, answered_wait_s=args.give_up_after_s) as scorer:
+                    connect_timeout_s=args.connect_timeout_s, answered_wait_s=args.give_up_after_s,
+                    server_decode=args.server_decode) as scorer:
             predictions = predict(args.paths, scorer, k=args.top)
     except ServerUnavailableError as exc:  # its message names the URLs and how to start a server
         log.error("%s", exc)

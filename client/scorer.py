@@ -11,6 +11,12 @@ Any other failure (INTERNAL from a batch someone else poisoned, an unhealthy
 stub, a malformed answer) is the server's, never the image's: the job is
 retried ``max_server_error_attempts`` times before its future fails.
 Failures are classified by ``grpc.StatusCode``, never by message text.
+
+With ``server_decode`` the scorer sends encoded files instead of pixels, to the
+pixel model's bytes twin (:func:`facialattr.encoded.encoded_model_name`), whose
+config it reads and checks against the pixel model's contract; an image the server
+cannot decode comes back as that row's error (:class:`EncodedAnswer`), not as a
+failed request.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facialattr import MODEL_NAME
+from facialattr import MODEL_NAME, encoded
 from facialattr.client.endpoints import (
     DEFAULT_CONNECT_TIMEOUT_S,
     REFUSED_GRACE_S,
@@ -52,6 +58,7 @@ from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStat
     unavailable_error,
 )
 from facialattr.contract import ModelContract
+from facialattr.decoding import DEFAULT_MAX_FILE_BYTES
 from facialattr.errors import ContractError, InferenceError, InputError
 from facialattr.triton_config import ModelConfig, ServedModel
 
@@ -60,6 +67,31 @@ log = logging.getLogger(__name__)
 
 class ServerUnavailableError(InferenceError):
     """No endpoint answered within the retry deadline; the run can resume later."""
+
+
+# gRPC framing and the request's other fields, beside the tensor bytes.
+_MESSAGE_OVERHEAD_BYTES = 65536
+
+
+@dataclass(frozen=True)
+class EncodedAnswer:
+    """The bytes model's answer for N encoded images: probabilities, and per row the server's decode error.
+
+    ``error_kinds[i]`` is "" for a scored row, else a :class:`~facialattr.decoding.DecodeError` kind
+    ("corrupt", "too_large", ...) with ``errors[i]`` its reason; such a row's probabilities are zeros.
+    """
+
+    probabilities: np.ndarray
+    error_kinds: tuple[str, ...]
+    errors: tuple[str, ...]
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[EncodedAnswer]) -> EncodedAnswer:
+        """The answers of consecutive chunks as one, rows in order."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(np.concatenate([p.probabilities for p in parts]),
+                   tuple(k for p in parts for k in p.error_kinds), tuple(e for p in parts for e in p.errors))
 
 
 @dataclass(eq=False)
@@ -87,6 +119,7 @@ class Scorer:
         connect_timeout_s: float | None = None,
         answered_wait_s: float | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
+        server_decode: bool = False,
     ) -> None:
         """Connect to ``urls`` and read the model contract they serve.
 
@@ -100,7 +133,9 @@ class Scorer:
         loading its model) the wait is extended to ``answered_wait_s`` (default: the retry policy's
         ``give_up_after_s``). Raises :class:`ServerUnavailableError` with a plain explanation when the
         wait ends, :class:`InputError` for malformed URLs or settings, :class:`ContractError` when
-        endpoints serve different contracts.
+        endpoints serve different contracts. ``server_decode`` sends file bytes to the model's bytes twin
+        (:meth:`infer_async` then takes a list of encoded images); ContractError when a server has no such twin,
+        or its contract differs from the pixel model's.
         """
         if max_in_flight < 1:
             raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -111,12 +146,20 @@ class Scorer:
         self.retry = retry or RetryPolicy()
         self.stats = ScorerStats()
         self._warnings = RateLimitedLog()
+        self.server_decode = server_decode
+        # The model requests go to: the pixel model, or its bytes twin (named by the rule in facialattr.encoded).
+        self.request_model_name = encoded.encoded_model_name(model_name) if server_decode else model_name
+        if server_decode:
+            # One image per request at the server's file-size limit must still fit in a message.
+            max_message_bytes = max(max_message_bytes, DEFAULT_MAX_FILE_BYTES + _MESSAGE_OVERHEAD_BYTES)
+        self.max_message_bytes = max_message_bytes
         self._endpoints = open_endpoints(urls, max_message_bytes=max_message_bytes)
         if answered_wait_s is None:
             answered_wait_s = self.retry.give_up_after_s
         try:
             # Triton's config (tensor names, max_batch_size) and the contract, as every endpoint serves them.
             self.served: ServedModel = self._connect(connect_timeout_s, answered_wait_s)
+            self.encoded_config = self._check_encoded_twin() if server_decode else None
         except BaseException:
             for endpoint in self._endpoints:
                 endpoint.close()
@@ -129,7 +172,11 @@ class Scorer:
         # exceed the channel's message limit (leaving room for framing).
         preferred = [e.preferred_batch for e in self._endpoints if e.verified and e.preferred_batch]
         server_batch = min([self.model_config.max_batch_size or 1, *preferred])
-        self.chunk_size = max(1, min(server_batch, (max_message_bytes - 65536) // (h * w * 3)))
+        if self.encoded_config is not None:
+            # Encoded requests are also cut by their bytes (infer_async); the count is the twin's batch limit.
+            self.chunk_size = max(1, min(server_batch, self.encoded_config.max_batch_size))
+        else:
+            self.chunk_size = max(1, min(server_batch, (max_message_bytes - _MESSAGE_OVERHEAD_BYTES) // (h * w * 3)))
         self._cond = threading.Condition()
         self._ready: list[tuple[float, int, _Job]] = []
         self._seq = itertools.count()
@@ -210,21 +257,68 @@ class Scorer:
             time.sleep(min(self.retry.backoff_s(attempt), max(0.0, next_check_s - elapsed_s)))
             attempt += 1
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 [N, h, w, 3] prepared images -> fp32 [N, num_attributes] probabilities."""
+    def _check_encoded_twin(self) -> encoded.EncodedModelConfig:
+        """The bytes twin's config from every endpoint that answered; ContractError unless it serves this contract."""
+        from tritonclient.utils import InferenceServerException
+
+        found = None
+        for endpoint in (e for e in self._endpoints if e.verified):
+            try:
+                config = endpoint.client.get_model_config(self.request_model_name, self.model_version,
+                                                          client_timeout=self.timeout_s).config
+            except InferenceServerException as exc:
+                raise ContractError(
+                    f"{endpoint.url} serves no model {self.request_model_name!r} for --server-decode ({first_line(exc)}); "
+                    f"its model repository predates server-side decoding: re-export, or decode here (drop --server-decode)"
+                ) from None
+            try:
+                found, contract = encoded.EncodedModelConfig.from_proto(config)
+            except ContractError as exc:
+                raise ContractError(f"{endpoint.url}: {exc}") from None
+            if contract != self.served.contract or found.pixel_model != self.model_name:
+                raise ContractError(f"{endpoint.url}: {self.request_model_name!r} serves another contract than "
+                                    f"{self.model_name!r}; re-export to write both")
+        return found
+
+    def infer(self, batch: np.ndarray | Sequence[bytes]) -> np.ndarray | EncodedAnswer:
+        """uint8 [N, h, w, 3] prepared images -> fp32 [N, num_attributes] probabilities.
+
+        With ``server_decode``: N encoded images (the files' bytes) -> :class:`EncodedAnswer`.
+        """
         return self.infer_async(batch).result()
 
-    def infer_async(self, batch: np.ndarray) -> concurrent.futures.Future:
-        """Like :meth:`infer` without blocking; the future's result() is the fp32 [N, 40] array."""
+    def infer_async(self, batch: np.ndarray | Sequence[bytes]) -> concurrent.futures.Future:
+        """Like :meth:`infer` without blocking; the future's result() is the fp32 [N, 40] array (or EncodedAnswer)."""
+        if self.server_decode:
+            return self._infer_encoded_async(batch)
         batch = self._check_batch(batch)
-        result: concurrent.futures.Future = concurrent.futures.Future()
-        result.set_running_or_notify_cancel()
         n = batch.shape[0]
         if n == 0:
-            result.set_result(np.zeros((0, self.contract.num_attributes), np.float32))
-            return result
+            return _done(np.zeros((0, self.contract.num_attributes), np.float32))
         chunks = [batch[i : i + self.chunk_size] for i in range(0, n, self.chunk_size)]
-        futures = [self._submit_chunk(chunk) for chunk in chunks]
+        return self._gather([self._submit_chunk(chunk) for chunk in chunks], np.concatenate)
+
+    def _infer_encoded_async(self, images: Sequence[bytes]) -> concurrent.futures.Future:
+        if isinstance(images, np.ndarray) and images.dtype != np.object_ or not all(isinstance(b, bytes) for b in images):
+            raise InputError("with server_decode, infer takes a list of encoded images (bytes)")
+        if not images:
+            return _done(EncodedAnswer(np.zeros((0, self.contract.num_attributes), np.float32), (), ()))
+        budget = self.max_message_bytes - _MESSAGE_OVERHEAD_BYTES
+        chunks: list[list[bytes]] = [[]]
+        size = 0
+        for data in images:
+            # 4 bytes of length precede each BYTES element.
+            if chunks[-1] and (len(chunks[-1]) >= self.chunk_size or size + len(data) + 4 > budget):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(data)
+            size += len(data) + 4
+        return self._gather([self._submit_encoded_chunk(chunk) for chunk in chunks], EncodedAnswer.concatenate)
+
+    def _gather(self, futures: list[concurrent.futures.Future], join) -> concurrent.futures.Future:
+        """One future for the chunks' futures: ``join`` of their results in order, or the first error."""
+        result: concurrent.futures.Future = concurrent.futures.Future()
+        result.set_running_or_notify_cancel()
         remaining = [len(futures)]
         lock = threading.Lock()
 
@@ -237,7 +331,7 @@ class Scorer:
             if errors:
                 result.set_exception(errors[0])
             else:
-                result.set_result(np.concatenate([f.result() for f in futures]) if len(futures) > 1 else futures[0].result())
+                result.set_result(join([f.result() for f in futures]) if len(futures) > 1 else futures[0].result())
 
         for f in futures:
             f.add_done_callback(_one_done)
@@ -255,9 +349,22 @@ class Scorer:
 
         inp = grpcclient.InferInput(self.model_config.input_name, list(chunk.shape), "UINT8")
         inp.set_data_from_numpy(chunk)  # serialised once, reused by every retry
+        return self._queue(inp, chunk.shape[0])
+
+    def _submit_encoded_chunk(self, chunk: list[bytes]) -> concurrent.futures.Future:
+        import tritonclient.grpc as grpcclient
+
+        # np.object_, not np.bytes_: a fixed-width bytes array drops trailing zero bytes (Triton server#2524).
+        rows = np.empty((len(chunk), 1), dtype=np.object_)
+        rows[:, 0] = chunk
+        inp = grpcclient.InferInput(encoded.INPUT_NAME, list(rows.shape), "BYTES")
+        inp.set_data_from_numpy(rows)
+        return self._queue(inp, len(chunk))
+
+    def _queue(self, inp, size: int) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
-        job = _Job(inputs=[inp], size=chunk.shape[0], future=future, first_try=time.monotonic())
+        job = _Job(inputs=[inp], size=size, future=future, first_try=time.monotonic())
         with self._cond:
             if self._closed:
                 raise InferenceError("scorer is closed")
@@ -327,11 +434,13 @@ class Scorer:
             endpoint.verified = True
         endpoint.sent += 1
         try:
+            names = ([encoded.OUTPUT_NAME, encoded.ERROR_KIND_NAME, encoded.ERROR_NAME] if self.server_decode
+                     else [self.model_config.output_name])
             endpoint.client.async_infer(
-                self.model_name, job.inputs,
+                self.request_model_name, job.inputs,
                 lambda result, error: self._finish_safely(job, endpoint, started, result, error),
                 model_version=self.model_version,
-                outputs=[grpcclient.InferRequestedOutput(self.model_config.output_name)],
+                outputs=[grpcclient.InferRequestedOutput(name) for name in names],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
@@ -350,15 +459,7 @@ class Scorer:
         """Completion callback (gRPC thread): deliver the result or schedule the retry."""
         output, status = None, None
         if error is None:
-            try:
-                output = result.as_numpy(self.model_config.output_name)
-            except ValueError as exc:  # payload that doesn't fit its shape: must not escape the callback
-                output = None
-                error = InferenceError(f"{endpoint.url} returned a malformed {self.model_config.output_name!r} tensor: {exc}")
-        if error is None:
-            if output is None or output.shape != (job.size, self.contract.num_attributes):
-                shape = None if output is None else output.shape
-                error, output = InferenceError(f"{endpoint.url} returned output of shape {shape} for {job.size} images"), None
+            output, error = self._read_output(result, job.size, endpoint.url)
         if error is not None:
             status = status_code(error)
         with self._cond:
@@ -379,6 +480,27 @@ class Scorer:
             job.future.set_result(output)
         elif failure is not None:
             job.future.set_exception(failure)
+
+    def _read_output(self, result, size: int, url: str) -> tuple[np.ndarray | EncodedAnswer | None, Exception | None]:
+        """(the answer for ``size`` images, None), or (None, the error) for a malformed one."""
+        name = encoded.OUTPUT_NAME if self.server_decode else self.model_config.output_name
+        try:
+            output = result.as_numpy(name)
+            if self.server_decode:
+                kinds, errors = result.as_numpy(encoded.ERROR_KIND_NAME), result.as_numpy(encoded.ERROR_NAME)
+        except ValueError as exc:  # payload that doesn't fit its shape: must not escape the callback
+            return None, InferenceError(f"{url} returned a malformed {name!r} tensor: {exc}")
+        if output is None or output.shape != (size, self.contract.num_attributes):
+            shape = None if output is None else output.shape
+            return None, InferenceError(f"{url} returned output of shape {shape} for {size} images")
+        if not self.server_decode:
+            return output, None
+        if kinds is None or errors is None or kinds.shape != (size, 1) or errors.shape != (size, 1):
+            return None, InferenceError(f"{url} returned no per-row {encoded.ERROR_KIND_NAME}/{encoded.ERROR_NAME} "
+                                        f"for {size} images")
+        text = [(bytes(k).decode("utf-8", "replace"), bytes(e).decode("utf-8", "replace"))
+                for k, e in zip(kinds[:, 0], errors[:, 0], strict=True)]
+        return EncodedAnswer(output, tuple(k for k, _ in text), tuple(e for _, e in text)), None
 
     def _handle_error(self, job: _Job, endpoint: Endpoint, error, status) -> Exception | None:
         """Under the lock: count the error, then queue a retry (None) or return the job's final error."""
@@ -440,3 +562,10 @@ class Scorer:
         for endpoint in self._endpoints:
             endpoint.close()
 
+
+
+def _done(value) -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_running_or_notify_cancel()
+    future.set_result(value)
+    return future

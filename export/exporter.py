@@ -19,6 +19,7 @@ from typing import Any
 
 from facialattr import MODEL_NAME, repository, triton_config
 from facialattr.contract import ModelContract
+from facialattr.encoded import EncodedModelConfig
 from facialattr.errors import ExportError, FacialAttrError
 from facialattr.export import convert, images, parity
 from facialattr.export.quantize import (
@@ -170,6 +171,8 @@ def export_model(model: Path, options: ExportOptions, *, contract_path: Path | N
         export_info = _export_info(keras_path, options, gate)
         fp32_contract = _with_summary(contract, export=export_info)
         version_dir = _publish(onnx_path, fp32_contract, _fp32_config(options), options)
+        # The bytes twin serves the same contract: rewritten with every FP32 publish, never left behind.
+        repository.write_encoded_model(options.repository, fp32_contract, config=_encoded_config(options))
         int8_dir = None
         if attempts and attempts[-1].passed:
             int8_contract = _with_summary(contract, export=export_info, int8=attempts[-1].as_dict(),
@@ -244,6 +247,10 @@ def _fp32_config(options: ExportOptions) -> triton_config.ModelConfig:
         max_batch_size=options.max_batch_size, tensorrt_fp16=options.tensorrt_fp16,
         instance_group=(triton_config.InstanceGroup(count=options.instance_count),),
     )
+
+
+def _encoded_config(options: ExportOptions) -> EncodedModelConfig:
+    return EncodedModelConfig(max_batch_size=options.max_batch_size, instance_count=options.instance_count)
 
 
 def _int8_config(options: ExportOptions) -> triton_config.ModelConfig:

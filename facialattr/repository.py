@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from facialattr import MODEL_NAME, triton_config
+from facialattr import MODEL_NAME, encoded, triton_config
 from facialattr.contract import ModelContract
 from facialattr.errors import ContractError, ModelRepositoryError
 
@@ -119,6 +119,83 @@ def write_model(
     _atomic_write(path / "config.pbtxt", triton_config.render(model_config.to_proto(contract)))
     log.info("wrote %s (model version %d)", target, version)
     return target
+
+
+@dataclass(frozen=True)
+class EncodedEntry:
+    """One validated bytes-model folder (:mod:`facialattr.encoded`): its config, contract and versions."""
+
+    path: Path
+    config: mc.ModelConfig
+    encoded_config: encoded.EncodedModelConfig
+    contract: ModelContract
+    versions: tuple[int, ...]
+
+
+def is_encoded_folder(path: Path) -> bool:
+    """True when ``path`` holds a bytes model's config (raises ModelRepositoryError for an unreadable one)."""
+    config_path = Path(path) / "config.pbtxt"
+    return config_path.is_file() and encoded.is_encoded_config(triton_config.load(config_path))
+
+
+def load_encoded_model(repository: Path, name: str = encoded.encoded_model_name()) -> EncodedEntry:
+    """Validate the bytes model ``repository/name`` against the pixel model it names.
+
+    Raises ModelRepositoryError naming the file when its config or a version's model.py is missing,
+    its tensors are not a bytes model's, or its contract differs from its pixel model's (an export
+    rewrote one and not the other).
+    """
+    path = Path(repository) / name
+    config = triton_config.load(path / "config.pbtxt")
+    try:
+        parsed, contract = encoded.EncodedModelConfig.from_proto(config)
+    except ContractError as exc:
+        raise ModelRepositoryError(f"{path}/config.pbtxt: {exc}") from exc
+    pixel = load_model(repository, parsed.pixel_model)
+    if contract != pixel.contract:
+        raise ModelRepositoryError(f"{path}/config.pbtxt: its contract differs from {parsed.pixel_model!r}'s; "
+                                   "re-export to write both")
+    versions = version_numbers(path)
+    missing = [v for v in versions if not (path / str(v) / encoded.MODEL_FILENAME).is_file()]
+    if not versions or missing:
+        raise ModelRepositoryError(f"{path}: needs numbered version folders with {encoded.MODEL_FILENAME} "
+                                   f"(missing in {missing or 'all'})")
+    return EncodedEntry(path=path, config=config, encoded_config=parsed, contract=contract, versions=versions)
+
+
+def write_encoded_model(repository: Path, contract: ModelContract, *,
+                        config: encoded.EncodedModelConfig | None = None) -> Path:
+    """Write (or rewrite) the bytes twin of ``config.pixel_model`` serving ``contract``; returns its folder.
+
+    One version, whose model.py imports the installed implementation, so a rewrite only
+    changes the config and labels (the contract), never code.
+    """
+    config = config or encoded.EncodedModelConfig()
+    path = Path(repository) / config.name
+    (path / "1").mkdir(parents=True, exist_ok=True)
+    _atomic_write(path / "1" / encoded.MODEL_FILENAME, encoded.MODEL_SOURCE)
+    _atomic_write(path / triton_config.LABEL_FILENAME, "\n".join(contract.attribute_names) + "\n")
+    _atomic_write(path / "config.pbtxt", triton_config.render(config.to_proto(contract)))
+    log.info("wrote %s (bytes twin of %s)", path, config.pixel_model)
+    return path
+
+
+def write_dali_models(folder: Path, contract: ModelContract, *, max_batch_size: int = triton_config.DEFAULT_MAX_BATCH_SIZE) -> list[Path]:
+    """Write the DALI variant (:func:`facialattr.encoded.dali_configs`) into ``folder``; returns the model folders.
+
+    For the official GPU container, beside the pixel model: each config, an empty version folder,
+    and the DALI model's ``pipeline.py`` that builds its ``1/model.dali`` there. Kept out of the
+    served repository: the embedded server has no DALI backend.
+    """
+    written = []
+    for name, config in encoded.dali_configs(contract, max_batch_size=max_batch_size).items():
+        path = Path(folder) / name
+        (path / "1").mkdir(parents=True, exist_ok=True)
+        _atomic_write(path / "config.pbtxt", triton_config.render(config))
+        written.append(path)
+    _atomic_write(Path(folder) / encoded.DALI_MODEL_NAME / encoded.DALI_PIPELINE_FILENAME,
+                  encoded.dali_pipeline_source(contract, max_batch_size=max_batch_size))
+    return written
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -5,7 +5,9 @@ docs/ARCHITECTURE.md): the Python-backend stub must sit next to the backend
 library, the stub must load the running interpreter's own libpython, and the
 stub ignores PYTHONPATH. The model repository on disk stays the one the GPU
 container serves with its ONNX Runtime backend; this module derives a
-Python-backend twin of it in a private work folder at start-up.
+Python-backend twin of it in a private work folder at start-up. A bytes model
+(facial_attributes_bytes, facialattr/encoded.py) is a Python-backend model already and
+is copied as it is, after a check against the pixel model it names.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ class EmbeddedTriton:
         # Name prefix of this server's /dev/shm regions: what stop() and a leak check look for.
         self.shm_prefix = f"facialattr_{uuid.uuid4().hex[:12]}_"
         self._preload: Path | None = None
+        self._encoded_entries: list[repository.EncodedEntry] = []
         # Header value that unlocks the restricted admin APIs of this server start only.
         self.admin_key = secrets.token_urlsafe(24)
 
@@ -187,12 +190,17 @@ class EmbeddedTriton:
         port given by number, ModelRepositoryError for a broken repository, ServerError otherwise.
         """
         cfg = self.config
-        # The served model must be valid; any other model folder (e.g. facial_attributes_int8) too.
-        entries = [repository.load_model(cfg.model_repository)] + [
-            repository.load_model(cfg.model_repository, path.name)
-            for path in sorted(Path(cfg.model_repository).iterdir())
-            if path.name != MODEL_NAME and (path / "config.pbtxt").is_file()
-        ]
+        # The served model must be valid; any other model folder (e.g. facial_attributes_int8) too,
+        # and each bytes twin (facial_attributes_bytes) against the pixel model it names.
+        entries = [repository.load_model(cfg.model_repository)]
+        self._encoded_entries = []
+        for path in sorted(Path(cfg.model_repository).iterdir()):
+            if path.name == MODEL_NAME or not (path / "config.pbtxt").is_file():
+                continue
+            if repository.is_encoded_folder(path):
+                self._encoded_entries.append(repository.load_encoded_model(cfg.model_repository, path.name))
+            else:
+                entries.append(repository.load_model(cfg.model_repository, path.name))
         workdirs.remove_stale()
         automatic = {name for name in self._bound_ports() if getattr(cfg, name) == 0}
         for name in self._bound_ports() - automatic:
@@ -220,6 +228,7 @@ class EmbeddedTriton:
         try:
             backends = self._prepare_backends(binary)
             models = [self._derive_model(entry) for entry in entries]
+            models += [self._derive_encoded_model(entry) for entry in self._encoded_entries]
             self._add_batch_guard(models)
             env = self._environment(libs)
             self._add_preload(env)
@@ -348,6 +357,12 @@ class EmbeddedTriton:
             shutil.copyfile(_PYTHON_MODEL, vdir / "model.py")
         shutil.copyfile(entry.path / triton_config.LABEL_FILENAME, target / triton_config.LABEL_FILENAME)
         (target / "config.pbtxt").write_text(triton_config.render(config))
+        return target
+
+    def _derive_encoded_model(self, entry: repository.EncodedEntry) -> Path:
+        """A bytes model as the repository has it (it is a Python-backend model already), in the work folder."""
+        target = self._workdir / "models" / entry.path.name
+        shutil.copytree(entry.path, target, symlinks=False)
         return target
 
     def _wait_ready(self, cfg: ServerConfig) -> None:

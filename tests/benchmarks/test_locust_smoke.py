@@ -19,7 +19,8 @@ def test_locust_users_get_answers_and_the_server_counts_them(triton_server, tmp_
     with grpcclient.InferenceServerClient(url) as client:
         before = serverstats.snapshot(client)
         run = locust_run.run_locust(url, users=3, run_time_s=3, csv_prefix=tmp_path / "locust",
-                                    html=tmp_path / "locust.html", extra=("--bulk-batch", "8"))
+                                    html=tmp_path / "locust.html", extra=("--bulk-batch", "8"),
+                                    user_classes=("CctvUser", "BulkUser"))  # the tiny repository has no bytes twin
         after = serverstats.snapshot(client)
 
     names = {row["Name"] for row in run.rows}
@@ -39,6 +40,13 @@ def test_locust_cctv_user_alone_sends_only_single_faces(triton_server, tmp_path)
                                 csv_prefix=tmp_path / "cctv", user_classes=("CctvUser",))
     assert [row["Name"] for row in run.rows] == ["infer 1 face", "Aggregated"]
     assert run.requests > 0 and run.failures == 0
+
+
+def test_locust_jpeg_users_send_single_jpegs_that_the_bytes_twin_scores(shipped_model_server, tmp_path):
+    run = locust_run.run_locust(shipped_model_server.config.grpc_url, users=2, run_time_s=4,
+                                csv_prefix=tmp_path / "jpeg", user_classes=("JpegUser",))
+    assert [row["Name"] for row in run.rows] == ["infer 1 JPEG (server decode)", "Aggregated"]
+    assert run.requests > 0 and run.failures == 0, (tmp_path / "jpeg_failures.csv").read_text()
 
 
 REPEATS = 10

@@ -185,8 +185,10 @@ def test_cli_replace_regenerates_the_model_folder_completely_with_the_requested_
                      "--tensorrt-fp16", "--instances", "2"])
     assert code == cli.EXIT_OK
     assert repository.version_numbers(repo / MODEL_NAME) == (1,)
-    assert sorted(p.name for p in repo.iterdir()) == [MODEL_NAME]
+    # The stale INT8 folder is gone; the bytes twin is rewritten with the new contract.
+    assert sorted(p.name for p in repo.iterdir()) == [MODEL_NAME, f"{MODEL_NAME}_bytes"]
     entry = repository.load_model(repo)
+    assert repository.load_encoded_model(repo).contract == entry.contract
     assert entry.contract.summary["export"]["source"].endswith("run0/model.keras")
     (accelerator,) = entry.config.optimization.execution_accelerators.gpu_execution_accelerator
     assert (accelerator.name, accelerator.parameters["precision_mode"]) == ("tensorrt", "FP16")
