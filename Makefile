@@ -9,7 +9,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 HTTP_PORT ?= 8000
 
-.PHONY: quickstart test lint notebook notebook-lab
+.PHONY: quickstart test lint notebook notebook-lab docker-image docker-quickstart
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,12 @@ notebook: $(VENV)/.all
 notebook-lab: $(VENV)/.all
 	@[ -x $(BIN)/jupyter-lab ] || $(BIN)/pip install -q -c constraints.txt jupyterlab
 	$(BIN)/jupyter-lab --ip 127.0.0.1 --no-browser $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/walkthrough.ipynb
+
+# The container way (docs/DEPLOYMENT.md): the project's image and the compose `cpu` profile, with a Docker
+# engine (docker/install-engine.sh sets one up on Debian 12 as root). IMAGES is required here.
+docker-image:
+	docker/build-image.sh
+
+docker-quickstart:
+	@[ -n "$(IMAGES)" ] || { echo "usage: make docker-quickstart IMAGES=DIR [OUT=FILE]"; exit 2; }
+	docker/quickstart.sh "$(IMAGES)" "$(OUT)"

@@ -134,10 +134,18 @@ EXPORT TRITONSERVER_Error *TRITONBACKEND_ModelBatchIncludeRequest(TRITONBACKEND_
 """
 
 
+_STEM = "libfacialattr_batch_guard"
+
+
 def build_batch_guard(folder: Path) -> Path:
     """Compile the strategy library into ``folder`` (private to this user); returns its path.
 
     Link it into a model's folder as :data:`LIBRARY_NAME`. Raises ServerError when no C compiler
     is found or the build fails.
     """
-    return preload.compile_library(_SOURCE, folder / "libfacialattr_batch_guard.so")
+    return preload.prebuilt_or_compiled(_STEM, _SOURCE, folder)
+
+
+def install_prebuilt_batch_guard() -> Path:
+    """Build the strategy library into the install, for hosts without a compiler (the container image)."""
+    return preload.install_prebuilt(_STEM, _SOURCE)

@@ -13,6 +13,7 @@ is copied as it is, after a check against the pixel model it names.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import os
@@ -44,6 +45,8 @@ _ADMIN_KEY_HEADER = "facialattr-admin-key"
 # Starts tried with fresh automatic ports when another process took one before tritonserver bound it.
 _PORT_ATTEMPTS = 5
 _PORT_TAKEN_MARK = "already in use"
+# A row of tritonserver's start-up model table: | name | version | UNAVAILABLE: cause |
+_UNAVAILABLE_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*UNAVAILABLE:(.*?)\|\s*$", re.MULTILINE)
 # How often tritonserver hands freed heap memory back to the system, and from how much free
 # memory on (serving.preload): a refused 1 GB request then costs its memory for about a second.
 MALLOC_TRIM_INTERVAL_MS = 1000
@@ -332,6 +335,7 @@ class EmbeddedTriton:
         stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.is_file():
             raise UnsupportedPlatformError(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
+        _check_libpython()
         for item in (source / "backends" / "python" / "libtriton_python.so",
                      source / "backends" / "python" / "triton_python_backend_utils.py", stub):
             (python_dir / item.name).symlink_to(item)
@@ -378,7 +382,8 @@ class EmbeddedTriton:
                 if self._process.poll() is not None:
                     tail = self.log_tail()
                     error = PortInUseError if _PORT_TAKEN_MARK in tail else ServerError
-                    raise error(f"tritonserver exited with code {self._process.returncode}:\n{tail}")
+                    failures = "".join(f"{line}\n" for line in model_load_failures(self._log_text()))
+                    raise error(f"{failures}tritonserver exited with code {self._process.returncode}:\n{tail}")
                 try:
                     ready = ("Started Metrics Service" in self.log_tail()) if tls else client.is_server_ready(client_timeout=2)
                     if ready:
@@ -406,9 +411,12 @@ class EmbeddedTriton:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of the server log ("" when there is none yet), for error messages."""
+        return "\n".join(self._log_text().splitlines()[-lines:])
+
+    def _log_text(self) -> str:
         if not self.log_path or not self.log_path.exists():
             return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.log_path.read_text(errors="replace")
 
     def is_running(self) -> bool:
         """True while the tritonserver process started by :meth:`start` has not exited."""
@@ -447,6 +455,27 @@ def start_on_free_ports(model_repository: Path, **config_fields: object) -> Embe
     """
     config = ServerConfig(Path(model_repository), http_port=0, grpc_port=0, metrics_port=0, **config_fields)
     return EmbeddedTriton(config).start()
+
+
+def model_load_failures(log_text: str) -> list[str]:
+    """One line per model tritonserver's start-up table marks UNAVAILABLE, naming the model and the cause."""
+    return [f"model {name} (version {version}) did not load: {cause.strip()}"
+            for name, version, cause in _UNAVAILABLE_ROW.findall(log_text)]
+
+
+def _check_libpython() -> None:
+    """The Python-backend stub links this interpreter's libpython; without it every model fails to load.
+
+    Triton reports that as a failed chmod of the stub, which points nowhere near the cause.
+    """
+    soname = sysconfig.get_config_var("INSTSONAME") or ""
+    if not soname.endswith(".so.1.0"):
+        return  # a static build names its .a here; the stub's own search is all there is
+    if (Path(sysconfig.get_config_var("LIBDIR")) / soname).exists() or ctypes.util.find_library(soname[3:].split(".so")[0]):
+        return
+    raise ServerError(f"the Triton Python-backend stub needs {soname}, which is neither in "
+                      f"{sysconfig.get_config_var('LIBDIR')} nor on the library path: install it "
+                      f"(Debian: apt-get install libpython{sys.version_info.major}.{sys.version_info.minor})")
 
 
 def _taken_ports(log_text: str) -> list[int]:

@@ -26,9 +26,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 from facialattr.errors import ServerError
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 PLACEHOLDER = "@FACIALATTR_SECRET@"
 ENV_NAME = "FACIALATTR_SECRET"
 TRIM_ENV_NAME = "FACIALATTR_MALLOC_TRIM"
+LIBRARY_STEM = "libfacialattr_preload"
 
 # glibc calls ELF constructors with (argc, argv, envp); argv is the very array main() receives.
 _SOURCE = r"""
@@ -122,13 +127,59 @@ def compiler() -> str | None:
     return shutil.which("cc") or shutil.which("gcc")
 
 
+def _library_source() -> str:
+    return _SOURCE % {"placeholder": PLACEHOLDER, "env_name": ENV_NAME, "trim_env_name": TRIM_ENV_NAME}
+
+
+def prebuilt_path(stem: str, source: str) -> Path:
+    """Where an install keeps library ``stem`` built ahead of time (the container image has no compiler).
+
+    The name carries a digest of ``source``, so an upgraded package never loads an older build.
+    """
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return Path(sys.prefix) / "lib" / "facialattr" / f"{stem}-{digest}.so"
+
+
+def install_prebuilt(stem: str, source: str) -> Path:
+    """Compile ``source`` to :func:`prebuilt_path` (the image's build stage does); returns the path."""
+    path = prebuilt_path(stem, source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return compile_library(source, path)
+
+
+def prebuilt_or_compiled(stem: str, source: str, folder: Path) -> Path:
+    """The install's prebuilt library when no other user could have written it, else one compiled into ``folder``.
+
+    Raises ServerError when there is no trusted prebuilt library and no C compiler, or the build fails.
+    """
+    prebuilt = prebuilt_path(stem, source)
+    if _is_trusted(prebuilt):
+        return prebuilt
+    return compile_library(source, folder / f"{stem}.so")
+
+
+def _is_trusted(path: Path) -> bool:
+    for item in (path, path.parent):
+        try:
+            info = item.stat()
+        except OSError:
+            return False
+        if info.st_uid not in (0, os.geteuid()) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
+
+
 def build_preload(folder: Path) -> Path:
-    """Compile the library into ``folder`` (private to this user); returns its path.
+    """The preload library's path: prebuilt by the install, or compiled into ``folder`` (private to this user).
 
     Raises ServerError when no C compiler is found or the build fails.
     """
-    source = _SOURCE % {"placeholder": PLACEHOLDER, "env_name": ENV_NAME, "trim_env_name": TRIM_ENV_NAME}
-    return compile_library(source, folder / "libfacialattr_preload.so")
+    return prebuilt_or_compiled(LIBRARY_STEM, _library_source(), folder)
+
+
+def install_prebuilt_preload() -> Path:
+    """Build the preload library into the install (see :func:`install_prebuilt`)."""
+    return install_prebuilt(LIBRARY_STEM, _library_source())
 
 
 def compile_library(source: str, library: Path) -> Path:

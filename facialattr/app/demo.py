@@ -1,6 +1,7 @@
 """``facialattr demo``: the quick start — serve the shipped model, score a folder, show a table.
 
-Starts the embedded Triton on the model repository, scores the given folder (or
+Starts the embedded Triton on the model repository (or uses the one at ``--url``, as
+``make docker-quickstart`` does with the container's), scores the given folder (or
 sample photos made from scikit-image's public-domain images), prints the top
 attributes of the first images and leaves one row per image in the results file.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -21,6 +23,8 @@ TABLE_TOP_K = 5
 # The table shows the first this many scored images and the first this many failed ones, in the
 # results file's order; a last line counts the rest and names the file that holds them.
 TABLE_ROWS = 20
+# How long --url waits for a server that is still starting (a container just brought up).
+URL_CONNECT_TIMEOUT_S = 60.0
 
 
 def register(subparsers) -> None:
@@ -29,16 +33,17 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("demo", help="quick start: serve the shipped model and score a folder (or sample photos)")
     p.add_argument("images", nargs="?", type=Path, help="folder of face photos (default: generated sample photos)")
-    p.add_argument("--out", type=Path, default=Path("quickstart-results.csv"), help="results file (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("quickstart-results.csv"),
+                   help="results file: .csv, .jsonl or .parquet (default: %(default)s)")
+    p.add_argument("--url", metavar="HOST:PORT",
+                   help="score with the Triton serving at HOST:PORT (gRPC) instead of starting one; the server "
+                        f"options below are then unused (waits up to {URL_CONNECT_TIMEOUT_S:.0f} s for it to answer)")
     add_server_arguments(p)
     p.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from facialattr import repository
     from facialattr.client.bulk import score_paths
-    from facialattr.serving.commands import server_config
-    from facialattr.serving.embedded import EmbeddedTriton
 
     images = args.images
     if images is None:
@@ -46,15 +51,30 @@ def _demo(args: argparse.Namespace) -> int:
 
         make_sample_folder(SAMPLE_DIR)
         images = SAMPLE_DIR
-    entry = repository.load_model(args.model_repository)
-    print(model_status(entry.contract.summary), flush=True)
-    with EmbeddedTriton(server_config(args)) as server:
-        summary = score_paths([images], out=args.out, urls=server.config.grpc_url, recursive=True, overwrite=True)
+    if args.url:
+        from facialattr.client.scorer import Scorer
+
+        with Scorer(args.url, connect_timeout_s=URL_CONNECT_TIMEOUT_S) as scorer:
+            print(model_status(scorer.contract.summary), flush=True)
+            summary = score_paths([images], out=args.out, recursive=True, overwrite=True, scorer=scorer)
+    else:
+        summary = _score_with_embedded_server(args, images, score_paths)
     print(format_table(args.out), flush=True)
     for line in summary.lines():
         print(line)
     print(f"results: {args.out} (one row per image: probabilities, present flags, top-10)")
     return EXIT_OK
+
+
+def _score_with_embedded_server(args: argparse.Namespace, images: Path, score_paths):
+    from facialattr import repository
+    from facialattr.serving.commands import server_config
+    from facialattr.serving.embedded import EmbeddedTriton
+
+    entry = repository.load_model(args.model_repository)
+    print(model_status(entry.contract.summary), flush=True)
+    with EmbeddedTriton(server_config(args)) as server:
+        return score_paths([images], out=args.out, urls=server.config.grpc_url, recursive=True, overwrite=True)
 
 
 def model_status(summary: dict) -> str:
@@ -71,18 +91,18 @@ def format_table(results_csv: Path, *, top_k: int = TABLE_TOP_K, max_rows: int =
     Shows the first ``max_rows`` scored rows and the first ``max_rows`` failed ones in file order,
     so a folder of thousands stays readable and failures are not pushed out by successes; a last
     line says how many rows are left out and that ``results_csv`` holds them. Reads a
-    ``facialattr score`` CSV; raises OSError when it cannot be read, KeyError when it lacks a column.
+    ``facialattr score`` file in any of its formats; raises OSError when it cannot be read, KeyError
+    when it lacks a column.
     """
-    shown: list[dict[str, str]] = []
+    shown: list[dict] = []
     counts = {kind: {"shown": 0, "left_out": 0} for kind in ("ok", "error")}
-    with open(results_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            count = counts["ok" if row["status"] == "ok" else "error"]
-            if count["shown"] < max_rows:
-                shown.append(row)
-                count["shown"] += 1
-            else:
-                count["left_out"] += 1
+    for row in _result_rows(results_csv):
+        count = counts["ok" if row["status"] == "ok" else "error"]
+        if count["shown"] < max_rows:
+            shown.append(row)
+            count["shown"] += 1
+        else:
+            count["left_out"] += 1
     name_width = max([len("image")] + [len(Path(r["path"]).name) for r in shown])
     lines = [f"{'image':<{name_width}}  {'status':<6}  top attributes (probability, * = present at its threshold)"]
     for row in shown:
@@ -90,10 +110,26 @@ def format_table(results_csv: Path, *, top_k: int = TABLE_TOP_K, max_rows: int =
         if row["status"] != "ok":
             lines.append(f"{name:<{name_width}}  {row['status']:<6}  {row['error']}")
             continue
-        tops = [a for a in row["top10"].split(";") if a][:top_k]
-        cells = [f"{a} {float(row[a]):.2f}{'*' if row[a + '_present'] == '1' else ''}" for a in tops]
+        top10 = row["top10"]
+        tops = [a for a in (top10.split(";") if isinstance(top10, str) else top10) if a][:top_k]
+        # CSV holds "1"/"0"; JSONL and Parquet hold booleans.
+        cells = [f"{a} {float(row[a]):.2f}{'*' if row[a + '_present'] in ('1', True) else ''}" for a in tops]
         lines.append(f"{name:<{name_width}}  {'ok':<6}  " + ", ".join(cells))
     ok, failed = counts["ok"]["left_out"], counts["error"]["left_out"]
     if ok + failed:
         lines.append(f"... {ok + failed} more rows ({ok} scored, {failed} failed) in {results_csv}")
     return "\n".join(lines)
+
+
+def _result_rows(path: Path):
+    """The rows of a results file as written: CSV cells are strings, JSONL and Parquet keep their types."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+        return
+    with open(path, newline="") as f:
+        if path.suffix == ".jsonl":
+            yield from (json.loads(line) for line in f if line.strip())
+        else:
+            yield from csv.DictReader(f)

@@ -50,3 +50,18 @@ def test_a_big_folder_s_table_shows_the_first_scored_and_failed_images_and_point
         [f"zz_broken{i:02d}.jpg" for i in range(20)]
     assert all(line.split()[1] == "error" for line in shown[20:])
     assert lines[-1] == f"... 8 more rows (5 scored, 3 failed) in {out}"
+
+
+def test_demo_with_url_scores_through_a_running_server_and_tables_every_output_format_alike(
+        tmp_path, triton_server, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tables = {}
+    for suffix in (".csv", ".jsonl", ".parquet"):
+        out = tmp_path / f"results{suffix}"
+        assert main(["demo", "--url", triton_server.config.grpc_url, "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        tables[suffix] = format_table(out)
+        assert tables[suffix] in printed and "7 scored, 1 failed" in printed
+    assert "*" in tables[".csv"]  # present flags are shown, whatever the file holds them as
+    assert tables[".jsonl"].replace(".jsonl", ".csv") == tables[".csv"]
+    assert tables[".parquet"].replace(".parquet", ".csv") == tables[".csv"]

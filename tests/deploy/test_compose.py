@@ -24,8 +24,10 @@ def test_image_is_the_official_container_matching_the_embedded_server(triton_ser
     assert triton_service["image"] == f"nvcr.io/nvidia/tritonserver:{CONTAINER_FOR_SERVER['2.51.0']}-py3"
 
 
-def test_model_repository_is_mounted_read_only_and_served_without_model_control(triton_service):
-    assert "./model_repository:/models:ro" in triton_service["volumes"]
+def test_pixel_models_are_mounted_read_only_and_served_without_model_control(triton_service):
+    # The bytes twin needs the facialattr package, which the official container lacks.
+    assert triton_service["volumes"] == [f"./model_repository/{name}:/models/{name}:ro"
+                                         for name in ("facial_attributes", "facial_attributes_int8")]
     assert "--model-repository=/models" in triton_service["command"]
     assert "--model-control-mode=none" in triton_service["command"]
 
