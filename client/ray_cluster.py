@@ -54,9 +54,11 @@ def ray_session(address: str | None):
             raise RayClusterError(f"cannot join the Ray cluster at {address}: {exc} (a cluster with token "
                                   "authentication needs its token: RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)") from None
     else:
-        # A private instance for this run, no dashboard. (Ray binds the node address whatever it is
-        # told, and turns token authentication on: docs/DISTRIBUTED.md, Security.)
-        ray.init(include_dashboard=False, **kwargs)
+        # A private instance for this run: no dashboard and no usage reports (the processes and the start-up
+        # time they cost serve a long-lived cluster, not one run). Ray binds the node address whatever it is
+        # told, and turns token authentication on: docs/DISTRIBUTED.md, Security.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(include_dashboard=False, num_cpus=os.cpu_count(), **kwargs)
     try:
         yield time.perf_counter() - started
     finally:

@@ -1,112 +1,107 @@
-"""``facialattr score --engine ray``: the same scoring spread over a Ray cluster with Ray Data.
+"""``facialattr score --engine ray``: the single-process scorer, once per CPU of a Ray cluster.
 
-The driver (this process) reads the contract from the servers, walks the inputs
-into units of ``--shard-size`` paths on disk (client/sharded_out.py) and runs one
-Ray Data pipeline over the unit numbers::
+The driver (this process) reads the contract from the servers, joins (or starts) Ray, walks the
+inputs into units of ``--shard-size`` paths on disk (client/sharded_out.py) and hands the unit
+numbers to a pool of :class:`ShardScorer` actors, one per CPU the cluster offers::
 
-    range(units) -> decode tasks (client/batching.py's decode and preprocess, 1 CPU each)
-                 -> an actor pool of Scorers (gRPC to every --url, failover, retries)
-                 -> one Parquet shard per unit, written by the actor, atomically
+    driver: unit numbers, a few per call ──► ShardScorer actor (1 CPU each, on any node)
+                                               reads its units' paths from OUT/_manifest/
+                                               client/bulk.py's scoring loop, as `facialattr score` runs it:
+                                                 decode threads, requests in flight, one Scorer (gRPC to
+                                                 every --url, failover, retries), RowMaker rows
+                                               writes each unit's shard OUT/part-NNNNNN.parquet, atomically
+    driver ◄── one Summary per call (counters, first failures, time split)
 
-Nothing but unit numbers, decoded units (in Ray's object store, bounded by Ray
-Data's backpressure) and one small summary row per unit travel through Ray; the
-driver holds the plan, the counters and one summary batch at a time, never the
-list of inputs. Ray is imported only when this engine runs (the ``ray`` extra).
+Images never travel through Ray: only unit numbers go out and small summaries come back, so
+the object store, Ray Data's executor and its decode tasks (most of the old engine's extra
+CPU, docs/DISTRIBUTED.md) are gone. The actors take the single-process settings unchanged
+(``Scorer`` keyword arguments and the ``EngineConfig``), so a scorer option reaches them without
+edits here. Ray is imported only when this engine runs (the ``ray`` extra).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 # Only light imports here: ``facialattr score --help`` imports this module for its options.
-from facialattr import MODEL_NAME
 from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED, FacialAttrError, InputError
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
-# Inputs per unit (one Ray task, one shard): 256 prepared 128 px images are 12.6 MB in the object store.
+# Inputs per unit (one shard): big enough that a shard's write is noise, small enough to spread 4,000 images.
 DEFAULT_SHARD_SIZE = 256
+# Calls queued per actor: the next call's units are there the moment one ends, so an actor never waits on the driver.
+CALLS_QUEUED_PER_ACTOR = 2
+# Calls per actor aimed at over a run: enough that actors finish close together, few enough that the
+# pipeline's fill and drain (once per call) stay small.
+CALLS_PER_ACTOR = 4
+MAX_UNITS_PER_CALL = 8
 
 
 @dataclass(frozen=True)
 class RayOptions:
-    """How the Ray engine spreads the work; scorer settings mean what they mean for ``facialattr score``."""
+    """How the Ray engine spreads the work (the scoring itself is set by the single-process settings)."""
 
     address: str | None = None  # None: start a private Ray instance for the run (no dashboard)
     shard_size: int = DEFAULT_SHARD_SIZE
-    actors: int = 2
-    # Scoring actors mostly wait on the network, so by default they reserve no CPU: every core decodes.
-    actor_cpus: float = 0.0
-    timeout_s: float = 30.0
-    max_in_flight: int = 4
-    connect_timeout_s: float | None = None  # None: the Scorer's default (fails fast on a refused connection)
-    give_up_after_s: float = 300.0
-    max_file_bytes: int | None = None  # None: the single-process defaults (client/batching.py EngineConfig)
-    max_decode_bytes: int | None = None
-    model_name: str = MODEL_NAME
-
-    def decode_limits(self) -> dict[str, int]:
-        """Byte and pixel limits for the decode tasks: these options over the single-process defaults."""
-        from facialattr.client.batching import EngineConfig
-
-        limits = {k: v for k, v in (("max_file_bytes", self.max_file_bytes),
-                                    ("max_decode_bytes", self.max_decode_bytes)) if v is not None}
-        return EngineConfig(**limits).decode_limits()
+    actors: int | None = None  # None: one per CPU the cluster offers (divided by actor_cpus)
+    actor_cpus: float = 1.0  # an actor decodes on its own threads and runs the gRPC client: a core's work
 
 
 @dataclass
 class RayTimings:
-    """Seconds summed over units (tasks and actors run in parallel, so these add up past wall time)."""
+    """Seconds; decode and inference wait are summed over actors (they run in parallel, past wall time)."""
 
-    decode_s: float = 0.0
-    infer_s: float = 0.0
-    write_s: float = 0.0
     startup_s: float = 0.0
     plan_s: float = 0.0
+    actors: int = 0
+    decode_s: float = 0.0
+    infer_s: float = 0.0
 
     def line(self) -> str:
         """One human-readable summary line for stderr."""
-        return (f"ray engine: start {self.startup_s:.1f} s, walk {self.plan_s:.1f} s; summed over units: "
-                f"decode {self.decode_s:.1f} s, inference {self.infer_s:.1f} s, shard writes {self.write_s:.1f} s")
+        return (f"ray engine: start {self.startup_s:.1f} s, walk {self.plan_s:.1f} s, {self.actors} actors; "
+                f"summed over actors: decode {self.decode_s:.1f} s, inference wait {self.infer_s:.1f} s")
 
 
 def add_arguments(parser) -> None:
     """The Ray engine's options on ``facialattr score``."""
     group = parser.add_argument_group("Ray engine (--engine ray; needs the 'ray' extra)")
     group.add_argument("--engine", choices=ENGINES, default="local",
-                       help="local: this process (default); ray: Ray Data over a Ray cluster, --out is a folder of shards")
+                       help="local: this process (default); ray: the same scoring on every CPU of a Ray cluster, "
+                            "--out is a folder of shards")
     group.add_argument("--ray-address", metavar="HOST:PORT",
                        help="a running Ray cluster's GCS address (default: start a private Ray instance on this machine)")
     group.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="N",
-                       help="inputs per Ray task and per Parquet shard (default: %(default)s)")
-    group.add_argument("--ray-actors", type=int, default=RayOptions.actors, metavar="N",
-                       help="scoring actors (gRPC clients over every --url) (default: %(default)s)")
+                       help="inputs per Parquet shard (default: %(default)s)")
+    group.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                       help="scoring actors, each a whole single-process scorer (default: one per CPU of the cluster)")
     group.add_argument("--ray-actor-cpus", type=float, default=RayOptions.actor_cpus, metavar="CPUS",
-                       help="CPUs each scoring actor reserves (default: %(default)s; they mostly wait on the network)")
+                       help="CPUs each scoring actor reserves (default: %(default)s)")
 
 
-def run(args, *, urls: list[str]) -> int:
-    """``facialattr score --engine ray``: exit status as the single-process command gives it."""
+def run(args, *, urls: list[str], scorer_kwargs: dict, engine) -> int:
+    """``facialattr score --engine ray``: exit status as the single-process command gives it.
+
+    ``scorer_kwargs`` (keyword arguments of :class:`~facialattr.client.scorer.Scorer`) and ``engine``
+    (an :class:`~facialattr.client.batching.EngineConfig`) are the single-process command's settings.
+    """
     from facialattr.client.scorer import ServerUnavailableError
 
     options = RayOptions(address=args.ray_address, shard_size=args.shard_size, actors=args.ray_actors,
-                         actor_cpus=args.ray_actor_cpus, timeout_s=args.timeout_s,
-                         max_in_flight=args.max_in_flight, connect_timeout_s=args.connect_timeout,
-                         give_up_after_s=args.give_up_after, max_file_bytes=args.max_file_bytes,
-                         max_decode_bytes=args.max_decode_bytes, model_name=args.model_name)
+                         actor_cpus=args.ray_actor_cpus)
     timings = RayTimings()
     try:
         summary = score_paths_ray(args.paths, out=args.out, urls=urls, recursive=args.recursive, resume=args.resume,
                                   overwrite=args.overwrite, follow_symlinks=args.follow_symlinks,
-                                  progress=not args.no_progress, options=options, timings=timings)
+                                  progress=not args.no_progress, options=options, scorer_kwargs=scorer_kwargs,
+                                  engine=engine, timings=timings)
     except ServerUnavailableError as exc:
         log.error("%s", exc)
         log.error("stopped; shards written so far are kept. Rerun with --resume once the server is back.")
@@ -119,90 +114,171 @@ def run(args, *, urls: list[str]) -> int:
     return summary.exit_code
 
 
-def score_paths_ray(paths, *, out: os.PathLike | str, urls: list[str], recursive: bool = False, resume: bool = False,
+def score_paths_ray(paths, *, out, urls: list[str], recursive: bool = False, resume: bool = False,
                     overwrite: bool = False, follow_symlinks: bool = False, progress: bool = True,
-                    options: RayOptions | None = None, timings: RayTimings | None = None):
+                    options: RayOptions | None = None, scorer_kwargs: dict | None = None, engine=None,
+                    timings: RayTimings | None = None):
     """Score every image under ``paths`` into the shard folder ``out`` on a Ray cluster.
 
-    Raises RayClusterError (no cluster), ServerUnavailableError (no server past the retry
-    deadline; resumable), InputError (bad arguments, an ``out`` that is not this engine's).
+    Everything that can fail at the start (the output refused, no server, no cluster) fails before
+    ``out`` is created, so a retry is not refused. Raises RayClusterError (no cluster),
+    ServerUnavailableError (no server; past the retry deadline, resumable), InputError (bad
+    arguments, an ``out`` that is not this engine's).
     """
     from facialattr.client import sharded_out
-    from facialattr.client.bulk import Summary
-    from facialattr.client.paths import WalkStats
+    from facialattr.client.ray_cluster import ray_session
     from facialattr.client.scorer import Scorer
     from facialattr.files import OutputLock
 
     options = options or RayOptions()
-    if options.actors < 1 or options.max_in_flight < 1 or options.actor_cpus < 0:
-        raise InputError("--ray-actors and --max-in-flight must be at least 1, --ray-actor-cpus at least 0")
+    scorer_kwargs = scorer_kwargs or {}
+    timings = timings if timings is not None else RayTimings()
+    if (options.actors is not None and options.actors < 1) or options.actor_cpus < 0:
+        raise InputError("--ray-actors must be at least 1, --ray-actor-cpus at least 0")
+    if options.shard_size < 1:
+        raise InputError(f"--shard-size must be at least 1, got {options.shard_size}")
     # One run per output folder, for the whole run (a second fails at once, before anything is deleted).
+    # The lock file goes with the lock, so a start that fails below leaves nothing behind.
     with OutputLock(out):
+        sharded_out.check_dataset(out, resume=resume, overwrite=overwrite)
+        # The driver's own look at the servers: a clear failure before any Ray work or output.
+        with Scorer(urls, **scorer_kwargs):
+            pass
+        with ray_session(options.address) as startup_s:
+            timings.startup_s = startup_s
+            return _score(paths, out, urls, recursive=recursive, resume=resume, overwrite=overwrite,
+                          follow_symlinks=follow_symlinks, progress=progress, options=options,
+                          scorer_kwargs=scorer_kwargs, engine=engine, timings=timings)
+
+
+def _score(paths, out, urls: list[str], *, recursive: bool, resume: bool, overwrite: bool, follow_symlinks: bool,
+           progress: bool, options: RayOptions, scorer_kwargs: dict, engine, timings: RayTimings):
+    """The run, once the output is locked and checked, the servers answered and Ray is up."""
+    import ray
+
+    from facialattr.client import sharded_out
+    from facialattr.client.bulk import Summary
+
+    started = time.perf_counter()
+    # The actors start (a worker process each: imports, a gRPC connection) while this process walks.
+    actors = _start_actors(Path(out), urls, scorer_kwargs, engine, options, timings)
+    try:
         out = sharded_out.open_dataset(out, resume=resume, overwrite=overwrite)
-        summary = Summary(out=out)
-        timings = timings if timings is not None else RayTimings()
-        # The driver's own look at the servers: the contract (and a clear failure before any Ray work).
-        with Scorer(urls, model_name=options.model_name, timeout_s=options.timeout_s,
-                    connect_timeout_s=options.connect_timeout_s, answered_wait_s=options.give_up_after_s) as probe:
-            contract = probe.contract
-        started = time.perf_counter()
-        walk = WalkStats()
+        summary = Summary(out=out, recursive=recursive)
         plan = sharded_out.plan_units(out, paths, recursive=recursive, follow_symlinks=follow_symlinks,
-                                      unit_size=options.shard_size, stats=walk)
+                                      unit_size=options.shard_size, stats=summary.walk)
         timings.plan_s = time.perf_counter() - started
         summary.walk.skipped_symlinks = plan.skipped_symlinks
         if plan.units:
-            from facialattr.client.ray_cluster import ray_session
-
-            with ray_session(options.address) as startup_s:
-                timings.startup_s = startup_s
-                _drive(_pipeline(out, plan, urls, contract, options, progress=progress), summary, timings, plan,
-                       progress)
-        summary.elapsed_s = time.perf_counter() - started
-        summary.complete = True
+            _drive(out, plan, actors, summary, timings, progress=progress)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    summary.elapsed_s = time.perf_counter() - started
+    summary.complete = True
     return summary
 
 
-def _pipeline(out: Path, plan, urls: list[str], contract, options: RayOptions, *, progress: bool):
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = False
-    ctx.enable_progress_bars = progress  # Ray's per-operator progress, beside the command's own bar
-    units = ray.data.range(plan.units, override_num_blocks=plan.units)
-    decoded = units.map_batches(
-        decode_units, batch_format="pyarrow", batch_size=1, num_cpus=1,
-        fn_kwargs={"out": str(out), "preprocessing": contract.preprocessing, "limits": options.decode_limits()},
-    )
-    return decoded.map_batches(
-        ScoreUnits, batch_format="pyarrow", batch_size=1, num_cpus=options.actor_cpus,
-        compute=ray.data.ActorPoolStrategy(size=options.actors),
-        fn_constructor_kwargs={"urls": urls, "out": str(out), "options": asdict(options)},
-    )
+def actor_count(options: RayOptions, cluster_cpus: float) -> int:
+    """``options.actors``, or as many actors as the cluster's CPUs hold at ``actor_cpus`` each (at least one)."""
+    if options.actors is not None:
+        return options.actors
+    if options.actor_cpus <= 0:
+        return max(1, int(cluster_cpus))
+    return max(1, int(cluster_cpus // options.actor_cpus))
 
 
-def _drive(dataset, summary, timings: RayTimings, plan, progress: bool) -> None:
-    """Consume the per-unit summaries: counters, the progress bar, errors from the cluster."""
+def unit_calls(units: list[int], actors: int) -> list[list[int]]:
+    """The units split into calls: about CALLS_PER_ACTOR calls per actor, consecutive units per call."""
+    per_call = max(1, min(MAX_UNITS_PER_CALL, len(units) // max(1, actors * CALLS_PER_ACTOR)))
+    return [units[i : i + per_call] for i in range(0, len(units), per_call)]
+
+
+def _start_actors(out: Path, urls: list[str], scorer_kwargs: dict, engine, options: RayOptions,
+                  timings: RayTimings) -> list:
+    """The pool of ShardScorer actors, one per CPU of the cluster unless ``options`` say otherwise."""
+    import ray
+
+    cluster_cpus = ray.cluster_resources().get("CPU", 0.0)
+    n = actor_count(options, cluster_cpus)
+    if n * options.actor_cpus > cluster_cpus:
+        log.warning("%d actors at %s CPUs each need more CPUs than the cluster's %s; some will wait for others",
+                    n, options.actor_cpus, cluster_cpus)
+    timings.actors = n
+    actor_class = ray.remote(ShardScorer).options(
+        num_cpus=options.actor_cpus,
+        # A dead actor (its node lost, its process killed) is restarted and its calls run again: each
+        # call's shards replace themselves, so every input still has exactly one row. Its arguments
+        # are small (no object-store copies to keep for a restart).
+        max_restarts=2, max_task_retries=2)
+    return [actor_class.remote(str(out), urls, scorer_kwargs, engine) for _ in range(n)]
+
+
+def _drive(out: Path, plan, actors: list, summary, timings: RayTimings, *, progress: bool) -> None:
+    """Keep each actor fed with calls and add up what they return."""
+    import ray
     from tqdm import tqdm
 
-    errors: Counter[str] = Counter()
-    bar = tqdm(desc="scoring", unit="img", total=plan.inputs, file=sys.stderr, disable=not progress,
-               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 15.0)
+    from facialattr.client import sharded_out
+
+    # Units a finished shard already holds are counted here, not sent out (a resumed run, a rerun).
+    todo = []
+    for unit in range(plan.units):
+        done = sharded_out.done_rows(out, unit)
+        if done is None:
+            todo.append(unit)
+        else:
+            summary.already_done += done
+    if not todo:
+        return
+    calls = deque(unit_calls(todo, len(actors)))
+    bar = tqdm(desc="scoring", unit="img", total=plan.inputs, initial=summary.already_done, file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 15.0)
+    pending: dict = {}  # call's ObjectRef -> its actor
     try:
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            for unit in batch.to_pylist():
-                summary.already_done += unit["already_done"]
-                summary.scored += unit["scored"]
-                summary.failed += unit["failed"]
-                errors.update(json.loads(unit["errors_by_kind"]))
-                for name in ("decode_s", "infer_s", "write_s"):
-                    setattr(timings, name, getattr(timings, name) + unit[name])
-                bar.update(unit["already_done"] + unit["scored"] + unit["failed"])
-    except Exception as exc:
-        raise _facialattr_cause(exc) or exc from None
+        for actor in actors:
+            for _ in range(CALLS_QUEUED_PER_ACTOR):
+                if calls:
+                    pending[actor.score_units.remote(calls.popleft())] = actor
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            actor = pending.pop(ref)
+            if calls:
+                pending[actor.score_units.remote(calls.popleft())] = actor
+            part = _result(ray, ref)
+            _add(summary, part, timings)
+            bar.update(part.written + part.already_done)
     finally:
         bar.close()
-        summary.errors_by_kind = dict(errors)
+
+
+def _result(ray, ref):
+    try:
+        return ray.get(ref)
+    except Exception as exc:
+        raise _facialattr_cause(exc) or exc from None
+
+
+def _add(summary, part, timings: RayTimings) -> None:
+    """Add one call's Summary to the run's."""
+    from facialattr.client.bulk import SUMMARY_FAILED_SHOWN
+
+    for name in ("scored", "failed", "server_failed", "already_done"):
+        setattr(summary, name, getattr(summary, name) + getattr(part, name))
+    for kind, n in part.errors_by_kind.items():
+        summary.errors_by_kind[kind] = summary.errors_by_kind.get(kind, 0) + n
+    room = SUMMARY_FAILED_SHOWN - len(summary.first_failures)
+    summary.first_failures.extend(part.first_failures[:max(0, room)])
+    stats, theirs = summary.scorer_stats, part.scorer_stats
+    if theirs is not None:
+        if stats is None:
+            summary.scorer_stats = theirs
+        else:
+            stats.retries += theirs.retries
+            for status, n in theirs.errors_by_status.items():
+                stats.errors_by_status[status] = stats.errors_by_status.get(status, 0) + n
+    timings.decode_s += part.timings.decode_s
+    timings.infer_s += part.timings.wait_infer_s
 
 
 def _facialattr_cause(exc: BaseException) -> FacialAttrError | None:
@@ -217,89 +293,43 @@ def _facialattr_cause(exc: BaseException) -> FacialAttrError | None:
     return None
 
 
-def decode_units(batch, *, out: str, preprocessing, limits: dict[str, int]):
-    """Ray task: unit numbers -> one row per unit with its prepared images (or its shard's size, when done)."""
-    import pyarrow as pa
+class ShardScorer:
+    """Ray actor: the single-process scorer over the inputs of the units it is given, one shard per unit.
 
-    from facialattr.client import sharded_out
-    from facialattr.client.batching import decode_files
+    ``scorer_kwargs`` and ``engine`` are what ``facialattr score`` gives its Scorer and its scoring loop.
+    """
 
-    rows = []
-    for unit in batch.column("id").to_pylist():
-        done = sharded_out.done_rows(Path(out), unit)
-        row = {"unit": unit, "done_rows": -1 if done is None else done, "paths": [], "errors": [], "kinds": [],
-               "images": b"", "decode_s": 0.0}
-        if done is None:
-            items = sharded_out.read_unit(Path(out), unit)
-            decoded, row["decode_s"] = decode_files(items, preprocessing, limits)
-            row["paths"] = [os.fsencode(item.path) for item in items]
-            row["errors"] = [None if error is None else str(error) for _, error in decoded]
-            row["kinds"] = [None if error is None else getattr(error, "kind", "input") for _, error in decoded]
-            row["images"] = b"".join(image.tobytes() for image, _ in decoded if image is not None)
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=_decoded_schema())
-
-
-def _decoded_schema():
-    import pyarrow as pa
-
-    return pa.schema([("unit", pa.int64()), ("done_rows", pa.int64()), ("paths", pa.list_(pa.binary())),
-                      ("errors", pa.list_(pa.string())), ("kinds", pa.list_(pa.string())),
-                      ("images", pa.large_binary()), ("decode_s", pa.float64())])
-
-
-class ScoreUnits:
-    """Ray actor: scores decoded units through a Scorer over every endpoint and writes each unit's shard."""
-
-    def __init__(self, *, urls: list[str], out: str, options: dict) -> None:
+    def __init__(self, out: str, urls: list[str], scorer_kwargs: dict, engine) -> None:
         from facialattr.client.parquet_out import parquet_schema
-        from facialattr.client.results import RowMaker
-        from facialattr.client.scorer import RetryPolicy, Scorer
+        from facialattr.client.scorer import Scorer
 
-        opts = RayOptions(**options)
         # Every actor talks to every endpoint: the Scorer sends to the least busy one and fails over when one dies.
-        self.scorer = Scorer(urls, model_name=opts.model_name, timeout_s=opts.timeout_s, max_in_flight=opts.max_in_flight,
-                             retry=RetryPolicy(give_up_after_s=opts.give_up_after_s),
-                             connect_timeout_s=opts.connect_timeout_s, answered_wait_s=opts.give_up_after_s)
-        self.out = Path(out)
-        self.rows = RowMaker(self.scorer.contract)
+        self.scorer = Scorer(urls, **scorer_kwargs)
+        self.out, self.engine = Path(out), engine
         self.schema = parquet_schema(self.scorer.contract)
 
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        return pa.Table.from_pylist([self._unit(unit) for unit in batch.to_pylist()])
-
-    def _unit(self, unit: dict) -> dict:
-        import numpy as np
-
+    def score_units(self, units: list[int]):
+        """Score the units not done yet as one stream (no drain between units); returns their Summary."""
         from facialattr.client import sharded_out
-        from facialattr.client.batching import EngineTimings, RequestGroup
-        from facialattr.client.parquet_out import record_batch
+        from facialattr.client.bulk import Summary, score_into
+        from facialattr.client.scorer import ScorerStats
 
-        summary = {"unit": unit["unit"], "already_done": 0, "scored": 0, "failed": 0, "errors_by_kind": "{}",
-                   "decode_s": unit["decode_s"], "infer_s": 0.0, "write_s": 0.0}
-        if unit["done_rows"] >= 0:
-            summary["already_done"] = unit["done_rows"]
-            return summary
-        h, w = self.scorer.contract.preprocessing.size_hw
-        images = np.frombuffer(unit["images"], np.uint8).reshape(-1, h, w, 3)
-        group, row = RequestGroup(), 0
-        for raw, error, kind in zip(unit["paths"], unit["errors"], unit["kinds"], strict=True):
-            if error is None:
-                group.add(os.fsdecode(raw), images[row], None)
-                row += 1
+        summary = Summary(out=self.out)
+        todo = []
+        for unit in units:
+            done = sharded_out.done_rows(self.out, unit)  # a retried call: its finished shards stay
+            if done is None:
+                todo.append(unit)
             else:
-                group.add(os.fsdecode(raw), None, _DecodeFailure(error, kind))
-        timings = EngineTimings()
-        results = list(group.submit(self.scorer, timings).results(timings))
-        rows = [self.rows.row(result) for result in results]
-        started = time.perf_counter()
-        sharded_out.write_shard(self.out, unit["unit"], _table(record_batch(rows, self.schema)))
-        errors = Counter(result.error_kind or "input" for result in results if not result.ok)
-        summary.update(scored=len(results) - sum(errors.values()), failed=sum(errors.values()),
-                       errors_by_kind=json.dumps(errors), infer_s=timings.wait_infer_s,
-                       write_s=time.perf_counter() - started)
+                summary.already_done += done
+        retries_before = self.scorer.stats.retries
+        statuses_before = dict(self.scorer.stats.errors_by_status)
+        writer = _ShardWriter(self.out, self.schema, [(u, sharded_out.read_unit(self.out, u)) for u in todo])
+        score_into(writer.inputs(), self.scorer, writer, summary, engine=self.engine)
+        writer.finish()
+        stats = self.scorer.stats
+        summary.scorer_stats = ScorerStats(retries=stats.retries - retries_before, errors_by_status={
+            k: n - statuses_before.get(k, 0) for k, n in stats.errors_by_status.items() if n > statuses_before.get(k, 0)})
         return summary
 
     def __del__(self) -> None:
@@ -308,15 +338,36 @@ class ScoreUnits:
             scorer.close()
 
 
-class _DecodeFailure(InputError):
-    """A decode error carried across Ray as text; ``kind`` as the decoder gave it."""
+class _ShardWriter:
+    """Rows in input order -> one shard per unit, each written the moment its last row arrives."""
 
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+    def __init__(self, out: Path, schema, units: list[tuple[int, list]]) -> None:
+        self.out, self.schema, self.units = out, schema, deque(units)
+        self.rows: list[dict] = []
 
+    def inputs(self):
+        """The units' inputs in order, as the scoring loop takes them."""
+        for _, items in list(self.units):
+            yield from items
 
-def _table(batch):
-    import pyarrow as pa
+    def write(self, row: dict) -> None:
+        """One result row (the writer interface of client/outputs.py)."""
+        self.rows.append(row)
+        unit, items = self.units[0]
+        if len(self.rows) == len(items):
+            self._flush(unit)
 
-    return pa.Table.from_batches([batch])
+    def _flush(self, unit: int) -> None:
+        import pyarrow as pa
+
+        from facialattr.client import sharded_out
+        from facialattr.client.parquet_out import record_batch
+
+        sharded_out.write_shard(self.out, unit, pa.Table.from_batches([record_batch(self.rows, self.schema)]))
+        self.units.popleft()
+        self.rows = []
+
+    def finish(self) -> None:
+        """Check that every unit got its rows (the loop gives one row per input, in order)."""
+        if self.units or self.rows:
+            raise RuntimeError(f"scoring ended with {len(self.units)} units unwritten")

@@ -65,9 +65,9 @@ class Plan:
         return (self.paths, self.recursive, self.follow_symlinks) == (other.paths, other.recursive, other.follow_symlinks)
 
 
-def open_dataset(out: os.PathLike | str, *, resume: bool, overwrite: bool) -> Path:
-    """Check ``out`` against --resume/--overwrite, clear what must go, and create it (0700). Raises InputError,
-    OutputError for a symbolic link at ``out``. Call it holding ``OutputLock(out)`` (one run per folder)."""
+def check_dataset(out: os.PathLike | str, *, resume: bool, overwrite: bool) -> bool:
+    """Whether ``out`` holds a dataset to continue or replace; raises what :func:`open_dataset` would refuse
+    (InputError, OutputError) without touching anything, so a run can fail before it creates ``out``."""
     out = Path(out)
     if out.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
         raise InputError(f"{out}: the Ray engine writes a folder of Parquet shards; give a folder name")
@@ -77,10 +77,17 @@ def open_dataset(out: os.PathLike | str, *, resume: bool, overwrite: bool) -> Pa
     existing = out.is_dir() and any(out.iterdir())
     if existing and not (out / MANIFEST_DIR).is_dir():
         raise InputError(f"{out} is a folder that this engine did not write; refusing to use or delete it")
-    if existing and overwrite:
-        shutil.rmtree(out)
-    elif existing and not resume:
+    if existing and not (resume or overwrite):
         raise InputError(f"{out} exists: pass --resume to continue it or --overwrite to replace it")
+    return existing
+
+
+def open_dataset(out: os.PathLike | str, *, resume: bool, overwrite: bool) -> Path:
+    """Check ``out`` against --resume/--overwrite, clear what must go, and create it (0700). Raises InputError,
+    OutputError for a symbolic link at ``out``. Call it holding ``OutputLock(out)`` (one run per folder)."""
+    out = Path(out)
+    if check_dataset(out, resume=resume, overwrite=overwrite) and overwrite:
+        shutil.rmtree(out)
     make_private_dirs(out)
     make_private_dirs(out / MANIFEST_DIR)
     for folder in (out, out / MANIFEST_DIR):  # temporary files of a run that died writing

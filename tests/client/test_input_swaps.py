@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from facialattr.client.batching import decode_files, score_files
+from facialattr.client.batching import EngineConfig, decode_files, score_files
 from facialattr.client.paths import iter_inputs
 from facialattr.client.scorer import Scorer
 
@@ -100,7 +100,7 @@ def test_the_ray_engines_units_keep_the_listing_so_its_tasks_refuse_a_swap_too(f
     swapped = _file_to_outside_link(root, outside)
     items = sharded_out.read_unit(out, 0)
     assert plan.units == 1 and all(i.listed is not None and i.listed.device is None for i in items)
-    decoded, _ = decode_files(items, Preprocessing(size_hw=(64, 64)), {})
+    decoded, _ = decode_files(items, Preprocessing(size_hw=(64, 64)), EngineConfig().decode_limits())
     errors = {Path(i.path): error for i, (_, error) in zip(items, decoded, strict=True)}
     assert errors[swapped].kind == "changed"
     assert errors[root / "control.jpg"] is None

@@ -130,6 +130,9 @@ def test_rows_equal_the_single_process_scorer_including_error_rows(inputs, ray_a
     assert_same_rows(_rows(out), single_process_rows)
     assert len(_shards(out)) == -(-N_INPUTS // SHARD_SIZE)
     assert f"{N_INPUTS} inputs this run" in done.stderr and f"{N_IMAGES} scored, {len(BROKEN)} failed" in done.stderr
+    assert ", 2 actors;" in done.stderr  # one actor per CPU of the head
+    # Ray Data's actor pool logged this at error level on every run; the engine's own actors take small arguments.
+    assert "constructor arguments in the object store" not in done.stderr
 
 
 def test_one_triton_killed_mid_run_the_run_completes_on_the_other_with_each_image_once(
@@ -170,13 +173,46 @@ def test_driver_killed_mid_run_then_resume_completes_with_each_image_once(
     assert len(kept) >= len(before) - 2  # at most the units in flight at the kill were rewritten
 
 
-def test_a_bad_ray_address_fails_fast_with_a_clear_error(inputs, grpc_url, tmp_path):
+def test_a_bad_ray_address_fails_fast_with_a_clear_error_and_leaves_no_output(inputs, grpc_url, tmp_path):
     (dead_port,) = free_ports(1)
     started = time.monotonic()
     done = _score(inputs, tmp_path / "scores", [grpc_url], *_ray_args(f"127.0.0.1:{dead_port}"))
     assert done.returncode == EXIT_FATAL
     assert f"no Ray cluster at 127.0.0.1:{dead_port}" in done.stderr
-    assert time.monotonic() - started < 60  # the walk and the process start included; Ray's own retries take minutes
+    assert time.monotonic() - started < 60  # the process start included; Ray's own retries take minutes
+    assert list(tmp_path.iterdir()) == [], "a failed start left something behind: the retry would be refused"
+
+
+def test_no_live_triton_fails_before_ray_and_leaves_no_output(inputs, ray_address, tmp_path):
+    (dead_port,) = free_ports(1)
+    done = _score(inputs, tmp_path / "scores", [f"127.0.0.1:{dead_port}"], *_ray_args(ray_address))
+    assert done.returncode == EXIT_FATAL, done.stderr[-3000:]
+    assert f"127.0.0.1:{dead_port}" in done.stderr and "ray engine: start" not in done.stderr
+    assert list(tmp_path.iterdir()) == [], "a failed start left something behind: the retry would be refused"
+
+
+@pytest.mark.parametrize("actors,actor_cpus,cluster_cpus,expected", [
+    (None, 1.0, 2.0, 2),  # one actor per CPU
+    (None, 1.0, 16.0, 16),
+    (None, 2.0, 16.0, 8),
+    (None, 1.0, 0.5, 1),  # at least one
+    (None, 0.0, 4.0, 4),  # actors that reserve nothing: still one per CPU
+    (3, 1.0, 16.0, 3),  # asked for
+])
+def test_the_actor_pool_is_sized_to_the_clusters_cpus_unless_asked(actors, actor_cpus, cluster_cpus, expected):
+    from facialattr.client.ray_engine import RayOptions, actor_count
+
+    assert actor_count(RayOptions(actors=actors, actor_cpus=actor_cpus), cluster_cpus) == expected
+
+
+@pytest.mark.parametrize("units,actors", [(1, 2), (16, 2), (17, 2), (1000, 2), (5, 16)])
+def test_every_unit_is_in_exactly_one_call_in_order(units, actors):
+    from facialattr.client.ray_engine import MAX_UNITS_PER_CALL, unit_calls
+
+    calls = unit_calls(list(range(units)), actors)
+    assert [u for call in calls for u in call] == list(range(units))
+    assert all(1 <= len(call) <= MAX_UNITS_PER_CALL for call in calls)
+    assert len(calls) >= min(units, actors)  # no actor left idle for want of a call
 
 
 def test_an_existing_output_is_refused_without_resume_or_overwrite(inputs, grpc_url, tmp_path):
