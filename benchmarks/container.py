@@ -22,9 +22,9 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from facialattr.serving.endpoint import answers_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = ("embedded", "container")
@@ -36,14 +36,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return answer.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def start_container(project: str, *, timeout_s: float = 180) -> tuple[str, float, dict]:
     """``up -d triton-cpu`` on free ports; returns its gRPC URL, seconds to ready, and the compose environment."""
     grpc, metrics, supervisor = (_free_port() for _ in range(3))
@@ -52,7 +44,7 @@ def start_container(project: str, *, timeout_s: float = 180) -> tuple[str, float
     started = time.monotonic()
     subprocess.run(["docker", "compose", "-p", project, "--profile", "cpu", "up", "-d", "triton-cpu"],
                    cwd=ROOT, env=env, check=True, capture_output=True)
-    while not _ready(f"http://127.0.0.1:{supervisor}/ready"):
+    while not answers_ready(f"http://127.0.0.1:{supervisor}/ready"):
         if time.monotonic() - started > timeout_s:
             raise SystemExit(f"the container was not ready within {timeout_s:.0f} s")
         time.sleep(0.1)

@@ -8,6 +8,8 @@ import selectors
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from typing import Protocol
 
 from facialattr.errors import PortInUseError
@@ -22,6 +24,15 @@ class Supervisor(Protocol):
     restarts: dict[str, int]
     probes: dict[str, int]
     start_failures: int
+
+
+def answers_ready(url: str, *, timeout_s: float = 2.0) -> bool:
+    """Whether the ``/ready`` at ``url`` answers 200 now (what a container healthcheck or a test polls)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 class SupervisorEndpoint:

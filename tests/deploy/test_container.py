@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from testsupport import free_ports, start_server, wait_until
 
 from facialattr import MODEL_NAME
 from facialattr.client.bulk import score_paths
+from facialattr.serving.endpoint import answers_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "facialattr:latest"
@@ -112,14 +112,6 @@ def _results_folder(tmp_path: Path, uid: int) -> Path:
     return results
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return answer.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _probabilities_by_name(out: Path) -> dict[str, list[float] | None]:
     import csv
 
@@ -171,7 +163,7 @@ def server_stack(image, tmp_path_factory, faces):
     started = stack.compose("up", "-d", "triton-cpu")
     assert started.returncode == 0, started.stderr
     try:
-        wait_until(lambda: _ready(stack.ready_url), timeout_s=120, what="the container's /ready")
+        wait_until(lambda: answers_ready(stack.ready_url), timeout_s=120, what="the container's /ready")
         yield stack
     finally:
         stack.down()
@@ -225,8 +217,8 @@ def test_tritonserver_killed_inside_the_container_is_restarted_by_the_supervisor
                  "[os.kill(p, signal.SIGKILL) for p in pids]")
     assert kill.returncode == 0, kill.stderr
     killed = time.monotonic()
-    wait_until(lambda: not _ready(server_stack.ready_url), timeout_s=10, interval_s=0.05, what="/ready to drop")
-    wait_until(lambda: _ready(server_stack.ready_url), timeout_s=30, what="/ready again")
+    wait_until(lambda: not answers_ready(server_stack.ready_url), timeout_s=10, interval_s=0.05, what="/ready to drop")
+    wait_until(lambda: answers_ready(server_stack.ready_url), timeout_s=30, what="/ready again")
     assert _infer_once(server_stack.grpc_url).shape == (1, 40)
     assert time.monotonic() - killed <= 30
     # The container never restarted: serve's supervisor brought tritonserver back and counted it.
