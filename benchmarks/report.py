@@ -9,8 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-SOAK_BEGIN = "<!-- soak:begin -->"
-SOAK_END = "<!-- soak:end -->"
+SOAK_BEGIN, SOAK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 
 
 def machine_info() -> dict[str, Any]:
@@ -310,29 +309,53 @@ MEANING = [
 ]
 
 
+# Sections written by hand or by their own scripts, between <!-- NAME:begin --> and <!-- NAME:end -->,
+# kept by a rewrite of RESULTS.md (in this order, after the Locust section), with a placeholder until run.
+KEPT_SECTIONS = {
+    "soak": "## Soak\n\nNot run yet: `python benchmarks/soak.py` fills this section.",
+    "server-decode": "## Client decode vs server decode\n\nNot run yet: `python benchmarks/server_decode.py`.",
+    "container": "## The container beside the embedded server\n\nNot run yet: `python benchmarks/container.py`.",
+}
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def kept_section(existing: str, name: str) -> str:
+    """Section ``name`` (markers included) from an existing RESULTS.md text, or its placeholder."""
+    begin, end = _markers(name)
+    match = re.search(re.escape(begin) + r".*?" + re.escape(end), existing, flags=re.S)
+    return match.group(0) if match else f"{begin}\n{KEPT_SECTIONS[name]}\n{end}"
+
+
+def replace_kept_section(results_md: Path, name: str, section_body: str) -> None:
+    """Put ``section_body`` between the markers of section ``name`` in ``results_md`` (appended when absent)."""
+    begin, end = _markers(name)
+    text = results_md.read_text() if results_md.exists() else ""
+    block = f"{begin}\n{section_body.strip()}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    results_md.write_text(text)
+
+
 def soak_section(existing: str) -> str:
     """The soak section between its markers in an existing RESULTS.md, or a placeholder."""
-    match = re.search(re.escape(SOAK_BEGIN) + r".*?" + re.escape(SOAK_END), existing, flags=re.S)
-    if match:
-        return match.group(0)
-    return f"{SOAK_BEGIN}\n## Soak\n\nNot run yet: `python benchmarks/soak.py` fills this section.\n{SOAK_END}"
+    return kept_section(existing, "soak")
 
 
 def replace_soak_section(results_md: Path, section_body: str) -> None:
     """Put ``section_body`` between the soak markers of ``results_md`` (appended when absent); other text is kept."""
-    text = results_md.read_text() if results_md.exists() else ""
-    block = f"{SOAK_BEGIN}\n{section_body.strip()}\n{SOAK_END}"
-    if SOAK_BEGIN in text:
-        text = re.sub(re.escape(SOAK_BEGIN) + r".*?" + re.escape(SOAK_END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    results_md.write_text(text)
+    replace_kept_section(results_md, "soak", section_body)
 
 
 def write_results_md(data: dict[str, Any], path: Path) -> Path:
     """Render RESULTS.md from a run's ``data`` into ``path``, keeping its existing soak section; returns ``path``."""
     existing = path.read_text() if path.exists() else ""
     parts = (_header(data) + _targets(data) + _paired(data) + _baselines(data) + _trial(data) + _sweep(data) + _other_sizes(data)
-             + _locust(data) + [soak_section(existing), ""] + GPU_SECTION + MEANING)
+             + _locust(data) + [part for name in KEPT_SECTIONS for part in (kept_section(existing, name), "")]
+             + GPU_SECTION + MEANING)
     path.write_text("\n".join(parts).rstrip() + "\n")
     return path

@@ -67,3 +67,14 @@ def test_soak_growth_is_measured_after_the_first_minute(samples, expected):
 
     growth = _steady_growth([{"elapsed_s": t, "rss_mib": m} for t, m in samples])
     assert growth == expected or (math.isnan(growth) and math.isnan(expected))
+
+
+@pytest.mark.parametrize("name", sorted(report.KEPT_SECTIONS))
+def test_each_kept_section_is_replaced_in_place_and_read_back_for_the_next_rewrite(tmp_path, name):
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmarks\n\n" + report.kept_section("", name) + "\n\n## After\n")
+    assert "Not run yet" in md.read_text()
+    report.replace_kept_section(md, name, "## Measured\n\nfigures")
+    text = md.read_text()
+    assert "Not run yet" not in text and text.index("## After") > text.index("figures")
+    assert report.kept_section(text, name).splitlines()[1:-1] == ["## Measured", "", "figures"]
