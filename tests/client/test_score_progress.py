@@ -108,7 +108,10 @@ def test_an_interrupted_run_says_how_many_rows_it_wrote_and_how_to_finish(tmp_pa
     command = [sys.executable, "-m", "facialattr.app.cli", "score", str(tmp_path / "in"), "--out", str(out),
                "--url", grpc_url, "--workers", "1", "--max-in-flight", "1", "--batch-size", "1"]
     with open(tmp_path / "stderr.log", "w") as log:  # a file, not a pipe nobody reads while waiting
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        # As from a terminal: a test run started in the background (`cmd &`, nohup) inherits an ignored
+        # SIGINT, which Python then keeps ignoring, so Ctrl-C's default is given back to the command.
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and (not out.exists() or out.stat().st_size == 0):

@@ -130,11 +130,31 @@ def test_missing_contract_parameters_are_named():
         ModelContract.from_parameters({"attribute_names": "A", "input_size_hw": "8,8", "crop_box_xyxy": "0,0,1,1"})
 
 
-@pytest.mark.parametrize("config_path", sorted(ROOT.glob("model_repository/*/config.pbtxt")), ids=lambda p: p.parent.name)
-def test_every_shipped_config_pbtxt_parses_with_tritons_protobuf_and_carries_the_contract(config_path):
+SHIPPED_CONFIGS = sorted(ROOT.glob("model_repository/*/config.pbtxt"))
+
+
+@pytest.mark.parametrize("config_path", SHIPPED_CONFIGS, ids=lambda p: p.parent.name)
+def test_every_shipped_config_pbtxt_parses_with_tritons_protobuf_and_has_a_bounded_dynamic_batcher(config_path):
     config = triton_config.load(config_path)
+    assert config.name == config_path.parent.name
     assert config.max_batch_size > 0 and config.HasField("dynamic_batching")
     assert config.dynamic_batching.default_queue_policy.max_queue_size > 0, "the queue must be bounded"
+
+
+def test_the_shipped_bytes_twin_carries_its_pixel_models_contract_and_renders_back_to_the_same_text():
+    from facialattr import encoded
+
+    config_path = ROOT / "model_repository" / encoded.encoded_model_name() / "config.pbtxt"
+    assert config_path in SHIPPED_CONFIGS
+    entry = repository.load_encoded_model(ROOT / "model_repository")
+    pixel = repository.load_model(ROOT / "model_repository", entry.encoded_config.pixel_model)
+    assert entry.contract == pixel.contract
+    assert triton_config.render(entry.encoded_config.to_proto(entry.contract)) == config_path.read_text()
+
+
+@pytest.mark.parametrize("config_path", [p for p in SHIPPED_CONFIGS if not repository.is_encoded_folder(p.parent)],
+                         ids=lambda p: p.parent.name)
+def test_every_shipped_pixel_model_config_carries_the_contract_and_renders_back_to_the_same_text(config_path):
     entry = repository.load_model(config_path.parent.parent, config_path.parent.name)
     assert entry.model_config.input_name == "images" and entry.model_config.output_name == "probabilities"
     assert entry.contract.num_attributes == 40
