@@ -230,7 +230,8 @@ def _export_info(keras_path: Path, options: ExportOptions, gate: parity.ParityRe
     import tf2onnx
 
     return {
-        "source": str(keras_path.resolve()),
+        # The run folder and file, not the machine's path: the repository ships to other machines.
+        "source": f"{keras_path.resolve().parent.name}/{keras_path.name}",
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "opset": options.opset,
         "converter": f"tf2onnx {tf2onnx.__version__}",

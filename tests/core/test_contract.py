@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,9 @@ def test_every_shipped_pixel_model_config_carries_the_contract_and_renders_back_
 ])
 def test_logits_invert_the_sigmoid_and_stay_finite_at_0_and_1(probabilities, eps, expected):
     np.testing.assert_allclose(logits(probabilities, eps=eps), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_shipped_repository_files_name_no_path_of_the_machine_that_exported_them():
+    texts = {p: p.read_text() for p in (ROOT / "model_repository").rglob("*") if p.suffix in (".pbtxt", ".json", ".md")}
+    assert texts
+    assert [p for p, text in texts.items() if re.search(r"(?<![\w.])/(work|root|home|tmp)/", text)] == []
