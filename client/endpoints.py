@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from facialattr import defaults
 from facialattr.client.failures import EndpointError, status_code
 from facialattr.errors import ContractError, InputError
 
@@ -17,15 +18,6 @@ if TYPE_CHECKING:  # imported where used: the CLI reads the defaults below witho
 
 log = logging.getLogger(__name__)
 
-# Triton's default ports (its own defaults, which `facialattr serve` keeps).
-TRITON_HTTP_PORT, TRITON_GRPC_PORT = 8000, 8001
-# How long a client waits for a server that has not answered at all (a silent host, a port that
-# accepts but does not speak Triton gRPC yet), unless told otherwise.
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
-# ... and how long while every endpoint refuses the TCP connection: nothing listens there, which is
-# an answer. A server that `facialattr serve` is starting keeps its port closed until its models are
-# loaded (seconds); a client started together with it passes an explicit connect timeout instead.
-REFUSED_GRACE_S = 1.0
 
 TcpState = Literal["accepts", "refused", "silent"]
 
@@ -63,10 +55,10 @@ def unreachable_message(urls: Sequence[str], *, waited_s: float, last_errors: di
         else:
             what = "nothing answered there (no route to the host, or the connection timed out)"
         lines.append(f"  {url}: {what}; last error: {last_errors.get(url, 'none')}")
-        if url.rpartition(":")[2] == str(TRITON_HTTP_PORT):
+        if url.rpartition(":")[2] == str(defaults.HTTP_PORT):
             lines.append(f"  {url} is Triton's HTTP port; this client speaks gRPC, by default on port "
-                         f"{TRITON_GRPC_PORT}: --url {url.rpartition(':')[0]}:{TRITON_GRPC_PORT}")
-    lines.append("Start a server with `facialattr serve` (gRPC on 127.0.0.1:8001 by default) or pass --url HOST:PORT; "
+                         f"{defaults.GRPC_PORT}: --url {url.rpartition(':')[0]}:{defaults.GRPC_PORT}")
+    lines.append(f"Start a server with `facialattr serve` (gRPC on {defaults.GRPC_URL} by default) or pass --url HOST:PORT; "
                  "--connect-timeout SECONDS waits that long for a server that is still starting.")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from facialattr import defaults
 from facialattr.errors import InferenceError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class RetryPolicy:
     initial_backoff_s: float = 0.05
     max_backoff_s: float = 2.0
     # How long one chunk may keep retrying (server down, overloaded); None retries forever.
-    give_up_after_s: float | None = 300.0
+    give_up_after_s: float | None = defaults.GIVE_UP_AFTER_S
     # Attempts of a chunk the server failed (INTERNAL, an unhealthy stub, a malformed answer) before
     # its rows are written as retryable server errors: with the backoff, about 5-10 s of retrying.
     max_server_error_attempts: int = 10

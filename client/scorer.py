@@ -33,10 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facialattr import MODEL_NAME, encoded
+from facialattr import MODEL_NAME, defaults, encoded
 from facialattr.client.endpoints import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    REFUSED_GRACE_S,
     Endpoint,
     open_endpoints,
     read_contract,
@@ -57,6 +55,7 @@ from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStat
     status_code,
     unavailable_error,
 )
+from facialattr.client.settings import ScorerSettings
 from facialattr.contract import ModelContract
 from facialattr.decoding import DEFAULT_MAX_FILE_BYTES
 from facialattr.errors import ContractError, InferenceError, InputError
@@ -113,8 +112,8 @@ class Scorer:
         *,
         model_name: str = MODEL_NAME,
         model_version: str = "",
-        timeout_s: float = 30.0,
-        max_in_flight: int = 4,
+        timeout_s: float = defaults.REQUEST_TIMEOUT_S,
+        max_in_flight: int = defaults.MAX_IN_FLIGHT,
         retry: RetryPolicy | None = None,
         connect_timeout_s: float | None = None,
         answered_wait_s: float | None = None,
@@ -124,7 +123,7 @@ class Scorer:
         """Connect to ``urls`` and read the model contract they serve.
 
         ``connect_timeout_s`` bounds the wait while no endpoint has answered as a gRPC server.
-        None (the default) waits ``DEFAULT_CONNECT_TIMEOUT_S``, but gives up after ``REFUSED_GRACE_S``
+        None (the default) waits ``defaults.CONNECT_TIMEOUT_S``, but gives up after ``defaults.REFUSED_GRACE_S``
         when every endpoint refuses the TCP connection: nothing listens there, so the answer is already
         in, and waiting 10 s for a server nobody started helps no one (the grace is short rather than
         zero so a listener that is binding just then is not judged on one early look). A number waits
@@ -188,6 +187,17 @@ class Scorer:
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="facialattr-scorer", daemon=True)
         self._dispatcher.start()
 
+    @classmethod
+    def from_settings(cls, settings: ScorerSettings, **tuning) -> Scorer:
+        """The scorer ``settings`` describe: the one way commands and engines open one.
+
+        ``give_up_after_s`` sets both the retry deadline and the wait for a server that answered but
+        is still loading. ``tuning`` passes what no command sets (``model_version``, ``max_message_bytes``).
+        """
+        return cls(settings.urls, model_name=settings.model_name, timeout_s=settings.timeout_s,
+                   max_in_flight=settings.max_in_flight, retry=RetryPolicy(give_up_after_s=settings.give_up_after_s),
+                   connect_timeout_s=settings.connect_timeout_s, server_decode=settings.server_decode, **tuning)
+
     @property
     def urls(self) -> list[str]:
         """The endpoints' ``HOST:PORT`` URLs, in the order given (normalised, without duplicates)."""
@@ -203,8 +213,8 @@ class Scorer:
         """The contract from every endpoint that answers; they must agree. Waits for at least one (see __init__)."""
         started = time.monotonic()
         # None: the default wait, cut short when every endpoint refuses connections.
-        refused_wait_s = REFUSED_GRACE_S if connect_timeout_s is None else math.inf
-        connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
+        refused_wait_s = defaults.REFUSED_GRACE_S if connect_timeout_s is None else math.inf
+        connect_timeout_s = defaults.CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
         answered_wait_s = math.inf if answered_wait_s is None else answered_wait_s
         answered = False  # some endpoint answered as a gRPC server (e.g. "model not loaded yet")
         not_served: list[str] = []  # endpoints that answered NOT_FOUND for the model name

@@ -1,6 +1,6 @@
 """Top-10 by lift over the prior vs by raw probability, on labelled CelebA images scored by the served model.
 
-    python -m facialattr.client.top10_report --url 127.0.0.1:8001 --celeba CELEBA_DIR [--count 1000]
+    python -m facialattr.client.top10_report --url HOST:PORT --celeba CELEBA_DIR [--count 1000]
 
 Prints a Markdown report (for docs/TOP10.md): for validation images, how often
 the two rules put the ubiquitous attributes on top, how many truly present rare
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m facialattr.client.top10_report``: score ``--count`` labelled val images and print the report; returns the exit status."""
     from facialattr.client.batching import score_files
     from facialattr.client.scorer import Scorer
+    from facialattr.client.settings import ScorerSettings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", action="append", default=None, help="Triton gRPC HOST:PORT")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=5)
     args = p.parse_args(argv)
     labelled = list(read_labels(args.celeba, partition=PARTITIONS["val"], count=args.count))
-    with Scorer(args.url or ["127.0.0.1:8001"]) as scorer:
+    with Scorer.from_settings(ScorerSettings(urls=args.url) if args.url else ScorerSettings()) as scorer:
         contract = scorer.contract
         results = list(score_files([args.celeba / IMAGE_DIR / n for n, _ in labelled], scorer))
     keep = [i for i, r in enumerate(results) if r.ok]

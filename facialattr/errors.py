@@ -1,8 +1,11 @@
 """One base class for every error facialattr raises on purpose, with specific subclasses.
 
 Callers catch :class:`FacialAttrError` to tell "the user or the environment is
-wrong" (clear message, no traceback) from programming errors.
+wrong" (clear message, no traceback) from programming errors. :class:`ErrorKind`
+names why one input became an error row; the exit statuses of every command are here too.
 """
+
+from enum import StrEnum
 
 
 class FacialAttrError(Exception):
@@ -69,3 +72,38 @@ EXIT_SOME_INPUTS_FAILED = 3
 EXIT_NO_INPUTS = 4  # the given paths held no image to score
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our stdout went away (`| head`), as the shell reports it
+
+
+class ErrorKind(StrEnum):
+    """Why one input became an error row: the ``error_kind`` column, summaries and the server's bytes twin.
+
+    A ``StrEnum``, so a kind compares equal to (and is written as) its value: rows written by
+    earlier versions read back unchanged.
+    """
+
+    NOT_FOUND = "not_found"
+    NOT_A_FILE = "not_a_file"  # a folder, FIFO, device or socket
+    UNREADABLE = "unreadable"  # permission denied, an I/O error, a folder that cannot be listed
+    OUTSIDE_ROOTS = "outside_roots"  # a symbolic link leading outside the given folders
+    CHANGED = "changed"  # the file was replaced or changed while it was read
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"  # over --max-file-bytes or --max-decode-bytes, or out of memory decoding
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    CORRUPT = "corrupt"
+    DECODER_FAILURE = "decoder_failure"  # the decoder itself failed: not necessarily the file's fault
+    SERVER = "server"  # the server failed the request, not the image: a resumed run scores it again
+    INFERENCE = "inference"  # what runs before 0.2 wrote for SERVER; read, never written
+    INPUT = "input"  # an input error that names no kind of its own
+
+    @property
+    def retryable(self) -> bool:
+        """True when the server, not the input, failed: ``score --resume`` scores such a row again."""
+        return self in (ErrorKind.SERVER, ErrorKind.INFERENCE)
+
+    @classmethod
+    def of(cls, value: "str | ErrorKind | None") -> "ErrorKind":
+        """The kind named ``value``; an empty or unknown name (a row of a newer version) is :attr:`INPUT`."""
+        try:
+            return cls(value) if value else cls.INPUT
+        except ValueError:
+            return cls.INPUT

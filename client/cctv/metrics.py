@@ -1,6 +1,6 @@
 """What the watcher measures: processed fps, faces/s, frame latency, batch sizes.
 
-Logged every few seconds; also served as Prometheus metrics on 127.0.0.1 when
+Logged every few seconds; also served as Prometheus metrics on this machine (defaults.HOST) when
 ``--metrics-port`` asks. "Server batch sizes" are the batches Triton's dynamic
 batcher actually formed, read from the server's statistics.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facialattr import MODEL_NAME
+from facialattr import MODEL_NAME, defaults
 from facialattr.client import serverstats
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class WatchMetrics:
         self._latencies_ms: deque[float] = deque(maxlen=latency_window)
         self._prom = None
 
-    def serve(self, port: int, *, host: str = "127.0.0.1") -> int:
+    def serve(self, port: int, *, host: str = defaults.HOST) -> int:
         """Expose the counters on http://HOST:PORT/metrics from a daemon thread; port 0 picks a free one.
 
         Returns the port bound (logged too), so a caller never has to probe for a free port first.

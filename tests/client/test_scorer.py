@@ -128,7 +128,7 @@ def test_a_refused_connection_fails_at_once_unless_told_to_wait(connect_timeout_
 def test_a_port_that_accepts_gets_the_whole_connect_timeout_not_the_refusal_grace(monkeypatch):
     from facialattr.client import scorer
 
-    monkeypatch.setattr(scorer, "DEFAULT_CONNECT_TIMEOUT_S", 3.0)  # the default wait, shortened for the test
+    monkeypatch.setattr(scorer.defaults, "CONNECT_TIMEOUT_S", 3.0)  # the default wait, shortened for the test
     started = time.monotonic()
     with http_listener() as url, pytest.raises(ServerUnavailableError, match="something accepts connections"):
         Scorer(url)
