@@ -34,28 +34,34 @@ from facialattr.client.decode import (
 from facialattr.client.paths import Input, as_input
 from facialattr.client.scorer import EncodedAnswer, Scorer, ServerUnavailableError
 from facialattr.contract import Preprocessing
-from facialattr.errors import InferenceError, InputError
+from facialattr.errors import ErrorKind, InferenceError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ItemResult:
-    """One input's outcome: probabilities, or an error with a short kind.
-
-    ``retryable`` errors are about the server, not the image: a resumed run scores them again.
-    """
+    """One input's outcome: probabilities, or an error message naming the input and its kind."""
 
     path: str
     probabilities: np.ndarray | None = None
     error: str | None = None
-    error_kind: str | None = None
-    retryable: bool = False
+    error_kind: ErrorKind | None = None
+
+    @classmethod
+    def failed(cls, error: DecodeError) -> ItemResult:
+        """The error row of an input that was refused or did not decode: ``error``'s path, message and kind."""
+        return cls(error.path, error=str(error), error_kind=error.kind)
 
     @property
     def ok(self) -> bool:
         """True when the input was scored (``probabilities`` holds one float per attribute)."""
         return self.probabilities is not None
+
+    @property
+    def retryable(self) -> bool:
+        """True when the server failed, not the input: a resumed run scores it again."""
+        return self.error_kind is not None and ErrorKind.of(self.error_kind).retryable
 
 
 @dataclass
@@ -86,10 +92,6 @@ class EngineConfig:
                 "max_decode_bytes": self.max_decode_bytes}
 
 
-# Error kind of a row whose request failed on the server after every retry (not final: --resume retries it).
-SERVER_ERROR_KIND = "server"
-
-
 class RequestGroup:
     """Consecutive inputs that share one inference request, kept in input order.
 
@@ -98,11 +100,11 @@ class RequestGroup:
     """
 
     def __init__(self) -> None:
-        self.items: list[tuple[str, InputError | None]] = []
+        self.items: list[tuple[str, DecodeError | None]] = []
         self.images: list[np.ndarray] = []
         self.future: concurrent.futures.Future | None = None
 
-    def add(self, path: str, image: np.ndarray | bytes | None, error: InputError | None) -> None:
+    def add(self, path: str, image: np.ndarray | bytes | None, error: DecodeError | None) -> None:
         """Append one input: its prepared uint8 HxWx3 ``image`` (its file's bytes with server decoding), or the ``error``."""
         self.items.append((path, error))
         if image is not None:
@@ -149,13 +151,14 @@ class RequestGroup:
         row = 0
         for path, error in self.items:
             if error is not None:
-                yield ItemResult(path, error=str(error), error_kind=getattr(error, "kind", "input"))
+                yield ItemResult.failed(error)
             elif batch_error is not None:
                 yield ItemResult(path, error=f"{path}: server failed after retries: {batch_error}",
-                                 error_kind=SERVER_ERROR_KIND, retryable=True)
+                                 error_kind=ErrorKind.SERVER)
             elif row_errors is not None and row_errors.error_kinds[row]:
                 # The server could not decode this file: the row the client's decoder would have written.
-                yield ItemResult(path, error=f"{path}: {row_errors.errors[row]}", error_kind=row_errors.error_kinds[row])
+                kind = ErrorKind.of(row_errors.error_kinds[row])
+                yield ItemResult.failed(DecodeError(path, row_errors.errors[row], kind=kind))
                 row += 1
             else:
                 yield ItemResult(path, probabilities=probabilities[row])
@@ -164,16 +167,15 @@ class RequestGroup:
 
 def _decode_one(item: Input, preprocessing: Preprocessing | None, limits: dict[str, int]) -> np.ndarray | bytes:
     path = item.path
-    if item.refused is not None:
-        raise DecodeError(path, item.refused.reason, kind=item.refused.kind)
     try:
         data = read_file(item, max_file_bytes=limits["max_file_bytes"])  # the Input: its listing is checked on open
-    except InputError:
+    except DecodeError:
         raise
     except MemoryError:
-        raise DecodeError(path, "out of memory while reading", kind="too_large") from None
+        raise DecodeError(path, "out of memory while reading", kind=ErrorKind.TOO_LARGE) from None
     except Exception as exc:  # whatever reading one file raises must not end a million-file run
-        raise DecodeError(path, f"decoder failed: {type(exc).__name__}: {exc}", kind="decoder_failure") from None
+        raise DecodeError(path, f"decoder failed: {type(exc).__name__}: {exc}",
+                          kind=ErrorKind.DECODER_FAILURE) from None
     if preprocessing is None:  # the server decodes (with the same limits, facialattr.decoding)
         return data
     return decode_and_prepare(data, preprocessing, path=path, **limits)
@@ -181,20 +183,24 @@ def _decode_one(item: Input, preprocessing: Preprocessing | None, limits: dict[s
 
 def decode_files(
     items: list[Input], preprocessing: Preprocessing | None, limits: dict[str, int]
-) -> tuple[list[tuple[np.ndarray | bytes | None, InputError | None]], float]:
+) -> tuple[list[tuple[np.ndarray | bytes | None, DecodeError | None]], float]:
     """Decode and prepare ``items`` in order: ``([(image, None) | (None, error)], seconds spent)``.
 
-    ``limits`` are :meth:`EngineConfig.decode_limits`. A file that cannot be scored (refused,
-    corrupt, too large, a codec crash) becomes its :class:`InputError`; nothing is raised.
-    With ``preprocessing`` None the files are only read: ``image`` is the file's bytes, for server decoding.
-    Several files per task means fewer futures and thread hand-overs per image.
+    ``limits`` are :meth:`EngineConfig.decode_limits`. A file that cannot be scored (corrupt, too
+    large, a codec crash) becomes its :class:`DecodeError`, and a refused input keeps the one the walk
+    made (``Input.refused``, unchanged); nothing is raised. With ``preprocessing`` None the files are
+    only read: ``image`` is the file's bytes, for server decoding. Several files per task means fewer
+    futures and thread hand-overs per image.
     """
     started = time.perf_counter()
-    out: list[tuple[np.ndarray | None, InputError | None]] = []
+    out: list[tuple[np.ndarray | bytes | None, DecodeError | None]] = []
     for item in items:
+        if item.refused is not None:
+            out.append((None, item.refused))
+            continue
         try:
             out.append((_decode_one(item, preprocessing, limits), None))
-        except InputError as exc:
+        except DecodeError as exc:
             out.append((None, exc))
     return out, time.perf_counter() - started
 

@@ -6,7 +6,7 @@ this module reads files safely (regular files only, bounded, still the file a fo
 walk listed) and re-exports the core's decode API for the client's callers.
 
 Every failure is a :class:`DecodeError` (an ``InputError``) that names the file
-and carries a short ``kind`` for summaries ("corrupt", "too_large", ...).
+and carries its :class:`~facialattr.errors.ErrorKind` for summaries.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from facialattr.decoding import (  # noqa: F401  (re-exported: the client's deco
     jpeg_exif_orientation,
     to_rgb8,
 )
+from facialattr.errors import ErrorKind
 
 
 def decode_image(
@@ -66,30 +67,31 @@ def read_file(path: os.PathLike | str, *, max_file_bytes: int = DEFAULT_MAX_FILE
             st = os.fstat(fd)
             if listed is not None and not listed.same_file(st):
                 raise DecodeError(path, "is not the file its folder listed (replaced since, or a folder above it was); "
-                                        "not read", kind="changed")
+                                        "not read", kind=ErrorKind.CHANGED)
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError
             if not stat.S_ISREG(st.st_mode):
-                raise DecodeError(path, "not a regular file (FIFO, device or socket)", kind="not_a_file")
+                raise DecodeError(path, "not a regular file (FIFO, device or socket)", kind=ErrorKind.NOT_A_FILE)
             if st.st_size > max_file_bytes:
                 raise DecodeError(path, f"file of {st.st_size} bytes exceeds the limit of {max_file_bytes} "
-                                        "(--max-file-bytes)", kind="too_large")
+                                        "(--max-file-bytes)", kind=ErrorKind.TOO_LARGE)
             data = f.read(max_file_bytes + 1)  # a file growing while read is still bounded
             if len(data) > max_file_bytes:
-                raise DecodeError(path, f"file grew past the limit of {max_file_bytes} bytes while read", kind="too_large")
+                raise DecodeError(path, f"file grew past the limit of {max_file_bytes} bytes while read",
+                                  kind=ErrorKind.TOO_LARGE)
     except FileNotFoundError:
-        raise DecodeError(path, "no such file", kind="not_found") from None
+        raise DecodeError(path, "no such file", kind=ErrorKind.NOT_FOUND) from None
     except IsADirectoryError:
-        raise DecodeError(path, "is a directory", kind="not_a_file") from None
+        raise DecodeError(path, "is a directory", kind=ErrorKind.NOT_A_FILE) from None
     except PermissionError:
-        raise DecodeError(path, "permission denied", kind="unreadable") from None
+        raise DecodeError(path, "permission denied", kind=ErrorKind.UNREADABLE) from None
     except OSError as exc:
         if no_follow and exc.errno == errno.ELOOP:
             raise DecodeError(path, "became a symbolic link after its folder was listed; not followed",
-                              kind="changed") from None
-        raise DecodeError(path, f"cannot read: {exc.strerror or exc}", kind="unreadable") from None
+                              kind=ErrorKind.CHANGED) from None
+        raise DecodeError(path, f"cannot read: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE) from None
     if not data:
-        raise DecodeError(path, "empty file", kind="empty")
+        raise DecodeError(path, "empty file", kind=ErrorKind.EMPTY)
     return data
 
 

@@ -1,7 +1,8 @@
 """Opening a run's result file: the writer is chosen by the file's suffix (CSV, JSONL or Parquet).
 
-The one module that knows every format, so ``results`` (CSV, JSONL) and ``parquet_out``
-(Parquet, built on the JSONL writer) need not import each other.
+The one module that knows every writer, so ``results`` (CSV, JSONL) and ``parquet_out``
+(Parquet, built on the JSONL writer) need not import each other; which suffix is which
+format is client/rows.py's :func:`~facialattr.client.rows.output_format`.
 """
 
 from __future__ import annotations
@@ -11,19 +12,10 @@ from typing import Any
 
 from facialattr.client.parquet_out import ParquetWriter
 from facialattr.client.results import CsvWriter, JsonlWriter
+from facialattr.client.rows import output_format
 from facialattr.contract import ModelContract
 from facialattr.errors import InputError
 from facialattr.files import refuse_link
-
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-
-
-def output_format(out: Path) -> str:
-    """``"csv"``, ``"jsonl"`` or ``"parquet"`` from ``out``'s suffix; raises InputError for any other suffix."""
-    fmt = FORMATS.get(Path(out).suffix.lower())
-    if fmt is None:
-        raise InputError(f"{out}: output must end in .csv, .jsonl or .parquet")
-    return fmt
 
 
 def open_writer(out: Path, contract: ModelContract, *, resume: bool = False, overwrite: bool = False, **kwargs: Any):

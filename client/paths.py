@@ -6,7 +6,8 @@ memory does not grow with the number of files. Symbolic links
 are followed only while they stay inside the given roots, unless the caller
 allows otherwise; directory cycles are cut. Each file is yielded once. What the
 walk will not read (a link leading outside, a folder it cannot list) is still
-yielded, as an :class:`Input` with a refusal, so the output accounts for it as an error row.
+yielded, as an :class:`Input` refused with its :class:`~facialattr.decoding.DecodeError`, so the
+output accounts for it as an error row.
 Each file found in a folder carries its :class:`Listing`, so the rule holds when the file
 is opened too: a name swapped for a link (or another file) after listing is not read.
 """
@@ -19,6 +20,8 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from facialattr.decoding import DecodeError
+from facialattr.errors import ErrorKind
 from facialattr.imagefiles import is_image_name
 
 log = logging.getLogger(__name__)
@@ -36,14 +39,6 @@ class WalkStats:
     skipped_duplicates: int = 0
     unreadable_dirs: list[str] = field(default_factory=list)
     empty_roots: list[str] = field(default_factory=list)  # given folders that held no image at all
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why the walk will not read a name: ``kind`` for summaries, ``reason`` for people."""
-
-    kind: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +65,19 @@ class Listing:
 class Input:
     """One input of a run: a path to read, or (``refused`` set) a name that becomes an error row as it is.
 
-    ``listed``: what the folder walk saw at the name (None for a file given by name, which is read as it is).
+    ``refused``: the error the input's row reports, made when the walk refused it and passed on
+    unchanged. ``listed``: what the folder walk saw at the name (None for a file given by name, which
+    is read as it is).
     """
 
     path: str
-    refused: Refusal | None = None
+    refused: DecodeError | None = None
     listed: Listing | None = None
+
+    @classmethod
+    def refusal(cls, path: str, reason: str, *, kind: ErrorKind) -> Input:
+        """An input that will not be read: ``refused`` is the :class:`DecodeError` naming ``path``."""
+        return cls(path, DecodeError(path, reason, kind=kind))
 
     def __fspath__(self) -> str:
         return self.path
@@ -178,7 +180,7 @@ def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *
             if warn:
                 log.warning("cannot list %s: %s", directory, exc.strerror or exc)
             stats.unreadable_dirs.append(directory)
-            yield Input(directory, Refusal("unreadable", f"cannot list folder: {exc.strerror or exc}"))
+            yield Input.refusal(directory, f"cannot list folder: {exc.strerror or exc}", kind=ErrorKind.UNREADABLE)
             continue
         subdirs = []
         for entry in entries:
@@ -193,8 +195,8 @@ def _walk(top: str, roots: list[str], seen: set[str] | None, stats: WalkStats, *
                 continue
             if entry.is_symlink() and not follow_symlinks and not _inside(os.path.realpath(entry.path), roots):
                 stats.skipped_symlinks += 1
-                yield Input(entry.path, Refusal("outside_roots", "symbolic link leads outside the given "
-                                                "folders; not followed (--follow-symlinks to include it)"))
+                yield Input.refusal(entry.path, "symbolic link leads outside the given folders; not followed "
+                                    "(--follow-symlinks to include it)", kind=ErrorKind.OUTSIDE_ROOTS)
             elif not is_dir:
                 yield Input(entry.path, listed=_listing(entry))
             elif (real := os.path.realpath(entry.path)) not in visited_dirs:

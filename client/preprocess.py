@@ -18,7 +18,7 @@ import numpy as np
 
 from facialattr.client.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from facialattr.contract import Preprocessing
-from facialattr.errors import InputError
+from facialattr.errors import ErrorKind, InputError
 from facialattr.preprocessing import crop_box_pixels, prepare
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DecodeError", "crop_box_pixels", "decode_image", "load_and_prepare", "prepare"]
@@ -35,4 +35,4 @@ def load_and_prepare(path: os.PathLike | str, preprocessing: Preprocessing, *, m
     try:
         return prepare(image, preprocessing)
     except InputError as exc:
-        raise DecodeError(path, str(exc), kind="unsupported_format") from None
+        raise DecodeError(path, str(exc), kind=ErrorKind.UNSUPPORTED_FORMAT) from None

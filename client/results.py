@@ -15,12 +15,8 @@ cut, so the file holds whole rows only, and ``--resume`` continues it.
 Rows whose failure was the server's (error kind ``server``, or the older ``inference``)
 are not final: a resumed run drops them from the file and scores those inputs again.
 
-CSV cells are safe to open in a spreadsheet and to read with a strict UTF-8 reader:
-fields holding a quote, comma or line break (CR too) are quoted; a text cell that a
-spreadsheet would take for a formula (starting with ``= + - @``, tab or CR) or that
-starts with ``'`` gets a leading ``'``; a backslash is written ``\\`` and a byte of
-a name that is not UTF-8 is written ``\xNN``. :func:`path_from_csv` undoes this
-exactly (resume uses it). JSONL and Parquet keep the exact path.
+What a row holds and how it looks in each format (safe CSV cells, ASCII JSON lines) is
+client/rows.py's; this module only writes the rows it is given.
 """
 
 from __future__ import annotations
@@ -31,16 +27,21 @@ import io
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from facialattr.client.batching import SERVER_ERROR_KIND, ItemResult
-from facialattr.client.ranking import Ranker
+from facialattr.client.rows import (  # noqa: F401  (RowMaker re-exported: client/bulk.py imports it from here)
+    RowMaker,
+    columns,
+    csv_cells,
+    csv_line,
+    is_final,
+    json_line,
+    jsonl_rows,
+    path_from_csv,
+)
 from facialattr.contract import ModelContract
 from facialattr.errors import InputError, OutputError
 from facialattr.files import (
@@ -54,57 +55,6 @@ from facialattr.files import (
 )
 
 log = logging.getLogger(__name__)
-
-TOP_K = 10
-# Error kinds of rows a resumed run scores again: the server failed, not the image ("inference": older runs).
-RETRYABLE_ERROR_KINDS = frozenset({SERVER_ERROR_KIND, "inference"})
-# A text cell starting with one of these is neutralised in CSV ("'" itself too, so the escape is reversible).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
-# Rows per Parquet row group; also bounds the Python rows held while converting (measured ~115 MB peak).
-PARQUET_ROWS_PER_GROUP = 10_000
-
-
-def columns(contract: ModelContract) -> list[str]:
-    """A result row's columns: path, status, error kind and text, one probability and one present flag per attribute, top10."""
-    names = list(contract.attribute_names)
-    return ["path", "status", "error_kind", "error", *names, *[f"{n}_present" for n in names], "top10"]
-
-
-class RowMaker:
-    """Builds output rows; the contract's names, thresholds and ranking are prepared once."""
-
-    def __init__(self, contract: ModelContract) -> None:
-        self.contract = contract
-        self.names = contract.attribute_names
-        self.present_names = [f"{n}_present" for n in self.names]
-        self.thresholds = np.asarray(contract.thresholds, dtype=np.float32)
-        self.ranker = Ranker(contract)
-        self._empty = {**dict.fromkeys(self.names), **dict.fromkeys(self.present_names)}
-
-    def row(self, result: ItemResult) -> dict[str, Any]:
-        """One output row; probabilities are float32 values written exactly (as doubles)."""
-        row: dict[str, Any] = {"path": result.path}
-        if not result.ok:
-            row.update(status="error", error_kind=result.error_kind or "input", error=_one_line(result.error or ""))
-            row.update(self._empty)
-            row["top10"] = []
-            return row
-        p = np.asarray(result.probabilities, dtype=np.float32)
-        row.update(status="ok", error_kind="", error="")
-        row.update(zip(self.names, p.tolist(), strict=True))
-        row.update(zip(self.present_names, (p >= self.thresholds).tolist(), strict=True))
-        row["top10"] = self.ranker.top_names(p, TOP_K)
-        return row
-
-
-def make_row(result: ItemResult, contract: ModelContract) -> dict[str, Any]:
-    """One output row (see :class:`RowMaker`, which is faster for many rows)."""
-    return RowMaker(contract).row(result)
-
-
-def _one_line(text: str) -> str:
-    # A newline inside a field would break "every complete line is a row".
-    return " ".join(text.splitlines())
 
 
 def drop_torn_tail(path: Path) -> bool:
@@ -217,10 +167,10 @@ class _LineWriter:
             retry = 0
             with _reader(fd) as f:
                 for path, error_kind in self._read_rows(f):
-                    if error_kind in RETRYABLE_ERROR_KINDS:
-                        retry += 1
-                    else:
+                    if is_final(error_kind):
                         self.done.add(path)
+                    else:
+                        retry += 1
             if retry:
                 self._rewrite_final_rows_only(fd)
                 os.close(fd)
@@ -324,7 +274,7 @@ class CsvWriter(_LineWriter):
         self.checkpoint()
 
     def _write_row(self, row: dict[str, Any]) -> None:
-        self._file.write(_csv_line([_csv_value(row[c]) for c in self.columns]))
+        self._file.write(csv_line(csv_cells(row, self.columns)))
 
     def _csv_rows(self, f: io.TextIOWrapper) -> Iterator[list[str]]:
         reader = csv.reader(f)
@@ -343,61 +293,22 @@ class CsvWriter(_LineWriter):
 
     def _final_records(self, f: io.TextIOWrapper) -> Iterator[str]:
         kind = self.columns.index("error_kind")
-        yield _csv_line(self.columns)
-        yield from (_csv_line(row) for row in self._csv_rows(f) if row[kind] not in RETRYABLE_ERROR_KINDS)
-
-
-def _csv_line(values: list[str]) -> str:
-    out = io.StringIO()
-    # QUOTE_MINIMAL does not quote a lone CR when lines end in "\n"; such a row is quoted whole.
-    quoting = csv.QUOTE_ALL if any("\r" in v for v in values) else csv.QUOTE_MINIMAL
-    csv.writer(out, lineterminator="\n", quoting=quoting).writerow(values)
-    return out.getvalue()
-
-
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, list):
-        return ";".join(value)
-    if isinstance(value, str):
-        return csv_text(value)
-    return str(value)
-
-
-def csv_text(text: str) -> str:
-    """A text cell as written to CSV: strict UTF-8, no formula, reversible with :func:`path_from_csv`."""
-    out = text.replace("\\", "\\\\")
-    if any("\udc80" <= ch <= "\udcff" for ch in out):  # bytes os.fsdecode could not decode
-        out = "".join(f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff" else ch for ch in out)
-    return "'" + out if out.startswith(_FORMULA_STARTS) else out
-
-
-def path_from_csv(cell: str) -> str:
-    """The path (os.fsdecode form) a CSV ``path`` cell stands for: the inverse of :func:`csv_text`."""
-    if cell.startswith("'"):
-        cell = cell[1:]
-    if "\\" not in cell:
-        return cell
-    return re.sub(r"\\(\\|x([0-9a-f]{2}))",
-                  lambda m: "\\" if m.group(1) == "\\" else chr(0xDC00 + int(m.group(2), 16)), cell)
+        yield csv_line(self.columns)
+        yield from (csv_line(row) for row in self._csv_rows(f) if is_final(row[kind]))
 
 
 class JsonlWriter(_LineWriter):
     """JSON-lines result file, ASCII-only so every line is valid UTF-8 whatever the file names."""
 
     def _write_row(self, row: dict[str, Any]) -> None:
-        # ASCII-only JSON: always valid UTF-8, even for file names that are not.
-        self._file.write(json.dumps(row, ensure_ascii=True, allow_nan=False) + "\n")
+        self._file.write(json_line(row))
 
     def _read_rows(self, f: io.TextIOWrapper) -> Iterator[tuple[str, str]]:
         yield from ((row["path"], row.get("error_kind") or "") for row in jsonl_rows(f, self.path))
 
     def _final_records(self, f: io.TextIOWrapper) -> Iterator[str]:
         for line in f:
-            if (json.loads(line).get("error_kind") or "") not in RETRYABLE_ERROR_KINDS:
+            if is_final(json.loads(line).get("error_kind")):
                 yield line
 
 
@@ -407,14 +318,3 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with open(open_own(path, os.O_RDONLY), encoding="utf-8") as f:
         yield from jsonl_rows(f, path)
 
-
-def jsonl_rows(f: io.TextIOWrapper, name: os.PathLike | str) -> Iterator[dict[str, Any]]:
-    """The rows of the JSON-lines text ``f``; InputError naming ``name`` and the line that is not a result row."""
-    for number, line in enumerate(f, start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{name}: line {number} is not JSON; cannot resume safely") from None
-        if not isinstance(row, dict) or "path" not in row:
-            raise InputError(f"{name}: line {number} is not a result row")
-        yield row

@@ -7,13 +7,16 @@ Layout of ``OUT/``::
     _manifest/plan.json            written last, when the walk is complete: the arguments and unit count
 
 The walk goes to disk, not into memory: a unit file holds ``unit_size`` paths, so
-no process holds the list of all inputs. A shard is written to a dot-named
-temporary file (0600, facialattr/files.py), fsynced and renamed, so it exists whole or not at all; its name
+no process holds the list of all inputs. A unit file keeps each refused input's
+kind and reason, so the task that scores it rebuilds the walk's error as it was.
+A shard is written to a dot-named temporary file (0600, as every result file:
+facialattr/files.py), fsynced and renamed, so it exists whole or not at all; its name
 depends only on its unit, so a unit scored twice (a retried task, a resumed run)
 replaces its shard instead of adding rows. A unit is done when its shard exists
-and holds no row of kind ``server`` (a server failure after every retry, which
-a resumed run scores again). Readers of the dataset (pyarrow.dataset,
-``ray.data.read_parquet``, pandas) skip names that begin with ``_`` or ``.``.
+and holds no row the server failed (kind ``server``, or the older ``inference``: a
+server failure after every retry, which a resumed run scores again). Readers of the
+dataset (pyarrow.dataset, ``ray.data.read_parquet``, pandas) skip names that begin
+with ``_`` or ``.``.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from facialattr.client.batching import SERVER_ERROR_KIND
-from facialattr.client.paths import Input, Listing, Refusal, WalkStats, iter_inputs
-from facialattr.errors import InputError
+from facialattr.client.paths import Input, Listing, WalkStats, iter_inputs
+from facialattr.errors import ErrorKind, InputError
 from facialattr.files import TEMPORARY_SUFFIX, atomic_file, make_private_dirs, refuse_link
 
 log = logging.getLogger(__name__)
@@ -149,7 +151,7 @@ def _write_unit(out: Path, unit: int, items: list[Input]) -> None:
     listed = [i.listed for i in items]
     table = pa.table({
         "path_bytes": pa.array([os.fsencode(i.path) for i in items], pa.binary()),
-        "refused_kind": pa.array([i.refused.kind if i.refused else None for i in items], pa.string()),
+        "refused_kind": pa.array([i.refused.kind.value if i.refused else None for i in items], pa.string()),
         "refused_reason": pa.array([i.refused.reason if i.refused else None for i in items], pa.string()),
         "listed_inode": pa.array([entry.inode if entry else None for entry in listed], pa.uint64()),
         "listed_via_link": pa.array([entry.via_link if entry else None for entry in listed], pa.bool_()),
@@ -159,7 +161,8 @@ def _write_unit(out: Path, unit: int, items: list[Input]) -> None:
 
 
 def read_unit(out: Path, unit: int) -> list[Input]:
-    """The inputs of one unit, in walk order, as the walk yielded them (listings without their device)."""
+    """The inputs of one unit, in walk order, as the walk yielded them: a refused input with its error
+    rebuilt (same path, reason and kind), a listing without its device."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(unit_file(out, unit))
@@ -168,13 +171,14 @@ def read_unit(out: Path, unit: int) -> list[Input]:
     n = table.num_rows
     inodes = table.column("listed_inode").to_pylist() if "listed_inode" in table.column_names else [None] * n
     via_links = table.column("listed_via_link").to_pylist() if "listed_via_link" in table.column_names else [None] * n
-    return [Input(os.fsdecode(raw), Refusal(kind, reason) if kind is not None else None,
-                  Listing(None, inode, via_link) if inode is not None else None)
+    return [Input.refusal(os.fsdecode(raw), reason, kind=ErrorKind.of(kind)) if kind is not None else
+            Input(os.fsdecode(raw), listed=Listing(None, inode, via_link) if inode is not None else None)
             for raw, kind, reason, inode, via_link in zip(*columns, inodes, via_links, strict=True)]
 
 
 def done_rows(out: Path, unit: int) -> int | None:
     """Rows of the unit's shard when the unit is done; None when it must be scored (again)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -182,7 +186,8 @@ def done_rows(out: Path, unit: int) -> int | None:
     if not path.exists():
         return None
     kinds = pq.read_table(path, columns=["error_kind"]).column("error_kind")
-    if pc.any(pc.equal(kinds, SERVER_ERROR_KIND)).as_py():
+    retryable = pa.array([kind.value for kind in ErrorKind if kind.retryable], pa.string())
+    if pc.any(pc.is_in(kinds, value_set=retryable)).as_py():
         return None
     return len(kinds)
 

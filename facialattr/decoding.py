@@ -13,11 +13,12 @@ Pure (bytes in, arrays out, no file access): the client (client/decode.py reads 
 files) and the served bytes model (serving/encoded_model.py) call the same
 :func:`decode_and_prepare` with the same limits, so server-side decoding gives the
 client's pixels. Every failure is a :class:`DecodeError` (an ``InputError``) that
-names its source and carries a short ``kind`` for summaries ("corrupt", "too_large", ...).
+names its source and carries its :class:`~facialattr.errors.ErrorKind` for summaries.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import warnings
@@ -25,7 +26,7 @@ import warnings
 import numpy as np
 
 from facialattr.contract import Preprocessing
-from facialattr.errors import InputError
+from facialattr.errors import ErrorKind, InputError
 from facialattr.preprocessing import prepare
 
 # 50 megapixels: ~150 MB of RGB. Far beyond any face photo, small enough that a
@@ -44,17 +45,23 @@ ALPHA_BACKGROUND = 255
 _JPEG_SOI = b"\xff\xd8"
 
 
-_JPEG_SOI = b"\xff\xd8"
-
-
 class DecodeError(InputError):
-    """An image file could not be decoded; ``kind`` classifies why."""
+    """An input that will not be scored: ``path``, ``reason`` for people, ``kind`` for summaries and rows.
 
-    def __init__(self, path: os.PathLike | str, reason: str, *, kind: str) -> None:
+    The one form of a refused input from the moment it is refused (a folder walk, a read, a decode,
+    the server's decoder) to its error row; the message is ``"PATH: REASON"``.
+    """
+
+    def __init__(self, path: os.PathLike | str, reason: str, *, kind: ErrorKind) -> None:
         super().__init__(f"{os.fsdecode(path)}: {reason}")
         self.path = os.fsdecode(path)
         self.reason = reason
-        self.kind = kind
+        self.kind = ErrorKind(kind)
+
+    def __reduce__(self):
+        # Pickled by its fields (an Input holding it may go to another process): Exception's default would call
+        # __init__ without ``kind``.
+        return functools.partial(type(self), kind=self.kind), (self.path, self.reason)
 
 
 def decode_and_prepare(
@@ -74,22 +81,23 @@ def decode_and_prepare(
     one bad image can only ever cost its own row.
     """
     if not data:
-        raise DecodeError(path, "empty file", kind="empty")
+        raise DecodeError(path, "empty file", kind=ErrorKind.EMPTY)
     if len(data) > max_file_bytes:
         raise DecodeError(path, f"file of {len(data)} bytes exceeds the limit of {max_file_bytes} (--max-file-bytes)",
-                          kind="too_large")
+                          kind=ErrorKind.TOO_LARGE)
     try:
         image = decode_bytes(data, path=path, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
         try:
             return prepare(image, preprocessing)
         except InputError as exc:
-            raise DecodeError(path, str(exc), kind="unsupported_format") from None
-    except InputError:
+            raise DecodeError(path, str(exc), kind=ErrorKind.UNSUPPORTED_FORMAT) from None
+    except DecodeError:
         raise
     except MemoryError:
-        raise DecodeError(path, "out of memory while decoding", kind="too_large") from None
+        raise DecodeError(path, "out of memory while decoding", kind=ErrorKind.TOO_LARGE) from None
     except Exception as exc:  # a codec bug on one file must not end a million-file run, nor fail a served batch
-        raise DecodeError(path, f"decoder failed: {type(exc).__name__}: {exc}", kind="decoder_failure") from None
+        raise DecodeError(path, f"decoder failed: {type(exc).__name__}: {exc}",
+                          kind=ErrorKind.DECODER_FAILURE) from None
 
 
 def decode_bytes(
@@ -126,7 +134,7 @@ def _decode_jpeg_fast(data: bytes, path, limits: tuple[int, int]) -> np.ndarray 
     try:
         image = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=False, strict=True)
     except ValueError as exc:
-        raise DecodeError(path, f"corrupt JPEG ({exc})", kind="corrupt") from None
+        raise DecodeError(path, f"corrupt JPEG ({exc})", kind=ErrorKind.CORRUPT) from None
     return apply_orientation(image, jpeg_exif_orientation(data))
 
 
@@ -146,11 +154,11 @@ def _decode_with_pil(data: bytes, path, limits: tuple[int, int]) -> np.ndarray:
     except DecodeError:
         raise
     except UnidentifiedImageError:
-        raise DecodeError(path, "not an image in a supported format", kind="unsupported_format") from None
+        raise DecodeError(path, "not an image in a supported format", kind=ErrorKind.UNSUPPORTED_FORMAT) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(path, f"refused: {exc}", kind="too_large") from None
+        raise DecodeError(path, f"refused: {exc}", kind=ErrorKind.TOO_LARGE) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise DecodeError(path, f"corrupt or truncated image ({exc})", kind="corrupt") from None
+        raise DecodeError(path, f"corrupt or truncated image ({exc})", kind=ErrorKind.CORRUPT) from None
     return to_rgb8(image, path)
 
 
@@ -179,7 +187,8 @@ def to_rgb8(image, path="<image>") -> np.ndarray:
     try:
         rgb = image.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise DecodeError(path, f"cannot convert colour mode {mode} to RGB ({exc})", kind="unsupported_format") from None
+        raise DecodeError(path, f"cannot convert colour mode {mode} to RGB ({exc})",
+                          kind=ErrorKind.UNSUPPORTED_FORMAT) from None
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
@@ -212,17 +221,17 @@ def _check_size(path, width: int, height: int, *, channels: int, bytes_per_sampl
     """Refuse, from the header alone, an image whose pixels or decoded bytes exceed the limits."""
     max_pixels, max_decode_bytes = limits
     if width <= 0 or height <= 0:
-        raise DecodeError(path, f"invalid image size {width}x{height}", kind="corrupt")
+        raise DecodeError(path, f"invalid image size {width}x{height}", kind=ErrorKind.CORRUPT)
     if width * height > max_pixels:
         raise DecodeError(
             path, f"{width}x{height} pixels exceeds the limit of {max_pixels} (possible decompression bomb)",
-            kind="too_large",
+            kind=ErrorKind.TOO_LARGE,
         )
     decoded = width * height * channels * bytes_per_sample
     if decoded > max_decode_bytes:
         raise DecodeError(
             path, f"{width}x{height} pixels x {channels} channels x {bytes_per_sample} bytes = {decoded} bytes "
-                  f"decoded exceeds the limit of {max_decode_bytes} (--max-decode-bytes)", kind="too_large",
+                  f"decoded exceeds the limit of {max_decode_bytes} (--max-decode-bytes)", kind=ErrorKind.TOO_LARGE,
         )
 
 

@@ -12,6 +12,14 @@ watch events, annotated videos, saved face crops) is made here, so one policy ho
 - a link at an output's own name is refused with :class:`OutputError` before anything is written.
   Links in the folders above it are followed: that path is the user's own choice;
 - one run at a time per output: :class:`OutputLock`.
+
+A file written whole goes through :func:`atomic_file`, the one atomic writer (a temporary name,
+then a rename). Its mode policy: :data:`PRIVATE_FILE_MODE` (0600) unless the caller passes
+another; only the Triton model repository passes :data:`SHARED_FILE_MODE` (0644), because the
+server that reads it may run as another user and nothing in it is personal. Its fsync policy:
+the data reaches the disk before the rename (a crash leaves the old file or the whole new one),
+unless the caller passes ``durable=False`` for a file whose loss costs nothing and whose writer
+must not wait on the disk (a face crop saved by the watch loop).
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ from facialattr.errors import OutputBusyError, OutputError
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
+# Files another local user (the Triton server's) must read: the model repository's, never scores or faces.
+SHARED_FILE_MODE = 0o644
 TEMPORARY_SUFFIX = ".tmp"
 
 __all__ = [
-    "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "TEMPORARY_SUFFIX", "OutputLock", "atomic_file", "create_private", "lock_path_for",
-    "make_private_dirs", "open_append", "open_own", "output_failure", "refuse_link", "remove_stale_temporaries",
+    "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "SHARED_FILE_MODE", "TEMPORARY_SUFFIX", "OutputLock", "atomic_file",
+    "create_private", "lock_path_for", "make_private_dirs", "open_append", "open_own", "output_failure", "refuse_link",
+    "remove_stale_temporaries",
 ]
 
 
@@ -174,15 +185,17 @@ def remove_stale_temporaries(path: os.PathLike | str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: os.PathLike | str, *, text: bool = False, durable: bool = True) -> Iterator[IO]:
-    """A new private file that replaces ``path`` whole when the block ends without an error, or not at all.
+def atomic_file(path: os.PathLike | str, *, mode: int = PRIVATE_FILE_MODE, text: bool = False,
+                durable: bool = True) -> Iterator[IO]:
+    """A new file that replaces ``path`` whole when the block ends without an error, or not at all.
 
     Written to a 0600 temporary name beside ``path`` (``.NAME.XXXXXXXX.tmp``, made with
-    O_EXCL|O_NOFOLLOW), fsynced and renamed: readers see the old file or the new one, and a
-    rename replaces a link at ``path`` rather than following it. ``text``: a UTF-8 text file
-    (``\\n`` line ends), else binary. ``durable=False`` skips the fsync (a crash may then leave
-    the new file empty). Raises :class:`OutputError` for a link at ``path``;
-    an OSError while writing (a full disk) propagates, and the temporary file is removed.
+    O_EXCL|O_NOFOLLOW), given ``mode`` whatever the umask (see the module doc for when it is not
+    0600), fsynced and renamed: readers see the old file or the new one, and a rename replaces a
+    link at ``path`` rather than following it. ``text``: a UTF-8 text file (``\\n`` line ends), else
+    binary. ``durable=False`` skips the fsync (a crash may then leave the new file empty). Raises
+    :class:`OutputError` for a link at ``path`` or a temporary file that cannot be made; an OSError
+    while writing (a full disk) propagates, and the temporary file is removed.
     """
     path = Path(path)
     refuse_link(path)
@@ -191,7 +204,7 @@ def atomic_file(path: os.PathLike | str, *, text: bool = False, durable: bool = 
     except OSError as exc:
         raise output_failure(path, exc) from None
     try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
+        os.fchmod(fd, mode)
         with open(fd, "w" if text else "wb", encoding="utf-8" if text else None, newline="" if text else None) as f:
             yield f
             f.flush()

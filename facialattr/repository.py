@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from facialattr import MODEL_NAME, encoded, triton_config
 from facialattr.contract import ModelContract
 from facialattr.errors import ContractError, ModelRepositoryError
+from facialattr.files import SHARED_FILE_MODE, atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +114,8 @@ def write_model(
     target = path / str(version)
     target.mkdir()
     shutil.copyfile(onnx_file, target / triton_config.ONNX_FILENAME)
-    _atomic_write(path / triton_config.LABEL_FILENAME, "\n".join(contract.attribute_names) + "\n")
-    _atomic_write(path / "config.pbtxt", triton_config.render(model_config.to_proto(contract)))
+    _write_text(path / triton_config.LABEL_FILENAME, "\n".join(contract.attribute_names) + "\n")
+    _write_text(path / "config.pbtxt", triton_config.render(model_config.to_proto(contract)))
     log.info("wrote %s (model version %d)", target, version)
     return target
 
@@ -173,9 +172,9 @@ def write_encoded_model(repository: Path, contract: ModelContract, *,
     config = config or encoded.EncodedModelConfig()
     path = Path(repository) / config.name
     (path / "1").mkdir(parents=True, exist_ok=True)
-    _atomic_write(path / "1" / encoded.MODEL_FILENAME, encoded.MODEL_SOURCE)
-    _atomic_write(path / triton_config.LABEL_FILENAME, "\n".join(contract.attribute_names) + "\n")
-    _atomic_write(path / "config.pbtxt", triton_config.render(config.to_proto(contract)))
+    _write_text(path / "1" / encoded.MODEL_FILENAME, encoded.MODEL_SOURCE)
+    _write_text(path / triton_config.LABEL_FILENAME, "\n".join(contract.attribute_names) + "\n")
+    _write_text(path / "config.pbtxt", triton_config.render(config.to_proto(contract)))
     log.info("wrote %s (bytes twin of %s)", path, config.pixel_model)
     return path
 
@@ -191,16 +190,14 @@ def write_dali_models(folder: Path, contract: ModelContract, *, max_batch_size: 
     for name, config in encoded.dali_configs(contract, max_batch_size=max_batch_size).items():
         path = Path(folder) / name
         (path / "1").mkdir(parents=True, exist_ok=True)
-        _atomic_write(path / "config.pbtxt", triton_config.render(config))
+        _write_text(path / "config.pbtxt", triton_config.render(config))
         written.append(path)
-    _atomic_write(Path(folder) / encoded.DALI_MODEL_NAME / encoded.DALI_PIPELINE_FILENAME,
-                  encoded.dali_pipeline_source(contract, max_batch_size=max_batch_size))
+    _write_text(Path(folder) / encoded.DALI_MODEL_NAME / encoded.DALI_PIPELINE_FILENAME,
+                encoded.dali_pipeline_source(contract, max_batch_size=max_batch_size))
     return written
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
+def _write_text(path: Path, text: str) -> None:
+    # Shared, not private: a server running as another user reads the repository.
+    with atomic_file(path, mode=SHARED_FILE_MODE, text=True) as f:
         f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from a server running as another user
-    os.replace(tmp, path)

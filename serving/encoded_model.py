@@ -48,7 +48,8 @@ def row_outputs(images: Sequence[np.ndarray | None], errors: Sequence[DecodeErro
     ok = [i for i, image in enumerate(images) if image is not None]
     if ok:
         probabilities[ok] = run(np.stack([images[i] for i in ok]))
-    kinds = np.array([[b"" if e is None else e.kind.encode()] for e in errors], dtype=np.object_).reshape(n, 1)
+    # The kind's value (an ErrorKind is a str): the bytes every client version reads.
+    kinds = np.array([[b"" if e is None else e.kind.value.encode()] for e in errors], dtype=np.object_).reshape(n, 1)
     reasons = np.array([[b"" if e is None else e.reason.encode("utf-8", "replace")] for e in errors],
                        dtype=np.object_).reshape(n, 1)
     return probabilities, kinds, reasons

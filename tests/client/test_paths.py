@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 
+from facialattr.client.batching import EngineConfig, EngineTimings, RequestGroup, decode_files
 from facialattr.client.paths import WalkStats, iter_inputs
+from facialattr.client.rows import make_row
+from facialattr.contract import ModelContract
+from facialattr.decoding import DecodeError
+from facialattr.errors import ErrorKind
 
 
 def _touch(path):
@@ -89,6 +95,37 @@ def test_a_folder_that_cannot_be_listed_becomes_a_refused_path(tmp_path):
     (only,) = refused
     assert deep.startswith(only.path) and len(only.path) > os.pathconf("/", "PC_PATH_MAX")
     assert only.refused.kind == "unreadable" and "too long" in only.refused.reason
+
+
+def test_a_refused_input_keeps_the_walks_error_unchanged_up_to_its_row(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _touch(outside / "secret.jpg")
+    root.mkdir()
+    (root / "link.jpg").symlink_to(outside / "secret.jpg")
+    (item,) = iter_inputs([root])
+    error = item.refused
+    assert isinstance(error, DecodeError) and (error.path, error.kind) == (item.path, ErrorKind.OUTSIDE_ROOTS)
+    (decoded,), _ = decode_files([item], ModelContract().preprocessing, EngineConfig().decode_limits())
+    assert decoded[0] is None and decoded[1] is error  # passed on, not rebuilt
+    group = RequestGroup()
+    group.add(item.path, *decoded)
+    (result,) = group.results(EngineTimings())
+    assert (result.path, result.error_kind, result.error, result.retryable) == (item.path, error.kind, str(error), False)
+    row = make_row(result, ModelContract())
+    assert (row["status"], row["error_kind"], row["error"]) == (
+        "error", "outside_roots", f"{item.path}: symbolic link leads outside the given folders; not followed "
+                                  "(--follow-symlinks to include it)")
+
+
+def test_a_refused_input_pickles_with_its_error(tmp_path):
+    """An Input may go to another process (a process pool, a Ray task): its error comes back whole."""
+    _touch(tmp_path / "outside" / "secret.jpg")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "link.jpg").symlink_to(tmp_path / "outside" / "secret.jpg")
+    (item,) = iter_inputs([tmp_path / "root"])
+    copy = pickle.loads(pickle.dumps(item))
+    assert (copy.path, str(copy.refused), copy.refused.reason, copy.refused.kind) == (
+        item.path, str(item.refused), item.refused.reason, ErrorKind.OUTSIDE_ROOTS)
 
 
 def test_a_folder_larger_than_the_sorting_limit_is_streamed_whole(tmp_path, monkeypatch):

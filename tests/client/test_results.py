@@ -1,4 +1,5 @@
-"""Result files: torn tails, resume sets, foreign files, parquet journal, safe CSV cells, permissions (file units)."""
+"""Result rows and files: torn tails, resume sets, foreign files, parquet journal, safe CSV cells, reading back,
+permissions (file units)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ import os
 import stat
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from facialattr import repository
+from facialattr.client import sharded_out
 from facialattr.client.batching import ItemResult
 from facialattr.client.outputs import open_writer
 from facialattr.client.parquet_out import ParquetWriter
-from facialattr.client.results import drop_torn_tail, make_row, path_from_csv
+from facialattr.client.results import drop_torn_tail
+from facialattr.client.rows import make_row, parquet_schema, path_from_csv, read_rows, record_batch, row_from_arrow
 from facialattr.contract import ModelContract
-from facialattr.errors import InputError
+from facialattr.decoding import DecodeError
+from facialattr.errors import ErrorKind, InputError
+from facialattr.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, SHARED_FILE_MODE
 
 CONTRACT = ModelContract()
 
@@ -46,8 +53,15 @@ def test_rows_hold_exact_float32_probabilities_flags_and_top10():
 
 
 def test_error_rows_keep_the_message_on_one_line():
-    row = make_row(ItemResult("x.jpg", error="x.jpg: bad\nreally bad", error_kind="corrupt"), CONTRACT)
+    row = make_row(ItemResult("x.jpg", error="x.jpg: bad\nreally bad", error_kind=ErrorKind.CORRUPT), CONTRACT)
     assert row["error"] == "x.jpg: bad really bad" and row["status"] == "error" and row["Young"] is None
+
+
+@pytest.mark.parametrize(("kind", "written"), [(ErrorKind.OUTSIDE_ROOTS, "outside_roots"), (ErrorKind.SERVER, "server"),
+                                               (None, "input"), ("a kind of a newer version", "input")])
+def test_an_error_rows_kind_is_written_as_its_value_and_an_unknown_one_as_input(kind, written):
+    row = make_row(ItemResult("x.jpg", error="x.jpg: failed", error_kind=kind), CONTRACT)
+    assert row["error_kind"] == written and type(row["error_kind"]) is str
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
@@ -95,7 +109,7 @@ def test_parquet_keeps_a_non_utf8_file_name_exactly_and_resumes_on_it(tmp_path):
     out = tmp_path / "r.parquet"
     writer = open_writer(out, CONTRACT)
     writer.write(make_row(_ok(name), CONTRACT))
-    writer.write(make_row(ItemResult(name + "2", error=f"{name}2: corrupt", error_kind="corrupt"), CONTRACT))
+    writer.write(make_row(ItemResult(name + "2", error=f"{name}2: corrupt", error_kind=ErrorKind.CORRUPT), CONTRACT))
     writer.close(complete=True)
     table = pq.read_table(out)
     assert table.column("path_bytes").to_pylist() == [b"caf\xe9-\xff.jpg", b"caf\xe9-\xff.jpg2"]
@@ -135,7 +149,7 @@ def test_csv_cells_are_quoted_neutralised_and_strict_utf8_and_resume_matches_eve
 
 
 def test_error_cells_starting_with_a_formula_are_neutralised_in_csv_only(tmp_path):
-    result = ItemResult("=cmd.jpg", error="=cmd.jpg: corrupt", error_kind="corrupt")
+    result = ItemResult("=cmd.jpg", error="=cmd.jpg: corrupt", error_kind=ErrorKind.CORRUPT)
     for suffix in (".csv", ".jsonl"):
         writer = open_writer(tmp_path / f"r{suffix}", CONTRACT)
         writer.write(make_row(result, CONTRACT))
@@ -147,45 +161,97 @@ def test_error_cells_starting_with_a_formula_are_neutralised_in_csv_only(tmp_pat
     assert json.loads(line)["path"] == "=cmd.jpg" and json.loads(line)["error"] == "=cmd.jpg: corrupt"
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o277])
-def test_every_format_is_private_to_its_user_whatever_the_umask(tmp_path, umask):
-    """Scores are personal data: 0600 files in 0700 new folders, and no lock or temporary file left behind."""
+def _score_output(suffix: str):
+    def write(folder):
+        out = folder / f"r{suffix}"
+        writer = open_writer(out, CONTRACT)
+        writer.write(make_row(_ok("a.jpg"), CONTRACT))
+        writer.close(complete=True)
+        return out
+    return write
+
+
+def _ray_shard(folder):
+    out = sharded_out.open_dataset(folder / "shards", resume=False, overwrite=False)
+    batch = record_batch([make_row(_ok("a.jpg"), CONTRACT)], parquet_schema(CONTRACT))
+    sharded_out.write_shard(out, 0, pa.Table.from_batches([batch]))
+    return sharded_out.shard_file(out, 0)
+
+
+def _repository_file(name: str):
+    def write(folder):
+        onnx = folder.parent / "model.onnx"
+        onnx.write_bytes(b"copied, not read")
+        return repository.write_model(folder / "repo", onnx, CONTRACT).parent / name
+    return write
+
+
+# Every writer of a file, and the mode it must give it: scores are personal data; the model repository
+# is read by a server that may run as another user.
+OUTPUT_MODES = [
+    ("score CSV", _score_output(".csv"), PRIVATE_FILE_MODE),
+    ("score JSONL", _score_output(".jsonl"), PRIVATE_FILE_MODE),
+    ("score Parquet", _score_output(".parquet"), PRIVATE_FILE_MODE),
+    ("Ray shard", _ray_shard, PRIVATE_FILE_MODE),
+    ("repository config.pbtxt", _repository_file("config.pbtxt"), SHARED_FILE_MODE),
+    ("repository labels.txt", _repository_file("labels.txt"), SHARED_FILE_MODE),
+]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.parametrize(("what", "write", "mode"), OUTPUT_MODES, ids=[row[0] for row in OUTPUT_MODES])
+def test_each_output_gets_its_mode_whatever_the_umask_and_leaves_no_lock_or_temporary(tmp_path, umask, what, write,
+                                                                                    mode):
+    folder = tmp_path / "new"  # made by the writer
     previous = os.umask(umask)
     try:
-        modes = {}
-        for suffix in (".csv", ".jsonl", ".parquet"):
-            out = tmp_path / "new" / f"r{suffix}"
-            writer = open_writer(out, CONTRACT)
-            writer.write(make_row(_ok("a.jpg"), CONTRACT))
-            writer.close(complete=True)
-            modes[suffix] = stat.S_IMODE(out.stat().st_mode)
+        path = write(folder)
     finally:
         os.umask(previous)
-    assert modes == dict.fromkeys(modes, 0o600)
-    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
-    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["r.csv", "r.jsonl", "r.parquet"]
+    assert (path.is_file(), stat.S_IMODE(path.stat().st_mode)) == (True, mode)
+    if mode == PRIVATE_FILE_MODE:  # in a private folder too
+        assert stat.S_IMODE(path.parent.stat().st_mode) == PRIVATE_DIR_MODE
+    assert not list(folder.rglob(".*"))  # no lock, journal or temporary file left
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".ndjson", ".parquet"])
+def test_read_rows_gives_back_what_each_format_wrote(tmp_path, suffix):
+    out = tmp_path / f"r{suffix}"
+    written = [make_row(_ok("=a.jpg"), CONTRACT),
+               make_row(ItemResult.failed(DecodeError("b.jpg", "corrupt", kind=ErrorKind.CORRUPT)), CONTRACT)]
+    writer = open_writer(out, CONTRACT)
+    for row in written:
+        writer.write(row)
+    writer.close(complete=True)
+    got = list(read_rows(out))
+    if suffix == ".csv":  # cells as strings, as CSV holds them
+        assert [(r["path"], r["status"], r["error_kind"], r["error"], r["Young"], r["Young_present"]) for r in got] == [
+            ("'=a.jpg", "ok", "", "", repr(written[0]["Young"]), "1"), ("b.jpg", "error", "corrupt", "b.jpg: corrupt", "", "")]
+        assert got[0]["top10"].split(";") == written[0]["top10"]
+    elif suffix == ".parquet":  # typed, with the exact name in path_bytes
+        assert [row_from_arrow(r) for r in got] == written
+    else:
+        assert got == written
+
+
+def test_read_rows_refuses_a_file_that_is_no_result_format(tmp_path):
+    with pytest.raises(InputError, match=".csv, .jsonl or .parquet"):
+        read_rows(tmp_path / "r.txt")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
-@pytest.mark.parametrize("kind", ["server", "inference"])  # "inference": rows of runs before server errors were retryable
+# "inference": rows of runs before server errors were retryable
+@pytest.mark.parametrize("kind", [ErrorKind.SERVER, ErrorKind.INFERENCE])
 def test_resume_drops_rows_the_server_failed_and_scores_them_again(tmp_path, suffix, kind):
     out = tmp_path / f"r{suffix}"
     writer = open_writer(out, CONTRACT)
     writer.write(make_row(_ok("a.jpg"), CONTRACT))
-    writer.write(make_row(ItemResult("b.jpg", error="b.jpg: INTERNAL", error_kind=kind, retryable=True), CONTRACT))
-    writer.write(make_row(ItemResult("c.jpg", error="c.jpg: corrupt", error_kind="corrupt"), CONTRACT))
+    writer.write(make_row(ItemResult("b.jpg", error="b.jpg: INTERNAL", error_kind=kind), CONTRACT))
+    writer.write(make_row(ItemResult("c.jpg", error="c.jpg: corrupt", error_kind=ErrorKind.CORRUPT), CONTRACT))
     writer.close(complete=True)
     writer = open_writer(out, CONTRACT, resume=True)
     assert writer.done == {"a.jpg", "c.jpg"}
     writer.write(make_row(_ok("b.jpg"), CONTRACT))
     writer.close(complete=True)
-    import pyarrow.parquet as pq
-
-    if suffix == ".parquet":
-        rows = pq.read_table(out).to_pylist()
-    elif suffix == ".csv":
-        with open(out, newline="") as f:
-            rows = list(csv.DictReader(f))
-    else:
-        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = read_rows(out)
     assert sorted((r["path"], r["status"]) for r in rows) == [("a.jpg", "ok"), ("b.jpg", "ok"), ("c.jpg", "error")]

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from facialattr.client import sharded_out
-from facialattr.errors import OutputBusyError, OutputError
+from facialattr.client.paths import iter_inputs
+from facialattr.errors import ErrorKind, OutputBusyError, OutputError
 
 
 def _mode(path) -> int:
@@ -32,6 +33,33 @@ def test_shards_units_and_plan_are_0600_in_0700_folders_under_umask_022(tmp_path
         "_manifest/plan.json", "_manifest/unit-000000.parquet", "_manifest/unit-000001.parquet", "part-000000.parquet"]
     assert {_mode(p) for p in files} == {0o600}
     assert (_mode(out), _mode(out / sharded_out.MANIFEST_DIR)) == (0o700, 0o700)
+
+
+def test_a_unit_gives_back_each_refused_input_with_the_error_the_walk_made(tmp_path, make_jpegs):
+    make_jpegs(tmp_path / "in", 1)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "in" / "link.jpg").symlink_to(tmp_path / "outside" / "secret.jpg")
+    walked = list(iter_inputs([tmp_path / "in"]))
+    out = sharded_out.open_dataset(tmp_path / "shards", resume=False, overwrite=False)
+    sharded_out.plan_units(out, [tmp_path / "in"], recursive=False, follow_symlinks=False, unit_size=10)
+    read = sharded_out.read_unit(out, 0)
+
+    def error(item):
+        e = item.refused
+        return None if e is None else (type(e), e.path, e.reason, e.kind, str(e))
+
+    assert [(i.path, error(i)) for i in read] == [(i.path, error(i)) for i in walked]
+    assert [i.refused.kind for i in read if i.refused] == [ErrorKind.OUTSIDE_ROOTS]
+
+
+# "inference": a server failure as runs before 0.2 wrote it
+@pytest.mark.parametrize(("kinds", "done"), [(["", "corrupt"], 2), (["", "server"], None), (["inference", ""], None)],
+                         ids=["final rows", "a server failure", "an old server failure"])
+def test_a_unit_is_done_unless_its_shard_holds_a_row_the_server_failed(tmp_path, kinds, done):
+    out = sharded_out.open_dataset(tmp_path / "shards", resume=False, overwrite=False)
+    assert sharded_out.done_rows(out, 0) is None  # no shard yet
+    sharded_out.write_shard(out, 0, pa.table({"error_kind": kinds}))
+    assert sharded_out.done_rows(out, 0) == done
 
 
 @pytest.mark.parametrize(("resume", "overwrite"), [(False, False), (True, False), (False, True)],
@@ -57,6 +85,7 @@ time.sleep(600)
 
 def test_a_second_ray_run_on_a_folder_being_written_fails_at_once_and_deletes_nothing(tmp_path, make_jpegs):
     from facialattr.client.ray_engine import score_paths_ray
+    from facialattr.client.settings import ScorerSettings
 
     make_jpegs(tmp_path / "in", 2)
     out = sharded_out.open_dataset(tmp_path / "shards", resume=False, overwrite=False)
@@ -66,7 +95,7 @@ def test_a_second_ray_run_on_a_folder_being_written_fails_at_once_and_deletes_no
         assert holder.stdout.readline() == "locked\n"
         with pytest.raises(OutputBusyError, match=f"pid {holder.pid}"):
             # No server at this address: the lock is checked before anything else is tried.
-            score_paths_ray([tmp_path / "in"], out=out, urls=["127.0.0.1:9"], overwrite=True)
+            score_paths_ray([tmp_path / "in"], out=out, settings=ScorerSettings(urls="127.0.0.1:9"), overwrite=True)
     finally:
         holder.kill()
         holder.wait()

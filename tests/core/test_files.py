@@ -14,6 +14,7 @@ import pytest
 
 from facialattr.errors import OutputBusyError, OutputError
 from facialattr.files import (
+    SHARED_FILE_MODE,
     OutputLock,
     atomic_file,
     create_private,
@@ -30,20 +31,22 @@ def _mode(path: Path) -> int:
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000, 0o277])
-def test_new_files_are_0600_and_new_folders_0700_whatever_the_umask(tmp_path, umask):
+def test_new_files_are_0600_unless_asked_to_be_shared_and_new_folders_0700_whatever_the_umask(tmp_path, umask):
     previous = os.umask(umask)
     try:
         folder = make_private_dirs(tmp_path / "a" / "b")
         os.close(create_private(folder / "created"))
         with atomic_file(folder / "atomic") as f:
             f.write(b"x")
+        with atomic_file(folder / "shared", mode=SHARED_FILE_MODE, text=True) as f:
+            f.write("read by the server's user")
         os.close(open_append(folder / "appended"))
     finally:
         os.umask(previous)
     assert [_mode(tmp_path / "a"), _mode(folder)] == [0o700, 0o700]
-    assert {name: _mode(folder / name) for name in ("created", "atomic", "appended")} == dict.fromkeys(
-        ("created", "atomic", "appended"), 0o600)
-    assert sorted(p.name for p in folder.iterdir()) == ["appended", "atomic", "created"]  # no temporary left
+    assert {name: _mode(folder / name) for name in ("created", "atomic", "appended", "shared")} == {
+        "created": 0o600, "atomic": 0o600, "appended": 0o600, "shared": 0o644}
+    assert sorted(p.name for p in folder.iterdir()) == ["appended", "atomic", "created", "shared"]  # no temporary left
 
 
 def _create(path: Path) -> None:

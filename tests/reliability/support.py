@@ -218,18 +218,9 @@ class Periodic:
 
 def read_rows(out: Path) -> list[dict]:
     """The rows of a ``score`` output in any of its formats (CSV values as strings)."""
-    if out.suffix == ".csv":
-        import csv
+    from facialattr.client.rows import read_rows
 
-        with open(out, newline="") as f:
-            return list(csv.DictReader(f))
-    if out.suffix == ".jsonl":
-        import json
-
-        return [json.loads(line) for line in out.read_text().splitlines()]
-    import pyarrow.parquet as pq
-
-    return pq.read_table(out).to_pylist()
+    return list(read_rows(out))
 
 
 class FifoWatchdog(Periodic):

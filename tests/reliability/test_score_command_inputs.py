@@ -7,8 +7,6 @@ the file whose name is not UTF-8, written so that its path reads back byte for b
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +19,7 @@ import reliability_corpus as corpus
 import reliability_support as support
 
 from facialattr import MODEL_NAME
-from facialattr.client.results import path_from_csv
+from facialattr.client import rows as result_rows
 from facialattr.errors import EXIT_OK, EXIT_SOME_INPUTS_FAILED
 
 # Rows the CLI cannot exercise: nothing deletes a file between its listing and its reading.
@@ -32,23 +30,15 @@ NOT_FOR_THE_CLI.add("path longer than PATH_MAX")
 
 
 def read_rows(out: Path) -> list[dict]:
-    """Rows with ``path`` as bytes, the way the file system knows it."""
-    if out.suffix == ".csv":
-        with open(out, newline="", encoding="utf-8", errors="strict") as f:  # strict: the CSV must be UTF-8
-            rows = list(csv.DictReader(f))
-        for row in rows:  # CSV cells escape what a spreadsheet or a UTF-8 reader would get wrong
-            row["path"] = path_from_csv(row["path"])
-    elif out.suffix == ".jsonl":
-        rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    else:
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(out).to_pylist()
-        for row in rows:  # Parquet strings are UTF-8: the exact name is in path_bytes
-            row["path"] = row.pop("path_bytes")
-        return rows
+    """Rows with ``path`` as bytes, the way the file system knows it (a CSV that is not UTF-8 fails to read)."""
+    rows = list(result_rows.read_rows(out))
     for row in rows:
-        row["path"] = os.fsencode(row["path"])
+        if out.suffix == ".csv":  # CSV cells escape what a spreadsheet or a UTF-8 reader would get wrong
+            row["path"] = os.fsencode(result_rows.path_from_csv(row["path"]))
+        elif out.suffix == ".parquet":  # Parquet strings are UTF-8: the exact name is in path_bytes
+            row["path"] = row.pop("path_bytes")
+        else:
+            row["path"] = os.fsencode(row["path"])
     return rows
 
 
@@ -167,7 +157,7 @@ def test_a_hostile_clients_poisoned_batches_cost_retries_never_rows(tmp_path, un
     print(run.stderr[-3000:])
     assert len(outcomes) > 20, "the hostile client hardly ran; the test proved nothing"
     assert run.returncode == EXIT_OK, run.stderr
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = list(result_rows.read_rows(out))
     assert len(rows) == IMAGES and all(r["status"] == "ok" for r in rows)
     if grpc.StatusCode.INTERNAL in outcomes:  # the server let the poison into batches (tritonserver 2.51 does)
         assert "INTERNAL" in run.stderr.split("inputs this run")[1], "no poisoned batch met the run: it proved nothing"

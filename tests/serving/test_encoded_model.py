@@ -18,7 +18,9 @@ from testsupport import make_tiny_repository, start_server
 
 from facialattr import encoded, repository
 from facialattr.client.preprocess import load_and_prepare
+from facialattr.contract import ModelContract
 from facialattr.onnx_runtime import cpu_session
+from facialattr.serving.encoded_model import decode_rows, row_outputs
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "SERVER_DECODE.md"
 
@@ -109,6 +111,13 @@ def test_a_bad_image_costs_its_own_row_only_and_says_why(server, repo, faces):
     assert all(errors[1:-1]) and not errors[0] and not errors[-1]
     np.testing.assert_allclose(probabilities[[0, -1]], expected(repo, faces[:2]), rtol=0, atol=1e-6)
     assert not probabilities[1:-1].any()
+
+
+def test_each_bad_rows_kind_goes_out_as_the_bytes_of_its_name_without_a_server():
+    images, errors = decode_rows([data for data, _ in BAD_ROWS], ModelContract().preprocessing)
+    _, kinds, reasons = row_outputs(images, errors, run=None, num_attributes=ModelContract().num_attributes)
+    assert kinds.dtype == np.object_ and kinds[:, 0].tolist() == [kind.encode() for _, kind in BAD_ROWS]
+    assert all(isinstance(reason, bytes) and reason for reason in reasons[:, 0])
 
 
 def test_requests_merged_with_a_bad_one_are_scored(server, repo, faces):

@@ -22,9 +22,10 @@ import pytest
 from facialattr import MODEL_NAME
 from facialattr.app.cli import main
 from facialattr.client.batching import ItemResult
-from facialattr.client.results import JsonlWriter, RowMaker
+from facialattr.client.results import JsonlWriter
+from facialattr.client.rows import RowMaker
 from facialattr.contract import ModelContract
-from facialattr.errors import EXIT_FATAL, EXIT_OK
+from facialattr.errors import EXIT_FATAL, EXIT_OK, ErrorKind
 from facialattr.repository import write_model
 from facialattr.training.data import load_celeba
 
@@ -65,7 +66,8 @@ def scores_file(tmp_path_factory, val, probabilities) -> Path:
     # score walks folders in its own order and records a file it cannot decode as an error row.
     for i in reversed(range(len(val))):
         writer.write(rows.row(ItemResult(str(val.paths[i]), probabilities[i])))
-    writer.write(rows.row(ItemResult(str(val.paths[0].with_name("notes.jpg")), error="not an image", error_kind="input")))
+    writer.write(rows.row(ItemResult(str(val.paths[0].with_name("notes.jpg")), error="not an image",
+                                     error_kind=ErrorKind.INPUT)))
     writer.close(complete=True)
     return path
 
