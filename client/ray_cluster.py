@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from facialattr import defaults
 from facialattr.errors import FacialAttrError, InputError
 from facialattr.extras import require_extra
 
@@ -30,7 +31,7 @@ def require_ray() -> None:
 
     ``facialattr score`` calls it where ``--engine ray`` is chosen, before any output or connection.
     """
-    require_extra("ray", ("ray",), what="facialattr score --engine ray")
+    require_extra("ray", what="facialattr score --engine ray")
 
 
 @contextmanager
@@ -96,7 +97,7 @@ def _check_reachable(address: str) -> None:
 
 def start_ray_head(temp_dir: os.PathLike | str, *, num_cpus: int, object_store_bytes: int = 300 * 1024 * 1024,
                    timeout_s: float = 180.0):
-    """``ray start --head --block`` as a process group of its own: (process, "127.0.0.1:PORT").
+    """``ray start --head --block`` as a process group of its own: (process, "HOST:PORT" on this machine).
 
     For tests and benchmarks: no dashboard, no usage stats, a port Ray picks itself (read back
     from its output). Stop it with :func:`stop_ray_head`. Raises RayClusterError when it does not come up.
@@ -109,7 +110,7 @@ def start_ray_head(temp_dir: os.PathLike | str, *, num_cpus: int, object_store_b
     with open(log_path, "w") as log:
         head = subprocess.Popen(
             [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port", "0",
-             "--num-cpus", str(num_cpus), "--node-ip-address", "127.0.0.1", "--include-dashboard", "false",
+             "--num-cpus", str(num_cpus), "--node-ip-address", defaults.HOST, "--include-dashboard", "false",
              "--disable-usage-stats", "--temp-dir", str(temp_dir), "--object-store-memory", str(object_store_bytes)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout_s
@@ -118,7 +119,7 @@ def start_ray_head(temp_dir: os.PathLike | str, *, num_cpus: int, object_store_b
             stop_ray_head(head)
             raise RayClusterError(f"ray start --head did not come up:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.5)
-    return head, f"127.0.0.1:{match[1]}"
+    return head, f"{defaults.HOST}:{match[1]}"
 
 
 def stop_ray_head(head, *, grace_s: float = 10.0) -> None:

@@ -57,7 +57,7 @@ def sample_photos(preprocessing: Preprocessing, *, count: int, seed: int = 0) ->
     """
     from facialattr.preprocessing import prepare
 
-    require_extra("train", ("skimage",), what="the parity gate's default images (scikit-image's photos)",
+    require_extra("parity-photos", what="the parity gate's default images (scikit-image's photos)",
                   instead="pass --parity-images DIR")
     import skimage.data
 

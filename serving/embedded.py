@@ -32,9 +32,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from facialattr import MODEL_NAME, repository, triton_config
+from facialattr import MODEL_NAME, defaults, repository, triton_config
 from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
-from facialattr.extras import COMMAND_EXTRAS, require_extra
+from facialattr.extras import require_extra
 from facialattr.serving import batch_guard, preload, workdirs
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ _UNAVAILABLE_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*UNAVAILABLE:(.*?
 # memory on (serving.preload): a refused 1 GB request then costs its memory for about a second.
 MALLOC_TRIM_INTERVAL_MS = 1000
 MALLOC_TRIM_FREE_BYTES = 32 << 20
-# ServerConfig port -> what sets it: the serve/demo flag (serving/commands.py), and the Makefile
+# ServerConfig port -> what sets it: the serve/demo flag (facialattr/app/flags.py), and the Makefile
 # variable where `make quickstart` binds that port (it serves no HTTP).
 PORT_SETTINGS: dict[str, str] = {
     "grpc_port": "--grpc-port (make quickstart GRPC_PORT=...)",
@@ -66,10 +66,10 @@ class ServerConfig:
     ``config`` holds the ports it got. A port given by number is used or refused, never changed."""
 
     model_repository: Path
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+    host: str = defaults.HOST
+    http_port: int = defaults.HTTP_PORT
+    grpc_port: int = defaults.GRPC_PORT
+    metrics_port: int = defaults.METRICS_PORT
     # Triton 2.51's HTTP frontend can be crashed by one request and leaks memory on gzip
     # bodies (SECURITY.md); clients and health checks use gRPC, so HTTP is served only when asked.
     allow_http: bool = False
@@ -101,7 +101,7 @@ class ServerConfig:
 
     @property
     def grpc_url(self) -> str:
-        """``HOST:PORT`` a client on this machine uses for gRPC (a wildcard bind host becomes 127.0.0.1)."""
+        """``HOST:PORT`` a client on this machine uses for gRPC (a wildcard bind host becomes this machine's)."""
         return f"{_client_host(self.host)}:{self.grpc_port}"
 
     @property
@@ -111,7 +111,7 @@ class ServerConfig:
 
 
 def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return defaults.HOST if host in ("0.0.0.0", "") else host
 
 
 def bundled_server() -> tuple[Path, Path]:
@@ -121,7 +121,7 @@ def bundled_server() -> tuple[Path, Path]:
             f"the embedded Triton runs on Linux x86-64 only (this is {sys.platform}/{platform.machine()}); "
             "use docker-compose.yml with the official Triton container instead"
         )
-    require_extra(*COMMAND_EXTRAS["serve"], what="the embedded Triton server")
+    require_extra("server", what="the embedded Triton server")
     import pytriton
 
     root = Path(pytriton.__file__).parent
@@ -479,7 +479,7 @@ def _check_libpython() -> None:
 
 
 def _taken_ports(log_text: str) -> list[int]:
-    """Ports tritonserver reported as taken ("Socket '127.0.0.1:8001' already in use")."""
+    """Ports tritonserver reported as taken ("Socket 'HOST:PORT' already in use")."""
     return [int(port) for port in re.findall(r":(\d+)'?\s+" + _PORT_TAKEN_MARK, log_text)]
 
 

