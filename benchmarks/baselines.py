@@ -124,10 +124,11 @@ def bulk_scoring(url: str, files: list[Path], *, batch_size: int | None = None,
     """The product's bulk path (client.batching.score_files, its defaults): decode overlaps inference."""
     from facialattr.client.batching import EngineConfig, EngineTimings, score_files
     from facialattr.client.scorer import Scorer
+    from facialattr.client.settings import ScorerSettings
 
     timings = EngineTimings()
     meter = CpuMeter(server_pid)
-    with Scorer(url) as scorer:
+    with Scorer.from_settings(ScorerSettings(urls=url)) as scorer:
         start, cpu_start = time.perf_counter(), meter.read()
         results = list(score_files(files, scorer, config=EngineConfig(batch_size=batch_size), timings=timings))
         elapsed, cpu_s = time.perf_counter() - start, meter.read() - cpu_start

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from facialattr import repository
+from facialattr.app.flags import add_model_repository, model_repository
 from facialattr.client.cctv.detect import DEFAULT_DETECTOR, make_detector
 from facialattr.client.cctv.metrics import server_batch_counts
 from facialattr.client.cctv.pipeline import WatchConfig, Watcher
@@ -27,6 +28,7 @@ from facialattr.client.cctv.synthetic import make_scene, write_video
 from facialattr.client.cctv.track import TrackerConfig
 from facialattr.client.scorer import Scorer
 from facialattr.client.serverstats import mean_batch
+from facialattr.client.settings import ScorerSettings
 from facialattr.serving.embedded import start_on_free_ports
 
 
@@ -40,7 +42,7 @@ def run_streams(video: Path, n_streams: int, *, url: str, detector_name: str, re
     sources = [FrameSource(parse_source(f"cam{i}={video}", default_name=f"cam{i}")) for i in range(n_streams)]
     config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=rescore_every), log_interval_s=3600)
     before = server_batch_counts(url)
-    with Scorer(url) as scorer:
+    with Scorer.from_settings(ScorerSettings(urls=url)) as scorer:
         # A factory: one detector per camera, detected in parallel; an instance: shared, one camera after another.
         detector = (lambda: make_detector(detector_name)) if parallel else make_detector(detector_name)
         watcher = Watcher(sources, detector, scorer, config=config)
@@ -76,7 +78,7 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     """Command line (see the module docstring): starts the embedded server on free ports, runs each stream count."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    add_model_repository(parser)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--frames", type=int, default=40, help="frames per stream")
     parser.add_argument("--size", default="320x240", help="frame size WxH")
@@ -87,8 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     w, h = (int(v) for v in args.size.split("x"))
-    entry = repository.load_model(args.model_repository)
-    print(f"model served: {args.model_repository} version {entry.latest_version}, input "
+    repo = model_repository(args)
+    entry = repository.load_model(repo)
+    print(f"model served: {repo} version {entry.latest_version}, input "
           f"{entry.contract.preprocessing.size_hw}, max batch {entry.model_config.max_batch_size}, "
           f"summary {dict(entry.contract.summary)}")
     print(f"video: {args.frames} frames {w}x{h}, 2 faces per frame; detector {args.detector}; "
@@ -97,7 +100,7 @@ def main() -> None:
         scene = make_scene(n_frames=args.frames, size_wh=(w, h), face_width_px=max(32, h // 5),
                            step_px=max(1, (w - h // 2) // args.frames))
         video = write_video(scene, Path(tmp) / "scene.mp4")
-        server = start_on_free_ports(args.model_repository)
+        server = start_on_free_ports(repo)
         try:
             url = server.config.grpc_url
             run_streams(video, 1, url=url, detector_name=args.detector, rescore_every=args.rescore_every)  # warm-up

@@ -2,7 +2,8 @@
 
 Brings up docker-compose.yml's ``cpu`` profile server (``triton-cpu``, the image
 ``docker/build-image.sh`` builds) on free host ports and times ``up`` to the first 200 from its
-``/ready``; starts the embedded server (``facialattr serve``'s) on the same repository; then scores
+``/ready``; starts the embedded server (``facialattr serve``'s) on the same repository (the
+checkout's model_repository/, which the compose file mounts: so no ``--model-repository``); then scores
 the first ``--limit`` images of ``--images`` with the same client in this process, alternating
 embedded and container ``--rounds`` times, each round with the 1-minute load average at its end.
 Run it on a quiet machine, with a Docker engine, from a checkout::
@@ -24,15 +25,18 @@ import sys
 import time
 from pathlib import Path
 
+from facialattr import defaults
 from facialattr.serving.endpoint import answers_ready
 
 ROOT = Path(__file__).resolve().parents[1]
+# What docker-compose.yml mounts into the container; the embedded server serves the same one.
+REPOSITORY = ROOT / defaults.MODEL_REPOSITORY
 SERVERS = ("embedded", "container")
 
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((defaults.HOST, 0))
         return s.getsockname()[1]
 
 
@@ -44,18 +48,19 @@ def start_container(project: str, *, timeout_s: float = 180) -> tuple[str, float
     started = time.monotonic()
     subprocess.run(["docker", "compose", "-p", project, "--profile", "cpu", "up", "-d", "triton-cpu"],
                    cwd=ROOT, env=env, check=True, capture_output=True)
-    while not answers_ready(f"http://127.0.0.1:{supervisor}/ready"):
+    while not answers_ready(f"http://{defaults.HOST}:{supervisor}/ready"):
         if time.monotonic() - started > timeout_s:
             raise SystemExit(f"the container was not ready within {timeout_s:.0f} s")
         time.sleep(0.1)
-    return f"127.0.0.1:{grpc}", time.monotonic() - started, env
+    return f"{defaults.HOST}:{grpc}", time.monotonic() - started, env
 
 
 def score_round(paths: list[Path], url: str, server: str) -> dict:
     from facialattr.client.batching import score_files
     from facialattr.client.scorer import Scorer
+    from facialattr.client.settings import ScorerSettings
 
-    with Scorer(url) as scorer:
+    with Scorer.from_settings(ScorerSettings(urls=url)) as scorer:
         started = time.perf_counter()
         results = list(score_files(paths, scorer))
         wall_s = time.perf_counter() - started
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     project = f"facialattr-bench-{os.getpid()}"
     container_url, ready_s, env = start_container(project)
     print(f"container ready {ready_s:.1f} s after `up` (load {os.getloadavg()[0]:.2f})", flush=True)
-    embedded = start_on_free_ports(ROOT / "model_repository")
+    embedded = start_on_free_ports(REPOSITORY)
     rounds: list[dict] = []
     try:
         urls = {"embedded": embedded.config.grpc_url, "container": container_url}

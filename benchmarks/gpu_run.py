@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file from a checkout that is not installed
@@ -34,10 +35,16 @@ if __package__ in (None, ""):  # run as a file from a checkout that is not insta
     import facialattr
 
     facialattr.__path__.append(str(_ROOT))  # the parts' folders (client/, benchmarks/) as facialattr.<part>
+    # The GPU machine has torch but not the bench extra (Locust, matplotlib), which the package's
+    # __init__ requires; only gpu_torch is used from it, so the folder is mounted without that check.
+    _benchmarks = types.ModuleType("facialattr.benchmarks")
+    _benchmarks.__path__ = [str(_ROOT / "benchmarks")]
+    sys.modules["facialattr.benchmarks"] = _benchmarks
 
 import numpy as np
 
 from facialattr import MODEL_NAME
+from facialattr.app.flags import add_model_repository, model_repository
 from facialattr.contract import ModelContract
 
 log = logging.getLogger("facialattr.benchmarks.gpu_run")
@@ -49,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=Path, required=True, help="folder of face JPEGs (CelebA-framed)")
     p.add_argument("--out", type=Path, required=True, help="folder for gpu_results.json and .md")
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    add_model_repository(p)
     p.add_argument("--model-name", default=MODEL_NAME)
     p.add_argument("--limit", type=int, default=2000, help="JPEGs to use, first in name order (default %(default)s)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
@@ -258,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # FP32 parity means FP32
     torch.backends.cudnn.benchmark = True
-    version_dir = args.model_repository / args.model_name / "1"
+    version_dir = model_repository(args) / args.model_name / "1"
     contract = ModelContract.from_parameters(json.loads((version_dir / "contract.json").read_text()))
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[: args.limit]
     if not files:

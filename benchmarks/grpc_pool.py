@@ -18,6 +18,7 @@ import os
 import statistics
 from pathlib import Path
 
+from facialattr.app import flags
 from facialattr.benchmarks.images import benchmark_images
 from facialattr.benchmarks.load import LoadSpec, run_load
 from facialattr.benchmarks.sweep import server_contract
@@ -51,7 +52,7 @@ def measure(model_repository: Path, images_dir, *, pool_sizes: list[int], spec: 
 def main(argv: list[str] | None = None) -> int:
     """Print a markdown table of images/s per pool size and round, and the median ratio to the first size."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    flags.add_model_repository(parser)
     parser.add_argument("--images", required=True, help="folder of face JPEGs (CelebA aligned framing)")
     parser.add_argument("--pool-sizes", type=int, nargs="+", default=[0, 8])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_before = os.getloadavg()[0]
     spec = LoadSpec(batch_size=args.batch_size, concurrency=args.concurrency, duration_s=args.duration_s)
-    speeds = measure(args.model_repository, args.images, pool_sizes=args.pool_sizes, spec=spec,
+    speeds = measure(flags.model_repository(args), args.images, pool_sizes=args.pool_sizes, spec=spec,
                      rounds=args.rounds, limit=args.limit)
     reference = args.pool_sizes[0]
     print(f"Triton gRPC, batch {spec.batch_size} x {spec.concurrency} clients, {spec.duration_s:g} s windows, "

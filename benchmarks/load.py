@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from facialattr import MODEL_NAME, triton_config
+from facialattr import MODEL_NAME, defaults, triton_config
 from facialattr.benchmarks.cpu import CpuMeter
 from facialattr.client import serverstats
 
@@ -33,7 +33,7 @@ class LoadSpec:
     concurrency: int
     duration_s: float = 5.0
     warmup_s: float = 1.0
-    timeout_s: float = 30.0
+    timeout_s: float = defaults.REQUEST_TIMEOUT_S
 
 
 @dataclass(frozen=True)

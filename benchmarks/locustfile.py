@@ -9,7 +9,7 @@ reported to Locust through ``events.request``.
 Headless, bounded, against a local server (``facialattr serve`` in another shell):
 
     locust -f benchmarks/locustfile.py --headless -u 16 -r 16 -t 60s \
-        --host 127.0.0.1:8001 --csv out/locust --html out/locust.html CctvUser
+        --host HOST:PORT --csv out/locust --html out/locust.html CctvUser
 
 Omit the class name to mix all kinds (CCTV users are 4x as frequent as each other kind). Inputs are
 random frames at the size the server's model contract asks for (speed does not
@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 
-from facialattr import MODEL_NAME, encoded  # noqa: E402
+from facialattr import MODEL_NAME, defaults, encoded  # noqa: E402
 from facialattr.contract import CELEBA_ALIGNED_SIZE_HW, ModelContract  # noqa: E402
 from facialattr.triton_config import ServedModel  # noqa: E402
 
@@ -78,11 +78,11 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--model-name", default=MODEL_NAME, help="served model name")
     parser.add_argument("--images", default="", help="folder of face images to send (default: random frames)")
     parser.add_argument("--bulk-batch", type=int, default=32, help="faces per BulkUser request")
-    parser.add_argument("--request-timeout-s", type=float, default=30.0)
+    parser.add_argument("--request-timeout-s", type=float, default=defaults.REQUEST_TIMEOUT_S)
 
 
 def grpc_target(host: str) -> str:
-    """``127.0.0.1:8001`` from a Locust --host that may carry a scheme."""
+    """``HOST:PORT`` from a Locust --host that may carry a scheme."""
     for scheme in ("grpc://", "http://", "https://"):
         if host.startswith(scheme):
             return host[len(scheme):].rstrip("/")
@@ -110,7 +110,7 @@ class TritonUser(User):
         options = self.environment.parsed_options
         self.model_name = options.model_name
         self.timeout_s = options.request_timeout_s
-        self.client = _Client(grpc_target(self.host or "127.0.0.1:8001"))
+        self.client = _Client(grpc_target(self.host or defaults.grpc_url()))
         _OPEN_CLIENTS.add(self.client)
         config = self.client.get_model_config(self.model_name).config
         self.served = ServedModel.from_proto(config)

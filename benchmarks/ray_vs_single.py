@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facialattr.app.flags import add_model_repository, model_repository
+
 SUMMARY = re.compile(r"(\d+) inputs this run in ([\d.]+) s \(([\d.]+) images/s\)")
 RAY_START = re.compile(r"ray engine: start ([\d.]+) s")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -221,7 +223,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a folder of face JPEGs, searched recursively, e.g. CelebA's img_align_celeba/")
     p.add_argument("--limit", type=int, default=4000, metavar="N", help="images to score per run (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="alternating runs of each engine (default: %(default)s)")
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    add_model_repository(p)
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--ray-actors", type=int, default=None, help="default: the engine's (one per CPU of the cluster)")
     p.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs the Ray head offers (default: all cores)")
@@ -248,7 +250,7 @@ def main(argv=None) -> int:
         folder = link_images(files, tmp / "images")
         warm = link_images(files[:WARM_UP_IMAGES], tmp / "warm")
         (tmp / "ray-head").mkdir()
-        server = start_on_free_ports(args.model_repository)
+        server = start_on_free_ports(model_repository(args))
         head, address = start_ray_head(tmp / "ray-head", num_cpus=args.cpus)
         try:
             meter = ProcessCpu(triton_pid=server.pid, ray_pgid=head.pid)

@@ -9,6 +9,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from facialattr import defaults
+from facialattr.benchmarks.standin import is_standin
+
 SOAK_BEGIN, SOAK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 
 
@@ -44,7 +47,7 @@ def model_info(served) -> dict[str, Any]:
     """Input size, max batch and summary of a served model (a :class:`facialattr.triton_config.ServedModel`)."""
     contract = served.contract
     return {"size_hw": list(contract.preprocessing.size_hw), "max_batch_size": served.config.max_batch_size,
-            "stand_in": bool(contract.summary.get("stand_in")), "summary": dict(contract.summary)}
+            "stand_in": is_standin(contract), "summary": dict(contract.summary)}
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -285,7 +288,7 @@ GPU_SECTION = [
     "the CPU, as the test suite does.", "",
     "In production the official Triton container (`docker-compose.yml`) serves the same `model.onnx` with its "
     "ONNX Runtime backend (CUDA execution provider), and `facialattr export --tensorrt-fp16` switches it to the "
-    "TensorRT execution provider in FP16; `facialattr bench --url HOST:8001` and `benchmarks/locustfile.py` "
+    f"TensorRT execution provider in FP16; `facialattr bench --url HOST:{defaults.GRPC_PORT}` and `benchmarks/locustfile.py` "
     "measure it there.", "",
 ]
 

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facialattr import repository
+from facialattr import defaults, repository
+from facialattr.app.flags import add_model_repository, model_repository
 from facialattr.benchmarks import baselines, images, locust_run, paired, plots, report, standin
 from facialattr.benchmarks.load import LoadSpec, run_load
 from facialattr.benchmarks.sweep import ServingSettings, choose, run_sweep, serve_with, trial
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="folder of face JPEGs (CelebA aligned); required unless --render-only")
     p.add_argument("--limit", type=int, default=2000, help="images used (default: %(default)s)")
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    add_model_repository(p)
     p.add_argument("--keras-model", type=Path, help="the same model as .keras, for the Keras baselines")
     p.add_argument("--standin", type=int, nargs="*", metavar="SIZE",
                    help="measure the untrained stand-in at these input sizes (first = main; default 128 160)")
@@ -61,10 +62,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def resolve_models(args: argparse.Namespace) -> tuple[Path, Path | None, list[int]]:
     """(repository, Keras file or None, further stand-in sizes): the stand-in when ``--standin``, else the given model."""
     if args.standin is None:
-        return args.model_repository, args.keras_model, []
+        return model_repository(args), args.keras_model, []
     sizes = args.standin or [128, 160]
     main = standin.build_standin(size=sizes[0])
     return main.repository, main.keras_path, sizes[1:]
+
+
+def recorded_path(path: Path) -> str:
+    """``path`` as results.json records it: relative to the working directory when inside it, else by its name."""
+    if not path.is_absolute():
+        return str(path)
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else path.name
+
+
+def recorded_command(argv: list[str], *, images: Path) -> str:
+    """The run's command as results.json records it: the images folder by its name (as ``images.folder``),
+    any other absolute path by :func:`recorded_path`, so no path of the measuring machine is committed."""
+    shown = []
+    for previous, token in zip([None, *argv], argv, strict=False):
+        option, equals, value = token.partition("=") if token.startswith("--") and "=" in token else ("", "", token)
+        if option == "--images" or previous == "--images":
+            value = images.name
+        elif value.startswith("/"):
+            value = recorded_path(Path(value))
+        shown.append(shlex.quote(option + equals + value))
+    return " ".join(["python benchmarks/run_all.py", *shown])
 
 
 def ort_best(results: list[baselines.Throughput]) -> baselines.Throughput:
@@ -104,7 +126,7 @@ def measure_serving(repo: Path, frames, files, args, *, onnx_path: Path, paired_
         if args.locust_s:
             run = locust_run.run_locust(url, users=USERS, run_time_s=args.locust_s, csv_prefix=args.out / "locust",
                                         html=args.out / "locust.html", user_classes=("CctvUser",))
-            shown = run.command.replace(url, "127.0.0.1:8001").replace(str(args.out), "out")
+            shown = run.command.replace(url, defaults.GRPC_URL).replace(str(args.out), "out")
             out["locust"] = {"command": shown, "rows": run.rows}
     return out
 
@@ -219,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     files = images.list_images(args.images, limit=args.limit)
     frames = images.prepare_files(files, contract.preprocessing)
     data: dict[str, Any] = {
-        "command": " ".join(["python benchmarks/run_all.py", *map(shlex.quote, argv if argv is not None else sys.argv[1:])]),
-        "machine": report.machine_info(), "model": report.model_info(entry.served), "model_repository": str(repo),
-        "images": {"folder": str(args.images), "count": len(files)},
+        "command": recorded_command(argv if argv is not None else sys.argv[1:], images=args.images),
+        "machine": report.machine_info(), "model": report.model_info(entry.served), "model_repository": recorded_path(repo),
+        "images": {"folder": args.images.name, "count": len(files)},
         "plot_dir": os.path.relpath(args.out, args.results_md.parent),
         "load_average_start": os.getloadavg(),
     }

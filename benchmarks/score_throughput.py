@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from facialattr import repository
+from facialattr.app.flags import add_model_repository, model_repository
 from facialattr.client.preprocess import prepare
 from facialattr.contract import Preprocessing
 from facialattr.onnx_runtime import cpu_session
@@ -106,8 +107,10 @@ def run_library(folder: Path, out: Path, url: str, *, workers: int, max_in_fligh
     from facialattr.client.batching import EngineConfig
     from facialattr.client.bulk import score_paths
     from facialattr.client.scorer import Scorer
+    from facialattr.client.settings import ScorerSettings
 
-    with Scorer(url, max_in_flight=max_in_flight) as scorer:
+    # An own scorer (not score_paths(settings=...)): its statistics are read after the run.
+    with Scorer.from_settings(ScorerSettings(urls=url, max_in_flight=max_in_flight)) as scorer:
         before = serverstats.read(url)
         summary = score_paths([folder], out=out, overwrite=True, follow_symlinks=True, progress=False,
                               engine=EngineConfig(decode_workers=workers, batch_size=batch_size), scorer=scorer)
@@ -133,7 +136,7 @@ def run_cli(folder: Path, out: Path, url: str, *, workers: int, max_in_flight: i
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """The options every side-by-side scoring benchmark shares: model, images, how many, how often."""
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    add_model_repository(p)
     p.add_argument("--images", type=Path, required=True, metavar="DIR",
                    help="a folder of face JPEGs, e.g. CelebA's img_align_celeba/ (the first --count in name order)")
     p.add_argument("--count", type=int, default=2000)
@@ -164,6 +167,7 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     args = parse_args(argv)
+    args.model_repository = model_repository(args)
     entry = repository.load_model(args.model_repository)
     contract, onnx_path = entry.contract, entry.onnx_path()
     files = pick_files(args.images, args.count)

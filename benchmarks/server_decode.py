@@ -1,6 +1,6 @@
 """Client decode vs server decode on the same folder: images/s, CPU-ms per image on each side, bytes sent.
 
-Starts a private embedded Triton on ``--repository`` (the pixel model and its bytes twin),
+Starts a private embedded Triton on ``--model-repository`` (the pixel model and its bytes twin),
 then scores the first ``--limit`` images of ``--images`` with :func:`score_files` in
 alternating rounds: client decoding (pixels sent), then server decoding (file bytes sent),
 ``--rounds`` times, so a neighbour's load hits both alike. Each round reports images/s,
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from facialattr import encoded, repository
+from facialattr.app.flags import add_model_repository, model_repository
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ def run_round(paths: list[Path], url: str, *, mode: str, server_pid: int, worker
     from facialattr.benchmarks.cpu import tree_cpu_s
     from facialattr.client.batching import EngineConfig, score_files
     from facialattr.client.scorer import Scorer
+    from facialattr.client.settings import ScorerSettings
 
-    with Scorer(url, server_decode=mode == "server") as scorer:
+    with Scorer.from_settings(ScorerSettings(urls=url, server_decode=mode == "server")) as scorer:
         h, w = scorer.contract.preprocessing.size_hw
         server_before, client_before, started = tree_cpu_s(server_pid), time.process_time(), time.perf_counter()
         results = list(score_files(paths, scorer, config=EngineConfig(decode_workers=workers)))
@@ -88,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, required=True, help="folder of face images (first --limit in name order)")
     parser.add_argument("--limit", type=int, default=500, help="images per round (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode, alternating (default: %(default)s)")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"),
-                        help="model repository with the bytes twin (default: %(default)s)")
+    add_model_repository(parser, old_spelling="--repository", what="model repository with the bytes twin")
     parser.add_argument("--inference", choices=encoded.INFERENCE_MODES, default=encoded.DEFAULT_INFERENCE,
                         help="how the bytes twin runs the network (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="client decode threads (default: %(default)s)")
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = list_images(args.images, limit=args.limit)
     with tempfile.TemporaryDirectory(prefix="facialattr-server-decode-") as tmp:
-        server = start_on_free_ports(served_copy(args.repository, args.inference, Path(tmp) / "repo"))
+        server = start_on_free_ports(served_copy(model_repository(args), args.inference, Path(tmp) / "repo"))
         try:
             # One unmeasured pass each: model sessions, stubs and the page cache warm.
             for mode in MODES:

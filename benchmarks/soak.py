@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facialattr.app.flags import add_model_repository, model_repository
 from facialattr.benchmarks import locust_run, plots, report
+from facialattr.benchmarks.standin import is_standin
 from facialattr.benchmarks.sweep import ServingSettings, serve_with, settings_of
 
 log = logging.getLogger("facialattr.benchmarks.soak")
@@ -117,7 +119,7 @@ niced next to whatever else the machine does, so its request rate is not a throu
 def main(argv: list[str] | None = None) -> int:
     """Command line (see ``--help``); returns 0 when the server survived with no failed request, else 1."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    add_model_repository(p)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--users", type=int, default=16)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -127,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from facialattr import repository
 
-    entry = repository.load_model(args.model_repository)
+    repo = model_repository(args)
+    entry = repository.load_model(repo)
     settings = settings_of(entry.config)
-    model = ("the untrained stand-in" if entry.contract.summary.get("stand_in") else "the shipped model") + \
+    model = ("the untrained stand-in" if is_standin(entry.contract) else "the shipped model") + \
         f" ({'x'.join(map(str, entry.contract.preprocessing.size_hw))})"
-    with serve_with(args.model_repository, settings) as server:
+    with serve_with(repo, settings) as server:
         result = soak(server, minutes=args.minutes, users=args.users, out=args.out)
     (args.out / "soak.json").write_text(json.dumps(result, indent=2))
     plots.rss_over_time(result["samples"], args.out / "soak_rss.png", title="tritonserver + stubs RSS under load")

@@ -26,6 +26,8 @@ from facialattr.contract import ModelContract, Preprocessing
 log = logging.getLogger(__name__)
 
 DEFAULT_STANDIN_DIR = Path(".cache/bench/standin")
+# The contract summary's mark of a stand-in, which every report shows.
+STAND_IN_KEY = "stand_in"
 # Photographs whose single training-mode pass sets the BatchNorm statistics.
 _BATCHNORM_IMAGES = 16
 
@@ -57,7 +59,7 @@ def build_standin(out_dir: Path = DEFAULT_STANDIN_DIR, *, size: int = 128, seed:
         log.info("building the %dx%d MobileNetV2 stand-in in %s", size, size, folder)
         contract = ModelContract(
             preprocessing=Preprocessing(size_hw=(size, size)),
-            summary={"stand_in": True, "architecture": "MobileNetV2 alpha=1.0, untrained (speed only)"},
+            summary={STAND_IN_KEY: True, "architecture": "MobileNetV2 alpha=1.0, untrained (speed only)"},
         )
         run_dir.mkdir(parents=True, exist_ok=True)
         _untrained_model(contract, seed=seed).save(keras_path)
@@ -80,9 +82,9 @@ def _untrained_model(contract: ModelContract, *, seed: int):
     return model.full
 
 
-def is_standin(entry: repository.ModelEntry) -> bool:
-    """Whether a repository entry is a stand-in (its contract summary says so), not a trained model."""
-    return bool(entry.contract.summary.get("stand_in"))
+def is_standin(contract: ModelContract) -> bool:
+    """Whether a model is a stand-in (its contract summary says so), not a trained model."""
+    return bool(contract.summary.get(STAND_IN_KEY))
 
 
 def main(argv: list[str] | None = None) -> None:

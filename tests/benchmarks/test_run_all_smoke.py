@@ -1,8 +1,10 @@
-"""run_all.py end to end in its --quick form: tiny model, a few generated JPEGs, no Keras model."""
+"""run_all.py end to end in its --quick form (tiny model, a few generated JPEGs, no Keras model), and the
+command it records: no path of the measuring machine."""
 
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -30,7 +32,10 @@ def test_quick_run_writes_results_md_with_targets_plots_and_a_soak_placeholder(t
                          "--duration-s", "0.5", "--locust-s", "3", "--out", str(out), "--results-md", str(md)])
     assert code == 0
     data = json.loads((out / "results.json").read_text())
-    assert data["images"]["count"] == 40 and not data["model"]["stand_in"]
+    assert data["images"] == {"folder": "faces", "count": 40} and not data["model"]["stand_in"]
+    # Every path given was absolute, and outside the working directory: each is recorded by its name.
+    assert str(tmp_path.parent) not in (out / "results.json").read_text()
+    assert data["command"].startswith("python benchmarks/run_all.py --images faces --model-repository ")
     assert data["bulk"]["images"] == 40
     assert all(p["errors"] == 0 and p["requests"] > 0 for p in data["sweep"])
     assert len(data["paired"]["rounds"]) == 2 and data["paired"]["errors"] == 0
@@ -46,3 +51,27 @@ def test_quick_run_writes_results_md_with_targets_plots_and_a_soak_placeholder(t
     md.unlink()
     assert run_all.main(["--render-only", "--out", str(out), "--results-md", str(md)]) == 0
     assert md.read_text() == text
+
+
+RUN = "python benchmarks/run_all.py"
+
+
+@pytest.mark.parametrize(
+    ("argv", "recorded"),
+    [
+        ("--images /data/celeba/img_align_celeba --per-image-sample 3",
+         f"{RUN} --images img_align_celeba --per-image-sample 3"),
+        ("--images=/data/celeba/img_align_celeba/ --quick", f"{RUN} --images=img_align_celeba --quick"),
+        ("--images ../data/img_align_celeba --keras-model runs/r128_wbce/model.keras",
+         f"{RUN} --images img_align_celeba --keras-model runs/r128_wbce/model.keras"),
+        ("--images faces --model-repository /srv/models/repo --out=/var/tmp/run/results",
+         f"{RUN} --images faces --model-repository repo --out=results"),
+        ("--images faces --keras-model {cwd}/runs/r128/model.keras", f"{RUN} --images faces --keras-model runs/r128/model.keras"),
+        ("--images '/with space/my faces'", f"{RUN} --images 'my faces'"),
+    ],
+)
+def test_the_recorded_command_names_the_images_folder_by_name_and_no_absolute_path(argv, recorded, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = shlex.split(argv.format(cwd=tmp_path))
+    assert run_all.recorded_command(argv, images=run_all.parse_args(argv).images) == recorded
