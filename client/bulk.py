@@ -23,7 +23,8 @@ from facialattr.client.outputs import open_writer
 from facialattr.client.paths import Input, WalkStats, iter_inputs
 from facialattr.client.results import RowMaker
 from facialattr.client.scorer import Scorer, ScorerStats
-from facialattr.errors import EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
+from facialattr.client.settings import ScorerSettings
+from facialattr.errors import EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, ErrorKind
 
 log = logging.getLogger(__name__)
 
@@ -128,17 +129,14 @@ def score_paths(
     paths: Sequence[os.PathLike | str],
     *,
     out: os.PathLike | str,
-    urls: str | Sequence[str] = "127.0.0.1:8001",
     recursive: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     follow_symlinks: bool = False,
     progress: bool = True,
-    timeout_s: float = 30.0,
-    max_in_flight: int = 4,
+    settings: ScorerSettings | None = None,
     engine: EngineConfig | None = None,
     scorer: Scorer | None = None,
-    server_decode: bool = False,
 ) -> Summary:
     """Score every image under ``paths`` into ``out`` (.csv, .jsonl or .parquet); the summary says what happened.
 
@@ -147,14 +145,14 @@ def score_paths(
     Raises :class:`~facialattr.client.scorer.ServerUnavailableError` when the server stays
     unreachable (rows so far are kept; ``resume=True`` finishes later),
     :class:`~facialattr.errors.InputError` for an unusable ``out`` and :class:`ScoringInterrupted`
-    (a KeyboardInterrupt carrying the summary so far) on Ctrl-C or SIGTERM. ``server_decode`` sends the
-    files' bytes for the server to decode (the scorer this function opens; a given ``scorer`` says for itself).
+    (a KeyboardInterrupt carrying the summary so far) on Ctrl-C or SIGTERM. Without a ``scorer`` one is opened
+    from ``settings`` (default :class:`ScorerSettings`: the default URL) and closed at the end.
     """
     summary = Summary(out=Path(out), recursive=recursive)
     walk = functools.partial(iter_inputs, paths, recursive=recursive, follow_symlinks=follow_symlinks)
     own_scorer = scorer is None
     try:
-        scorer = scorer or Scorer(urls, timeout_s=timeout_s, max_in_flight=max_in_flight, server_decode=server_decode)
+        scorer = scorer or Scorer.from_settings(settings or ScorerSettings())
         writer = open_writer(summary.out, scorer.contract, resume=resume, overwrite=overwrite)
         complete = False
         try:
@@ -226,7 +224,7 @@ def _count(result: ItemResult, summary: Summary, errors: Counter[str]) -> None:
         return
     summary.failed += 1
     summary.server_failed += result.retryable
-    errors[result.error_kind or "input"] += 1
+    errors[ErrorKind.of(result.error_kind)] += 1
     if len(summary.first_failures) < SUMMARY_FAILED_SHOWN:
         reason = (result.error or "").removeprefix(f"{result.path}: ")
         summary.first_failures.append((result.path, " ".join(reason.splitlines())[:200]))

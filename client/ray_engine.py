@@ -15,8 +15,8 @@ numbers to a pool of :class:`ShardScorer` actors, one per CPU the cluster offers
 Images never travel through Ray: only unit numbers go out and small summaries come back, so
 the object store, Ray Data's executor and its decode tasks (most of the old engine's extra
 CPU, docs/DISTRIBUTED.md) are gone. The actors take the single-process settings unchanged
-(``Scorer`` keyword arguments and the ``EngineConfig``), so a scorer option reaches them without
-edits here. Ray is imported only when this engine runs (the ``ray`` extra).
+(the :class:`~facialattr.client.settings.ScorerSettings` and the ``EngineConfig``), so a scorer
+option reaches them without edits here. Ray is imported only when this engine runs (the ``ray`` extra).
 """
 
 from __future__ import annotations
@@ -27,9 +27,15 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# Only light imports here: ``facialattr score --help`` imports this module for its options.
-from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED, FacialAttrError, InputError
+# Only light imports here: ``facialattr score --help`` reads this module's defaults.
+from facialattr.errors import FacialAttrError, InputError
+
+if TYPE_CHECKING:
+    from facialattr.client.batching import EngineConfig
+    from facialattr.client.bulk import Summary
+    from facialattr.client.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,69 +76,28 @@ class RayTimings:
                 f"summed over actors: decode {self.decode_s:.1f} s, inference wait {self.infer_s:.1f} s")
 
 
-def add_arguments(parser) -> None:
-    """The Ray engine's options on ``facialattr score``."""
-    group = parser.add_argument_group("Ray engine (--engine ray; needs the 'ray' extra)")
-    group.add_argument("--engine", choices=ENGINES, default="local",
-                       help="local: this process (default); ray: the same scoring on every CPU of a Ray cluster, "
-                            "--out is a folder of shards")
-    group.add_argument("--ray-address", metavar="HOST:PORT",
-                       help="a running Ray cluster's GCS address (default: start a private Ray instance on this machine)")
-    group.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="N",
-                       help="inputs per Parquet shard (default: %(default)s)")
-    group.add_argument("--ray-actors", type=int, default=None, metavar="N",
-                       help="scoring actors, each a whole single-process scorer (default: one per CPU of the cluster)")
-    group.add_argument("--ray-actor-cpus", type=float, default=RayOptions.actor_cpus, metavar="CPUS",
-                       help="CPUs each scoring actor reserves (default: %(default)s)")
+def score_paths_ray(paths, *, out, settings: ScorerSettings | None = None, recursive: bool = False,
+                    resume: bool = False, overwrite: bool = False, follow_symlinks: bool = False,
+                    progress: bool = True, options: RayOptions | None = None, engine: EngineConfig | None = None,
+                    ) -> tuple[Summary, RayTimings]:
+    """Score every image under ``paths`` into the shard folder ``out`` on a Ray cluster; the summary and timings.
 
-
-def run(args, *, urls: list[str], scorer_kwargs: dict, engine) -> int:
-    """``facialattr score --engine ray``: exit status as the single-process command gives it.
-
-    ``scorer_kwargs`` (keyword arguments of :class:`~facialattr.client.scorer.Scorer`) and ``engine``
-    (an :class:`~facialattr.client.batching.EngineConfig`) are the single-process command's settings.
-    """
-    from facialattr.client.scorer import ServerUnavailableError
-
-    options = RayOptions(address=args.ray_address, shard_size=args.shard_size, actors=args.ray_actors,
-                         actor_cpus=args.ray_actor_cpus)
-    timings = RayTimings()
-    try:
-        summary = score_paths_ray(args.paths, out=args.out, urls=urls, recursive=args.recursive, resume=args.resume,
-                                  overwrite=args.overwrite, follow_symlinks=args.follow_symlinks,
-                                  progress=not args.no_progress, options=options, scorer_kwargs=scorer_kwargs,
-                                  engine=engine, timings=timings)
-    except ServerUnavailableError as exc:
-        log.error("%s", exc)
-        log.error("stopped; shards written so far are kept. Rerun with --resume once the server is back.")
-        return EXIT_FATAL
-    except KeyboardInterrupt:
-        log.error("interrupted; shards written so far are kept. Rerun with --resume to finish.")
-        return EXIT_INTERRUPTED
-    for line in [*summary.lines(), timings.line()]:
-        print(line, file=sys.stderr)
-    return summary.exit_code
-
-
-def score_paths_ray(paths, *, out, urls: list[str], recursive: bool = False, resume: bool = False,
-                    overwrite: bool = False, follow_symlinks: bool = False, progress: bool = True,
-                    options: RayOptions | None = None, scorer_kwargs: dict | None = None, engine=None,
-                    timings: RayTimings | None = None):
-    """Score every image under ``paths`` into the shard folder ``out`` on a Ray cluster.
-
+    Each actor opens its scorer from ``settings`` (default :class:`ScorerSettings`: the default
+    URL) and scores with ``engine``, as :func:`~facialattr.client.bulk.score_paths` does in one process.
     Everything that can fail at the start (the output refused, no server, no cluster) fails before
     ``out`` is created, so a retry is not refused. Raises RayClusterError (no cluster),
     ServerUnavailableError (no server; past the retry deadline, resumable), InputError (bad
-    arguments, an ``out`` that is not this engine's).
+    arguments, an ``out`` that is not this engine's); a KeyboardInterrupt keeps the shards written.
     """
     from facialattr.client import sharded_out
     from facialattr.client.ray_cluster import ray_session
     from facialattr.client.scorer import Scorer
+    from facialattr.client.settings import ScorerSettings
     from facialattr.files import OutputLock
 
     options = options or RayOptions()
-    scorer_kwargs = scorer_kwargs or {}
-    timings = timings if timings is not None else RayTimings()
+    settings = settings or ScorerSettings()
+    timings = RayTimings()
     if (options.actors is not None and options.actors < 1) or options.actor_cpus < 0:
         raise InputError("--ray-actors must be at least 1, --ray-actor-cpus at least 0")
     if options.shard_size < 1:
@@ -141,18 +106,21 @@ def score_paths_ray(paths, *, out, urls: list[str], recursive: bool = False, res
     # The lock file goes with the lock, so a start that fails below leaves nothing behind.
     with OutputLock(out):
         sharded_out.check_dataset(out, resume=resume, overwrite=overwrite)
-        # The driver's own look at the servers: a clear failure before any Ray work or output.
-        with Scorer(urls, **scorer_kwargs):
+        # The driver's own look at the servers, with the actors' settings and waits: a clear failure
+        # (the one message naming each URL) before any Ray work or output.
+        with Scorer.from_settings(settings):
             pass
         with ray_session(options.address) as startup_s:
             timings.startup_s = startup_s
-            return _score(paths, out, urls, recursive=recursive, resume=resume, overwrite=overwrite,
-                          follow_symlinks=follow_symlinks, progress=progress, options=options,
-                          scorer_kwargs=scorer_kwargs, engine=engine, timings=timings)
+            summary = _score(paths, out, settings, recursive=recursive, resume=resume, overwrite=overwrite,
+                             follow_symlinks=follow_symlinks, progress=progress, options=options, engine=engine,
+                             timings=timings)
+    return summary, timings
 
 
-def _score(paths, out, urls: list[str], *, recursive: bool, resume: bool, overwrite: bool, follow_symlinks: bool,
-           progress: bool, options: RayOptions, scorer_kwargs: dict, engine, timings: RayTimings):
+def _score(paths, out, settings: ScorerSettings, *, recursive: bool, resume: bool, overwrite: bool,
+           follow_symlinks: bool, progress: bool, options: RayOptions, engine: EngineConfig | None,
+           timings: RayTimings) -> Summary:
     """The run, once the output is locked and checked, the servers answered and Ray is up."""
     import ray
 
@@ -161,7 +129,7 @@ def _score(paths, out, urls: list[str], *, recursive: bool, resume: bool, overwr
 
     started = time.perf_counter()
     # The actors start (a worker process each: imports, a gRPC connection) while this process walks.
-    actors = _start_actors(Path(out), urls, scorer_kwargs, engine, options, timings)
+    actors = _start_actors(Path(out), settings, engine, options, timings)
     try:
         out = sharded_out.open_dataset(out, resume=resume, overwrite=overwrite)
         summary = Summary(out=out, recursive=recursive)
@@ -194,7 +162,7 @@ def unit_calls(units: list[int], actors: int) -> list[list[int]]:
     return [units[i : i + per_call] for i in range(0, len(units), per_call)]
 
 
-def _start_actors(out: Path, urls: list[str], scorer_kwargs: dict, engine, options: RayOptions,
+def _start_actors(out: Path, settings: ScorerSettings, engine: EngineConfig | None, options: RayOptions,
                   timings: RayTimings) -> list:
     """The pool of ShardScorer actors, one per CPU of the cluster unless ``options`` say otherwise."""
     import ray
@@ -211,7 +179,7 @@ def _start_actors(out: Path, urls: list[str], scorer_kwargs: dict, engine, optio
         # call's shards replace themselves, so every input still has exactly one row. Its arguments
         # are small (no object-store copies to keep for a restart).
         max_restarts=2, max_task_retries=2)
-    return [actor_class.remote(str(out), urls, scorer_kwargs, engine) for _ in range(n)]
+    return [actor_class.remote(str(out), settings, engine) for _ in range(n)]
 
 
 def _drive(out: Path, plan, actors: list, summary, timings: RayTimings, *, progress: bool) -> None:
@@ -296,15 +264,15 @@ def _facialattr_cause(exc: BaseException) -> FacialAttrError | None:
 class ShardScorer:
     """Ray actor: the single-process scorer over the inputs of the units it is given, one shard per unit.
 
-    ``scorer_kwargs`` and ``engine`` are what ``facialattr score`` gives its Scorer and its scoring loop.
+    ``settings`` and ``engine`` are what ``facialattr score`` opens its Scorer from and gives its scoring loop.
     """
 
-    def __init__(self, out: str, urls: list[str], scorer_kwargs: dict, engine) -> None:
+    def __init__(self, out: str, settings: ScorerSettings, engine: EngineConfig | None) -> None:
         from facialattr.client.parquet_out import parquet_schema
         from facialattr.client.scorer import Scorer
 
         # Every actor talks to every endpoint: the Scorer sends to the least busy one and fails over when one dies.
-        self.scorer = Scorer(urls, **scorer_kwargs)
+        self.scorer = Scorer.from_settings(settings)
         self.out, self.engine = Path(out), engine
         self.schema = parquet_schema(self.scorer.contract)
 

@@ -9,11 +9,10 @@ attributes of the first images and leaves one row per image in the results file.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 from pathlib import Path
 
+from facialattr.app import flags
 from facialattr.errors import EXIT_OK
 
 log = logging.getLogger(__name__)
@@ -29,21 +28,23 @@ URL_CONNECT_TIMEOUT_S = 60.0
 
 def register(subparsers) -> None:
     """Add the ``demo`` subcommand to the ``facialattr`` parser."""
-    from facialattr.serving.commands import add_server_arguments
-
-    p = subparsers.add_parser("demo", help="quick start: serve the shipped model and score a folder (or sample photos)")
+    p = subparsers.add_parser(
+        "demo", help="quick start: serve the shipped model and score a folder (or sample photos)",
+        description="Start the embedded Triton on the model repository, score the folder (default: sample photos "
+                    "made from scikit-image's public-domain images) and show the top attributes. With --url the "
+                    "Triton serving there is used instead and the server flags are unused; it is waited for up "
+                    f"to {URL_CONNECT_TIMEOUT_S:.0f} s (a container just brought up).")
     p.add_argument("images", nargs="?", type=Path, help="folder of face photos (default: generated sample photos)")
     p.add_argument("--out", type=Path, default=Path("quickstart-results.csv"),
                    help="results file: .csv, .jsonl or .parquet (default: %(default)s)")
-    p.add_argument("--url", metavar="HOST:PORT",
-                   help="score with the Triton serving at HOST:PORT (gRPC) instead of starting one; the server "
-                        f"options below are then unused (waits up to {URL_CONNECT_TIMEOUT_S:.0f} s for it to answer)")
-    add_server_arguments(p)
+    flags.add_url(p, help_default="start the embedded server")
+    flags.add_server_flags(p)
     p.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from facialattr.client.bulk import score_paths
+    from facialattr.client.settings import ScorerSettings
 
     images = args.images
     if images is None:
@@ -51,10 +52,11 @@ def _demo(args: argparse.Namespace) -> int:
 
         make_sample_folder(SAMPLE_DIR)
         images = SAMPLE_DIR
-    if args.url:
+    if args.urls:
         from facialattr.client.scorer import Scorer
 
-        with Scorer(args.url, connect_timeout_s=URL_CONNECT_TIMEOUT_S) as scorer:
+        settings = ScorerSettings(urls=tuple(args.urls), connect_timeout_s=URL_CONNECT_TIMEOUT_S)
+        with Scorer.from_settings(settings) as scorer:
             print(model_status(scorer.contract.summary), flush=True)
             summary = score_paths([images], out=args.out, recursive=True, overwrite=True, scorer=scorer)
     else:
@@ -68,13 +70,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _score_with_embedded_server(args: argparse.Namespace, images: Path, score_paths):
     from facialattr import repository
-    from facialattr.serving.commands import server_config
+    from facialattr.client.settings import ScorerSettings
     from facialattr.serving.embedded import EmbeddedTriton
 
-    entry = repository.load_model(args.model_repository)
+    entry = repository.load_model(flags.model_repository(args))
     print(model_status(entry.contract.summary), flush=True)
-    with EmbeddedTriton(server_config(args)) as server:
-        return score_paths([images], out=args.out, urls=server.config.grpc_url, recursive=True, overwrite=True)
+    with EmbeddedTriton(flags.server_config(args)) as server:
+        return score_paths([images], out=args.out, settings=ScorerSettings(urls=(server.config.grpc_url,)),
+                           recursive=True, overwrite=True)
 
 
 def model_status(summary: dict) -> str:
@@ -94,9 +97,11 @@ def format_table(results_csv: Path, *, top_k: int = TABLE_TOP_K, max_rows: int =
     ``facialattr score`` file in any of its formats; raises OSError when it cannot be read, KeyError
     when it lacks a column.
     """
+    from facialattr.client.rows import read_rows
+
     shown: list[dict] = []
     counts = {kind: {"shown": 0, "left_out": 0} for kind in ("ok", "error")}
-    for row in _result_rows(results_csv):
+    for row in read_rows(results_csv):
         count = counts["ok" if row["status"] == "ok" else "error"]
         if count["shown"] < max_rows:
             shown.append(row)
@@ -119,17 +124,3 @@ def format_table(results_csv: Path, *, top_k: int = TABLE_TOP_K, max_rows: int =
     if ok + failed:
         lines.append(f"... {ok + failed} more rows ({ok} scored, {failed} failed) in {results_csv}")
     return "\n".join(lines)
-
-
-def _result_rows(path: Path):
-    """The rows of a results file as written: CSV cells are strings, JSONL and Parquet keep their types."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from pq.read_table(path).to_pylist()
-        return
-    with open(path, newline="") as f:
-        if path.suffix == ".jsonl":
-            yield from (json.loads(line) for line in f if line.strip())
-        else:
-            yield from csv.DictReader(f)

@@ -22,6 +22,7 @@ from testsupport import free_ports, start_server, wait_until
 
 from facialattr import MODEL_NAME
 from facialattr.client.bulk import score_paths
+from facialattr.client.settings import ScorerSettings
 from facialattr.serving.endpoint import answers_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +128,7 @@ def embedded_rows(faces, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("embedded") / "results.csv"
     server = start_server(ROOT / "model_repository")
     try:
-        score_paths([faces], out=out, urls=server.config.grpc_url, recursive=True, progress=False)
+        score_paths([faces], out=out, settings=ScorerSettings(urls=server.config.grpc_url), recursive=True, progress=False)
     finally:
         server.stop()
     return _probabilities_by_name(out)

@@ -107,17 +107,6 @@ def test_negative_grpc_allocation_pool_size_is_refused_naming_the_setting(tmp_pa
         ServerConfig(tmp_path, grpc_infer_allocation_pool_size=-1)
 
 
-@pytest.mark.parametrize(("argv", "pool_size"), [([], 0), (["--grpc-infer-allocation-pool-size", "8"], 8)])
-def test_serve_options_carry_the_grpc_allocation_pool_size_into_the_server_config(argv, pool_size):
-    import argparse
-
-    from facialattr.serving.commands import add_server_arguments, server_config
-
-    parser = argparse.ArgumentParser()
-    add_server_arguments(parser)
-    assert server_config(parser.parse_args(argv)).grpc_infer_allocation_pool_size == pool_size
-
-
 @pytest.fixture
 def listener():
     """A port another process holds (a listening socket), as when it takes a port between probe and bind."""

@@ -3,7 +3,7 @@
 The camera serves 20 real-time frames per connection and then hangs up, as a
 flaky camera would; the second connection gets another 20, later ones are
 refused. The watcher must reconnect once, keep scoring, and stop by itself
-once the camera has stayed away for --give-up-after-s.
+once the camera has stayed away for --source-give-up-after.
 """
 
 import threading

@@ -2,7 +2,7 @@
 
 The server is restarted mid-stream: the watcher must notice, reconnect with
 backoff and carry on; Ctrl-C (SIGINT) then stops it cleanly with a summary.
-A live stream that ends for good stops the watcher after --give-up-after-s.
+A live stream that ends for good stops the watcher after --source-give-up-after.
 Needs the Debian packages python3-gi gir1.2-gst-rtsp-server-1.0
 gstreamer1.0-plugins-base gstreamer1.0-plugins-good.
 """
@@ -123,7 +123,7 @@ def test_watcher_survives_an_rtsp_server_restart_and_stops_cleanly_on_ctrl_c(rts
 
 
 def test_live_stream_that_ends_for_good_stops_the_watcher_after_give_up_time(rtsp_server, triton_server, tmp_path):
-    process, events, log = _watch(rtsp_server.url, triton_server, tmp_path, "--give-up-after-s", "3")
+    process, events, log = _watch(rtsp_server.url, triton_server, tmp_path, "--source-give-up-after", "3")
     try:
         wait_for(lambda: len(_lines(events)) >= 1, timeout_s=90, what="events from the live stream")
         rtsp_server.stop()

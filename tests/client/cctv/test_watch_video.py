@@ -144,7 +144,7 @@ def test_watch_command_on_an_image_folder_writes_events_video_and_metrics(scene,
     folder = write_folder(scene, tmp_path / "frames")
     caplog.set_level(logging.INFO, logger="facialattr.client.cctv.metrics")
     code = main(["watch", "--detector", "haar", f"gate={folder}", "--url", triton_server.config.grpc_url, "--events", str(tmp_path / "ev.jsonl"),
-                 "--annotate", str(tmp_path / "out.avi"), "--metrics-port", "0", "--camera", "gate=47.37,8.54",
+                 "--annotate", str(tmp_path / "out.avi"), "--client-metrics-port", "0", "--camera", "gate=47.37,8.54",
                  "--rescore-every", "10"])
     assert code == 0
     by_track = read_events(tmp_path / "ev.jsonl")

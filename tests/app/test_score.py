@@ -1,35 +1,43 @@
-"""``facialattr score`` end to end against the real embedded Triton: formats, errors, exit codes, resume."""
+"""``facialattr score`` end to end against the real embedded Triton: formats, errors, exit codes, resume,
+the progress it shows while it runs, and what an interrupted run wrote."""
 
 from __future__ import annotations
 
-import csv
+import fcntl
 import json
 import os
+import pty
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import numpy as np
 import pytest
 from testsupport import free_ports
 
+from facialattr import defaults
 from facialattr.app.cli import main
+from facialattr.client import rows as result_rows
 from facialattr.contract import CELEBA_ATTRIBUTES
-from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
+from facialattr.decoding import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_FILE_BYTES
+from facialattr.errors import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_NO_INPUTS,
+    EXIT_OK,
+    EXIT_SOME_INPUTS_FAILED,
+    EXIT_USAGE,
+)
+
+N_IMAGES = 30
 
 
 def read_rows(out) -> list[dict]:
-    out = str(out)
-    if out.endswith(".csv"):
-        with open(out, newline="") as f:
-            return list(csv.DictReader(f))
-    if out.endswith(".jsonl"):
-        with open(out) as f:
-            return [json.loads(line) for line in f]
-    import pyarrow.parquet as pq
-
-    return pq.read_table(out).to_pylist()
+    return list(result_rows.read_rows(out))
 
 
 def probabilities_of(row) -> np.ndarray:
@@ -170,15 +178,29 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, make_jp
     assert lines[-1].startswith("scoring: 5/5 inputs (100%) in ") and lines[-1].endswith(", 0 failed")
 
 
-def test_score_help_states_the_defaults():
-    from facialattr.app.cli import build_parser
-
-    parser = build_parser()
-    score = parser._subparsers._group_actions[0].choices["score"]
-    text = " ".join(score.format_help().split())
-    for expected in ("127.0.0.1:8001", "(default: 10.0, or 1.0 when the connection is refused", "(default: 300.0)",
-                     "(default: 104857600)", "(default: 268435456)", "(default: 2)", "(default: 4)", "(default: 30.0)"):
+def test_score_help_states_each_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in (f"(default: {defaults.GRPC_URL}, or ${defaults.ENV_GRPC_URL})",
+                     f"--connect-timeout SECONDS give up this soon when no server has answered at all (wrong --url, no "
+                     f"server) (default: {defaults.CONNECT_TIMEOUT_S}, or {defaults.REFUSED_GRACE_S} when the connection is refused",
+                     f"unreachable this long (default: {defaults.GIVE_UP_AFTER_S})",
+                     f"refused before reading (default: {DEFAULT_MAX_FILE_BYTES})",
+                     f"refused from the header before decoding (default: {DEFAULT_MAX_DECODE_BYTES})",
+                     f"--workers WORKERS decode threads (default: {defaults.DECODE_WORKERS})",
+                     f"concurrent requests (default: {defaults.MAX_IN_FLIGHT})",
+                     f"deadline of one inference request (default: {defaults.REQUEST_TIMEOUT_S})"):
         assert expected in text
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--batch-size", "--max-in-flight", "--max-file-bytes",
+                                  "--max-decode-bytes", "--shard-size", "--ray-actors"])
+def test_a_count_below_one_is_a_usage_error_naming_the_flag_before_anything_starts(tmp_path, flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", str(tmp_path), "--out", str(tmp_path / "r.csv"), "--url", "127.0.0.1:1", flag, "0"])
+    assert exit_.value.code == EXIT_USAGE
+    assert f"argument {flag}" in capsys.readouterr().err and not (tmp_path / "r.csv").exists()
 
 
 def test_existing_output_is_neither_overwritten_nor_appended_without_a_flag(tmp_path, make_jpegs, grpc_url):
@@ -256,3 +278,119 @@ def test_model_name_chooses_which_served_model_scores_the_images(tmp_path, folde
         assert scored == 12
         assert serverstats.read(url, variant).inference_count == scored
         assert serverstats.read(url, MODEL_NAME).inference_count == 0
+
+
+@pytest.fixture(scope="module")
+def progress_folder(tmp_path_factory, make_jpegs):
+    """A folder of N_IMAGES images."""
+    root = tmp_path_factory.mktemp("progress")
+    make_jpegs(root, N_IMAGES)
+    return root
+
+
+def score_on_a_terminal(*args: str, rows: int, columns: int, timeout_s: float = 120.0) -> tuple[int, str]:
+    """``facialattr score ARGS`` with a pseudo-terminal of ``rows`` x ``columns`` as stdout and stderr; (status, output)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "facialattr.app.cli", "score", *args],
+                               stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    output = bytearray()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1.0)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        else:
+            process.kill()
+            pytest.fail(f"score did not end within {timeout_s:.0f} s:\n{output.decode(errors='replace')}")
+        return process.wait(timeout=30), output.decode(errors="replace")
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(("rows", "columns"), [
+    (40, 120),  # a sized terminal
+    (0, 0),     # a pseudo-terminal nobody sized: tqdm would draw nothing at all
+    (24, 0),    # `stty cols 0`: tqdm would cut the end off every line
+])
+def test_the_bar_on_a_terminal_shows_the_total_and_ends_at_100_percent(tmp_path, progress_folder, grpc_url, rows, columns):
+    status, output = score_on_a_terminal(str(progress_folder), "--out", str(tmp_path / "r.csv"), "--url", grpc_url,
+                                         rows=rows, columns=columns)
+    assert status == EXIT_OK, output
+    assert f"{N_IMAGES} inputs to score" in output
+    final = [line for line in output.replace("\r", "\n").splitlines() if line.startswith("scoring: 100%")]
+    assert final, output
+    assert f" {N_IMAGES}/{N_IMAGES} [" in final[-1] and final[-1].rstrip().endswith("img/s]"), final[-1]
+
+
+def test_a_resumed_run_counts_only_what_is_left(tmp_path, progress_folder, grpc_url):
+    out = tmp_path / "r.csv"
+    first = sorted(progress_folder.glob("*.jpg"))[:10]
+    assert main(["score", *map(str, first), "--out", str(out), "--url", grpc_url, "--no-progress"]) == EXIT_OK
+    status, output = score_on_a_terminal(str(progress_folder), "--out", str(out), "--url", grpc_url, "--resume",
+                                         rows=40, columns=120)
+    assert status == EXIT_OK, output
+    left = N_IMAGES - len(first)
+    assert f"{left} inputs to score; {len(first)} already in {out}" in output
+    assert f" {left}/{left} [" in output and f"/{N_IMAGES} [" not in output
+
+
+def test_without_a_terminal_the_first_line_says_how_many_inputs_there_are(tmp_path, progress_folder, grpc_url, caplog):
+    with caplog.at_level("INFO", logger="facialattr.client.bulk"):
+        assert main(["score", str(progress_folder), "--out", str(tmp_path / "r.csv"), "--url", grpc_url]) == EXIT_OK
+    messages = [r.getMessage() for r in caplog.records if r.name == "facialattr.client.bulk"]
+    assert messages[0] == f"{N_IMAGES} inputs to score"
+
+
+def test_no_progress_means_no_count_and_no_lines(tmp_path, progress_folder, grpc_url, caplog):
+    with caplog.at_level("INFO", logger="facialattr.client.bulk"):
+        assert main(["score", str(progress_folder), "--out", str(tmp_path / "r.csv"), "--url", grpc_url, "--no-progress"]) == EXIT_OK
+    assert not [r for r in caplog.records if r.name == "facialattr.client.bulk"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_says_how_many_rows_it_wrote_and_how_to_finish(tmp_path, make_jpegs, grpc_url, signum):
+    # Enough images, one at a time, that the run is still going when its first rows reach the disk.
+    paths = make_jpegs(tmp_path / "in", 1500, size_hw=(60, 50))
+    out = tmp_path / "r.jsonl"
+    command = [sys.executable, "-m", "facialattr.app.cli", "score", str(tmp_path / "in"), "--out", str(out),
+               "--url", grpc_url, "--workers", "1", "--max-in-flight", "1", "--batch-size", "1"]
+    with open(tmp_path / "stderr.log", "w") as log:  # a file, not a pipe nobody reads while waiting
+        # As from a terminal: a test run started in the background (`cmd &`, nohup) inherits an ignored
+        # SIGINT, which Python then keeps ignoring, so Ctrl-C's default is given back to the command.
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and (not out.exists() or out.stat().st_size == 0):
+                assert process.poll() is None, "the run ended before it could be interrupted"
+                time.sleep(0.02)
+            process.send_signal(signum)
+            status = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert status == EXIT_INTERRUPTED, stderr
+    assert f"{len(paths)} inputs to score" in stderr
+    written = sum(1 for line in out.read_text().splitlines() if json.loads(line))
+    assert 0 < written < len(paths)
+    stated = [line for line in stderr.splitlines() if "interrupted after writing" in line]
+    assert len(stated) == 1, stderr
+    rows_said = int(stated[0].split("interrupted after writing ")[1].split()[0])
+    # The signal can land between writing a row and counting it: the file may hold one row more.
+    assert written - rows_said in (0, 1), (written, stated[0])
+    assert f"of the {len(paths)} it set out to score to {out}; they are kept. Rerun with --resume" in stated[0]
+    assert f"{rows_said} inputs this run in " in stderr  # the usual summary, up to the interruption

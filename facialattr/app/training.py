@@ -1,19 +1,16 @@
-"""``facialattr analyze | train | compare | evaluate``: thin wrappers; TensorFlow loads inside the handlers."""
+"""``facialattr analyze | train | compare | evaluate``: thin wrappers over the training part; TensorFlow loads inside the handlers."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 from facialattr.errors import EXIT_OK
 
-log = logging.getLogger(__name__)
-
 
 def register(subparsers) -> None:
-    """Add the ``analyze``, ``train`` and ``evaluate`` subcommands to the CLI's subparsers."""
+    """Add the ``analyze``, ``train``, ``compare`` and ``evaluate`` subcommands to the ``facialattr`` parser."""
     p = subparsers.add_parser("analyze", help="stage-1 analysis of a CelebA-format data set (imbalance, co-occurrence)")
     p.add_argument("data_dir", type=Path, help="CelebA-format folder (list_attr_celeba.txt, list_eval_partition.txt)")
     p.add_argument("--out", type=Path, default=Path("analysis"), help="output folder (default: %(default)s)")

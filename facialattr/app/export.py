@@ -1,19 +1,26 @@
-"""``facialattr export``: a trained Keras model into the Triton model repository (imports TensorFlow lazily)."""
+"""``facialattr export``: a trained Keras model into the Triton model repository.
+
+Registering imports nothing of the export part (its modules pull in tritonclient, and
+TensorFlow when exporting), so a tuning flag left out is None here and takes
+:class:`~facialattr.export.exporter.ExportOptions`' default, the one home of those defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from facialattr.app import flags
 from facialattr.errors import EXIT_OK
 
-DEFAULT_REPOSITORY = "model_repository"
+# flag dest -> ExportOptions field, for the flags whose default is ExportOptions'
+_TUNING = {"max_batch_size": "max_batch_size", "instances": "instance_count", "opset": "opset",
+           "parity_tolerance": "parity_tolerance", "int8_calibration_images": "int8_calibration_images"}
+_EXPORTERS = " (default: the exporter's, docs/EXPORT.md)"
 
 
 def register(subparsers) -> None:
-    """Add the ``export`` subcommand to the ``facialattr`` parser (defaults from :class:`ExportOptions`)."""
-    from facialattr.export.exporter import ExportOptions  # light: TensorFlow and ONNX load when exporting
-
+    """Add the ``export`` subcommand to the ``facialattr`` parser."""
     p = subparsers.add_parser(
         "export", help="convert a trained model to ONNX, check parity, and add it to the model repository",
         description="Convert MODEL (a training run folder with model.keras and contract.json, or a .keras file "
@@ -22,23 +29,23 @@ def register(subparsers) -> None:
     )
     p.add_argument("model", type=Path, metavar="MODEL", help="training run folder, or a .keras file")
     p.add_argument("--contract", type=Path, help="contract.json (default: MODEL/contract.json)")
-    p.add_argument("--repository", type=Path, default=Path(DEFAULT_REPOSITORY), help="model repository (default: %(default)s)")
+    flags.add_model_repository(p, old_spelling="--repository", what="model repository to write")
     p.add_argument("--version", type=int, help="version number to write (default: the next free one)")
     p.add_argument("--replace", action="store_true",
                    help="regenerate the model folder completely: earlier versions are removed")
-    p.add_argument("--max-batch-size", type=int, default=ExportOptions.max_batch_size, help="Triton max_batch_size (default: %(default)s)")
-    p.add_argument("--instances", type=int, default=ExportOptions.instance_count, help="model instances per device (default: %(default)s)")
-    p.add_argument("--opset", type=int, default=ExportOptions.opset, help="ONNX opset (default: %(default)s)")
+    p.add_argument("--max-batch-size", type=int, help="Triton max_batch_size" + _EXPORTERS)
+    p.add_argument("--instances", type=int, help="model instances per device" + _EXPORTERS)
+    p.add_argument("--opset", type=int, help="ONNX opset" + _EXPORTERS)
     p.add_argument("--tensorrt-fp16", action="store_true",
                    help="GPU container: run through ONNX Runtime's TensorRT provider in FP16")
     p.add_argument("--parity-images", type=Path, metavar="DIR",
                    help="images for the parity gate (default: scikit-image's sample photographs)")
-    p.add_argument("--parity-tolerance", type=float, default=ExportOptions.parity_tolerance,
-                   help="largest allowed |Keras - ONNX| on any probability (default: %(default)s)")
+    p.add_argument("--parity-tolerance", type=float,
+                   help="largest allowed |Keras - ONNX| on any probability" + _EXPORTERS)
     p.add_argument("--int8-calibration", type=Path, metavar="DIR",
                    help="CelebA folder: also build a static INT8 model for CPUs, calibrated and gated on its val split")
-    p.add_argument("--int8-calibration-images", type=int, default=ExportOptions.int8_calibration_images,
-                   help="val images used for calibration; the rest of val grades INT8 (default: %(default)s)")
+    p.add_argument("--int8-calibration-images", type=int,
+                   help="val images used for calibration; the rest of val grades INT8" + _EXPORTERS)
     p.add_argument("--int8-eval-images", type=int, help="evaluate INT8 on at most this many val images (default: all)")
     p.set_defaults(func=_export)
 
@@ -46,12 +53,11 @@ def register(subparsers) -> None:
 def _export(args: argparse.Namespace) -> int:
     from facialattr.export.exporter import ExportOptions, export_model
 
+    tuning = {field: getattr(args, dest) for dest, field in _TUNING.items() if getattr(args, dest) is not None}
     options = ExportOptions(
-        repository=args.repository, version=args.version, replace=args.replace, opset=args.opset,
-        max_batch_size=args.max_batch_size, instance_count=args.instances, tensorrt_fp16=args.tensorrt_fp16,
-        parity_images=args.parity_images, parity_tolerance=args.parity_tolerance,
-        int8_calibration=args.int8_calibration, int8_eval_images=args.int8_eval_images,
-        int8_calibration_images=args.int8_calibration_images,
+        repository=flags.model_repository(args), version=args.version, replace=args.replace,
+        tensorrt_fp16=args.tensorrt_fp16, parity_images=args.parity_images, int8_calibration=args.int8_calibration,
+        int8_eval_images=args.int8_eval_images, **tuning,
     )
     result = export_model(args.model, options, contract_path=args.contract)
     diffs = ", ".join(f"batch {b}: {d:.1e}" for b, d in result.parity.max_abs_diff_by_batch.items())

@@ -33,6 +33,7 @@ def test_a_big_folder_s_table_shows_the_first_scored_and_failed_images_and_point
     from PIL import Image
 
     from facialattr.client.bulk import score_paths
+    from facialattr.client.settings import ScorerSettings
 
     folder = tmp_path / "faces"
     folder.mkdir()
@@ -42,7 +43,8 @@ def test_a_big_folder_s_table_shows_the_first_scored_and_failed_images_and_point
     for i in range(23):
         (folder / f"zz_broken{i:02d}.jpg").write_text("not a picture")  # after every good one in name order
     out = tmp_path / "results.csv"
-    summary = score_paths([folder], out=out, urls=triton_server.config.grpc_url, progress=False)
+    summary = score_paths([folder], out=out, settings=ScorerSettings(urls=(triton_server.config.grpc_url,)),
+                          progress=False)
     assert (summary.scored, summary.failed) == (25, 23)
     lines = format_table(out, max_rows=20).splitlines()
     shown = lines[1:-1]

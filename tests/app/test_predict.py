@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from testsupport import free_ports
 
-from facialattr import repository
+from facialattr import defaults, repository
 from facialattr.app.cli import main
+from facialattr.app.predict import GIVE_UP_AFTER_S
 from facialattr.client.ranking import top_attributes
-from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
+from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,19 @@ def test_a_folder_without_images_warns_and_exits_with_the_no_inputs_status(tmp_p
     assert any("no images found" in r.getMessage() and str(tmp_path) in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("flag", [["--top", "0"], ["--timeout", "0"], ["--connect-timeout", "0"], ["--give-up-after", "-1"]])
-def test_nonsense_options_are_refused_before_connecting(faces, flag):
-    assert main(["predict", str(faces[0]), "--url", "127.0.0.1:1", *flag]) == EXIT_FATAL
+@pytest.mark.parametrize("flag", [["--top", "0"], ["--timeout", "0"], ["--connect-timeout", "0"], ["--give-up-after", "-1"],
+                                  ["--max-in-flight", "0"]])
+def test_nonsense_options_are_usage_errors_naming_the_flag_before_connecting(faces, flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(faces[0]), "--url", "127.0.0.1:1", *flag])
+    assert exit_.value.code == EXIT_USAGE
+    assert f"argument {flag[0]}" in capsys.readouterr().err
+
+
+def test_predict_gives_up_on_a_server_that_went_away_sooner_than_score_and_says_so(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"stop when a server that answered stays unreachable this long (default: {GIVE_UP_AFTER_S})" in text
+    assert GIVE_UP_AFTER_S < defaults.GIVE_UP_AFTER_S
+
