@@ -81,7 +81,8 @@ def soak(server, *, minutes: float, users: int, out: Path, sample_every_s: float
     }
 
 
-def _steady_growth(samples: list[dict[str, float]]) -> float:
+def steady_growth(samples: list[dict[str, float]]) -> float:
+    """MiB of resident memory gained from the first minute to the end (NaN for a run shorter than that)."""
     later = [s for s in samples if s["elapsed_s"] >= 60]
     return later[-1]["rss_mib"] - later[0]["rss_mib"] if len(later) >= 2 else float("nan")
 
@@ -102,7 +103,7 @@ the embedded server ({settings.label}) on {model}, measured {time.strftime('%Y-%
 | RSS of tritonserver + stubs before (after a 10 s warm-up) | {result['rss_before_mib']:.0f} MiB ({result['processes'][0]} processes) |
 | RSS after | {result['rss_after_mib']:.0f} MiB ({result['processes'][1]} processes) |
 | change / peak | {growth:+.0f} MiB / {result['rss_peak_mib']:.0f} MiB |
-| change from minute 1 to the end | {_steady_growth(result['samples']):+.0f} MiB |
+| change from minute 1 to the end | {steady_growth(result['samples']):+.0f} MiB |
 | server still running | {'yes' if result['server_alive'] else '**no**'} |
 
 | request | requests | failures | requests/s | p50 ms | p99 ms |

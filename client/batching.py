@@ -218,9 +218,7 @@ def score_files(
     """
     config = config or EngineConfig()
     timings = timings if timings is not None else EngineTimings()
-    batch_size = max(1, min(config.batch_size or scorer.chunk_size, scorer.chunk_size))
-    if config.batch_size and config.batch_size > batch_size:
-        log.warning("batch size %d exceeds what one request may carry here; using %d", config.batch_size, batch_size)
+    batch_size = scorer.request_size(config.batch_size)
     decode_ahead = config.decode_ahead or max(2 * batch_size, 4 * config.decode_workers)
     # A server-decoding scorer sends the files' bytes: read here, decoded there.
     preprocessing = None if scorer.server_decode else scorer.contract.preprocessing

@@ -297,6 +297,21 @@ class Scorer:
         """
         return self.infer_async(batch).result()
 
+    def request_size(self, requested: int | None = None) -> int:
+        """Images per request: ``requested``, or (None) as many as one request may carry (:attr:`chunk_size`).
+
+        The one place the batch size is decided. A larger ``requested`` is capped, with a warning:
+        :meth:`infer_async` would split it into requests of :attr:`chunk_size` anyway.
+        """
+        if requested is None:
+            return self.chunk_size
+        if requested < 1:
+            raise InputError(f"batch size must be at least 1, got {requested}")
+        if requested > self.chunk_size:
+            log.warning("batch size %d exceeds what one request may carry here; using %d", requested, self.chunk_size)
+            return self.chunk_size
+        return requested
+
     def infer_async(self, batch: np.ndarray | Sequence[bytes]) -> concurrent.futures.Future:
         """Like :meth:`infer` without blocking; the future's result() is the fp32 [N, 40] array (or EncodedAnswer)."""
         if self.server_decode:

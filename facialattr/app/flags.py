@@ -57,6 +57,22 @@ class _AppendUrls(argparse.Action):
         setattr(namespace, self.dest, (getattr(namespace, self.dest, None) or []) + urls)
 
 
+def scoring_exit_statuses() -> str:
+    """The exit statuses of a command that scores inputs (``score``, ``predict``), for its ``--help``."""
+    from facialattr.errors import (
+        EXIT_FATAL,
+        EXIT_INTERRUPTED,
+        EXIT_NO_INPUTS,
+        EXIT_OK,
+        EXIT_SOME_INPUTS_FAILED,
+        EXIT_USAGE,
+    )
+
+    return (f"Exit status {EXIT_OK} when every input was scored, {EXIT_SOME_INPUTS_FAILED} when some failed (each "
+            f"named), {EXIT_NO_INPUTS} when no image was found, {EXIT_FATAL} on a fatal error (e.g. no server "
+            f"answered), {EXIT_USAGE} on a usage error, {EXIT_INTERRUPTED} when interrupted.")
+
+
 def positive_s(text: str) -> float:
     """A number of seconds greater than zero (``inf`` allowed: wait forever)."""
     try:

@@ -27,9 +27,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict", help="print the top-10 attributes of a few images (no results file)",
         description="Each image's top-10 attributes ranked by lift over the prior, with probability and present flag "
-                    f"at the model's shipped threshold. Exit status {EXIT_OK} when every image was scored, "
-                    f"{EXIT_SOME_INPUTS_FAILED} when some failed, {EXIT_NO_INPUTS} when no image was found, "
-                    f"{EXIT_FATAL} when the server is unreachable.",
+                    "at the model's shipped threshold. " + flags.scoring_exit_statuses(),
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="IMAGE", help="image files (a folder: its images, not recursive)")
     p.add_argument("--json", action="store_true", help="print JSON (a list, one object per image) instead of tables")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from facialattr import defaults
 from facialattr.app import flags
-from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_NO_INPUTS, EXIT_SOME_INPUTS_FAILED
+from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
     from facialattr.client.batching import EngineConfig
@@ -35,9 +35,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "score", help="score image files and folders into a CSV, JSONL or Parquet file",
         description="One row per input: status, error, the 40 probabilities, present flags and the top-10. "
-                    f"Exit status 0 when every input was scored, {EXIT_SOME_INPUTS_FAILED} when some failed "
-                    f"(the summary names the first few), {EXIT_NO_INPUTS} when no image was found, "
-                    f"{EXIT_FATAL} on a fatal error, {EXIT_INTERRUPTED} when interrupted. See docs/SCORING.md.",
+                    + flags.scoring_exit_statuses() + " See docs/SCORING.md.",
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files and/or folders")
     p.add_argument("--out", required=True, type=Path, help="results file: .csv, .jsonl or .parquet")

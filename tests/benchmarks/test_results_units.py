@@ -63,9 +63,9 @@ def test_aggregate_averages_passes_and_sums_errors():
     ([(0, 500), (30, 550)], float("nan")),
 ])
 def test_soak_growth_is_measured_after_the_first_minute(samples, expected):
-    from facialattr.benchmarks.soak import _steady_growth
+    from facialattr.benchmarks.soak import steady_growth
 
-    growth = _steady_growth([{"elapsed_s": t, "rss_mib": m} for t, m in samples])
+    growth = steady_growth([{"elapsed_s": t, "rss_mib": m} for t, m in samples])
     assert growth == expected or (math.isnan(growth) and math.isnan(expected))
 
 

@@ -36,6 +36,13 @@ def test_scorer_reads_the_contract_from_the_server(grpc_url, tiny_repository):
         assert scorer.model_config.max_batch_size == 16
 
 
+@pytest.mark.parametrize(("requested", "used", "warned"), [(None, 16, False), (5, 5, False), (16, 16, False), (40, 16, True)])
+def test_request_size_is_the_asked_batch_capped_to_the_servers_with_a_warning(grpc_url, caplog, requested, used, warned):
+    with Scorer(grpc_url) as scorer:  # the tiny model's max_batch_size is 16
+        assert scorer.request_size(requested) == used
+    assert ("exceeds what one request may carry" in caplog.text) == warned
+
+
 def test_outputs_equal_direct_onnx_runtime_across_chunked_requests(grpc_url, prepared):
     paths, expected = prepared
     with Scorer(grpc_url, max_in_flight=2) as scorer:
