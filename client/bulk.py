@@ -21,7 +21,7 @@ from pathlib import Path
 from facialattr.client.batching import EngineConfig, EngineTimings, ItemResult, score_files
 from facialattr.client.outputs import open_writer
 from facialattr.client.paths import Input, WalkStats, iter_inputs
-from facialattr.client.results import RowMaker
+from facialattr.client.rows import RowMaker
 from facialattr.client.scorer import Scorer, ScorerStats
 from facialattr.client.settings import ScorerSettings
 from facialattr.errors import EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, ErrorKind

@@ -1,7 +1,6 @@
 """Parquet output: rows are journalled as JSONL, then written as one Parquet file at the end, atomically.
 
-The columns and the Arrow form of a row are client/rows.py's (re-exported here: the Ray engine's
-shard writer imports :func:`parquet_schema` and :func:`record_batch` from this module).
+The columns and the Arrow form of a row are client/rows.py's.
 """
 
 from __future__ import annotations
@@ -13,16 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from facialattr.client.results import JsonlWriter, read_jsonl
-from facialattr.client.rows import json_line, parquet_schema, record_batch, row_from_arrow
+from facialattr.client.rows import PARQUET_ROWS_PER_GROUP, json_line, parquet_schema, record_batch, row_from_arrow
 from facialattr.contract import ModelContract
 from facialattr.files import atomic_file, open_own, output_failure
 
-__all__ = ["PARQUET_ROWS_PER_GROUP", "ParquetWriter", "parquet_schema", "record_batch"]
-
 log = logging.getLogger(__name__)
-
-# Rows per Parquet row group; also bounds the Python rows held while converting (measured ~115 MB peak).
-PARQUET_ROWS_PER_GROUP = 10_000
 
 
 class ParquetWriter(JsonlWriter):

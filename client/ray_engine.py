@@ -268,7 +268,7 @@ class ShardScorer:
     """
 
     def __init__(self, out: str, settings: ScorerSettings, engine: EngineConfig | None) -> None:
-        from facialattr.client.parquet_out import parquet_schema
+        from facialattr.client.rows import parquet_schema
         from facialattr.client.scorer import Scorer
 
         # Every actor talks to every endpoint: the Scorer sends to the least busy one and fails over when one dies.
@@ -329,7 +329,7 @@ class _ShardWriter:
         import pyarrow as pa
 
         from facialattr.client import sharded_out
-        from facialattr.client.parquet_out import record_batch
+        from facialattr.client.rows import record_batch
 
         sharded_out.write_shard(self.out, unit, pa.Table.from_batches([record_batch(self.rows, self.schema)]))
         self.units.popleft()

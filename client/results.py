@@ -32,8 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facialattr.client.rows import (  # noqa: F401  (RowMaker re-exported: client/bulk.py imports it from here)
-    RowMaker,
+from facialattr.client.rows import (
     columns,
     csv_cells,
     csv_line,

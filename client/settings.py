@@ -39,9 +39,8 @@ class ScorerSettings:
     server_decode: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.urls, str):  # one URL given as a string, not as a one-element sequence
-            object.__setattr__(self, "urls", (self.urls,))
-        object.__setattr__(self, "urls", tuple(self.urls))
+        # One URL may be given as a string; a list becomes a tuple (the settings stay hashable and frozen).
+        object.__setattr__(self, "urls", (self.urls,) if isinstance(self.urls, str) else tuple(self.urls))
         if not self.urls:
             raise InputError("urls: give at least one Triton gRPC HOST:PORT")
         if self.max_in_flight < 1:

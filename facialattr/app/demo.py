@@ -55,7 +55,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.urls:
         from facialattr.client.scorer import Scorer
 
-        settings = ScorerSettings(urls=tuple(args.urls), connect_timeout_s=URL_CONNECT_TIMEOUT_S)
+        settings = ScorerSettings(urls=args.urls, connect_timeout_s=URL_CONNECT_TIMEOUT_S)
         with Scorer.from_settings(settings) as scorer:
             print(model_status(scorer.contract.summary), flush=True)
             summary = score_paths([images], out=args.out, recursive=True, overwrite=True, scorer=scorer)

@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facialattr import MODEL_NAME, defaults
+from facialattr.errors import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_NO_INPUTS,
+    EXIT_OK,
+    EXIT_SOME_INPUTS_FAILED,
+    EXIT_USAGE,
+)
 
 if TYPE_CHECKING:
     from facialattr.client.settings import ScorerSettings
@@ -59,15 +67,6 @@ class _AppendUrls(argparse.Action):
 
 def scoring_exit_statuses() -> str:
     """The exit statuses of a command that scores inputs (``score``, ``predict``), for its ``--help``."""
-    from facialattr.errors import (
-        EXIT_FATAL,
-        EXIT_INTERRUPTED,
-        EXIT_NO_INPUTS,
-        EXIT_OK,
-        EXIT_SOME_INPUTS_FAILED,
-        EXIT_USAGE,
-    )
-
     return (f"Exit status {EXIT_OK} when every input was scored, {EXIT_SOME_INPUTS_FAILED} when some failed (each "
             f"named), {EXIT_NO_INPUTS} when no image was found, {EXIT_FATAL} on a fatal error (e.g. no server "
             f"answered), {EXIT_USAGE} on a usage error, {EXIT_INTERRUPTED} when interrupted.")
@@ -139,10 +138,12 @@ def scorer_settings(args: argparse.Namespace) -> ScorerSettings:
     """The :class:`~facialattr.client.settings.ScorerSettings` that :func:`add_scorer_flags`'s flags gave."""
     from facialattr.client.settings import ScorerSettings
 
+    # Without --url, ScorerSettings' own default (the environment, then defaults.GRPC_URL) applies.
+    given_urls = {"urls": args.urls} if args.urls else {}
     return ScorerSettings(
-        urls=tuple(args.urls or [defaults.grpc_url()]), model_name=args.model_name, timeout_s=args.timeout_s,
-        max_in_flight=args.max_in_flight, connect_timeout_s=args.connect_timeout_s,
-        give_up_after_s=args.give_up_after_s, server_decode=args.server_decode)
+        **given_urls, model_name=args.model_name, timeout_s=args.timeout_s, max_in_flight=args.max_in_flight,
+        connect_timeout_s=args.connect_timeout_s, give_up_after_s=args.give_up_after_s,
+        server_decode=args.server_decode)
 
 
 def add_model_repository(parser: argparse.ArgumentParser, *, old_spelling: str | None = None,
