@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from facialattr import MODEL_NAME
 from facialattr.client.cctv.annotate import AnnotatedVideo, draw_tracks
 from facialattr.client.cctv.detect import FaceDetector, crop_celeba_frame
 from facialattr.client.cctv.events import EventWriter, track_event
@@ -50,9 +49,8 @@ class WatchConfig:
     annotate_path: Path | None = None
     annotate_fps: float = 10.0
     annotate_top: int = 3
-    # Where to read the batches Triton formed (its gRPC URL); None skips that statistic.
-    server_url: str | None = None
-    model_name: str = MODEL_NAME
+    # Read the batch sizes Triton formed from the scorer's first server (its statistics API) for the summary.
+    server_batch_stats: bool = False
     # Threads detecting the cameras of a round when the Watcher gets a detector factory; None: one per CPU.
     detect_threads: int | None = None
 
@@ -287,10 +285,10 @@ class Watcher:
         return draw_tracks(frame.image_bgr, items)
 
     def _server_counts(self) -> Counter | None:
-        if not self.config.server_url:
+        if not self.config.server_batch_stats:
             return None
         try:
-            return server_batch_counts(self.config.server_url, self.config.model_name)
+            return server_batch_counts(self.scorer.urls[0], self.scorer.model_name)
         except Exception as exc:  # statistics are a nicety; the watch goes on without them
             log.debug("server statistics unavailable: %s", exc)
             return None

@@ -97,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
     config = WatchConfig(
         tracker=TrackerConfig(rescore_every_frames=args.rescore_every, ema_alpha=args.ema_alpha),
         log_interval_s=args.log_every, max_frames=args.max_frames, save_faces_dir=args.save_faces,
-        annotate_path=args.annotate, annotate_fps=args.annotate_fps, server_url=settings.urls[0],
-        model_name=settings.model_name)
+        annotate_path=args.annotate, annotate_fps=args.annotate_fps, server_batch_stats=True)
     try:
         with Scorer.from_settings(settings) as scorer, EventWriter(args.events) as events:
             watcher = Watcher(sources, detector_factory, scorer, config=config, events=events,

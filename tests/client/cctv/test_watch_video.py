@@ -81,7 +81,7 @@ def watched(scene, crafted_rules, triton_server, tmp_path_factory, read_events):
     rules_path, catalogue_path = crafted_rules
     rules = recommend.load_rules(rules_path, CELEBA_ATTRIBUTES)
     recommender = recommend.Recommender(rules, recommend.load_catalogue(catalogue_path), CELEBA_ATTRIBUTES)
-    config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=RESCORE_EVERY), server_url=triton_server.config.grpc_url)
+    config = WatchConfig(tracker=TrackerConfig(rescore_every_frames=RESCORE_EVERY), server_batch_stats=True)
     with Scorer(triton_server.config.grpc_url) as scorer, EventWriter(root / "events.jsonl") as events:
         watcher = Watcher([FrameSource(parse_source(f"lobby={video}", default_name="cam0"))], make_detector("haar"),
                           scorer, config=config, events=events, recommender=recommender,
