@@ -32,9 +32,9 @@ from facialattr.client.decode import (
     read_file,
 )
 from facialattr.client.paths import Input, as_input
-from facialattr.client.scorer import EncodedAnswer, Scorer, ServerUnavailableError
+from facialattr.client.scorer import EncodedAnswer, Scorer
 from facialattr.contract import Preprocessing
-from facialattr.errors import ErrorKind, InferenceError
+from facialattr.errors import ErrorKind, InferenceError, ServerUnavailableError
 
 log = logging.getLogger(__name__)
 

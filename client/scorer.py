@@ -25,7 +25,6 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -34,38 +33,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from facialattr import MODEL_NAME, defaults, encoded
-from facialattr.client.endpoints import (
-    Endpoint,
-    open_endpoints,
-    read_contract,
-    tcp_state,
-    unreachable_message,
-)
+from facialattr.client.connect import check_encoded_twin, wait_for_contract
+from facialattr.client.endpoints import Endpoint, open_endpoints, read_contract
 from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStats: part of this module's API)
-    EndpointError,
     RateLimitedLog,
     RetryPolicy,
     ScorerStats,
     busy_codes,
     final_error,
     first_line,
-    is_not_found,
     is_unavailable,
-    server_answered,
     status_code,
     unavailable_error,
 )
 from facialattr.client.settings import ScorerSettings
 from facialattr.contract import ModelContract
 from facialattr.decoding import DEFAULT_MAX_FILE_BYTES
-from facialattr.errors import ContractError, InferenceError, InputError
+from facialattr.errors import ContractError, InferenceError, InputError, ServerUnavailableError
 from facialattr.triton_config import ModelConfig, ServedModel
 
 log = logging.getLogger(__name__)
-
-
-class ServerUnavailableError(InferenceError):
-    """No endpoint answered within the retry deadline; the run can resume later."""
 
 
 # gRPC framing and the request's other fields, beside the tensor bytes.
@@ -157,8 +144,11 @@ class Scorer:
             answered_wait_s = self.retry.give_up_after_s
         try:
             # Triton's config (tensor names, max_batch_size) and the contract, as every endpoint serves them.
-            self.served: ServedModel = self._connect(connect_timeout_s, answered_wait_s)
-            self.encoded_config = self._check_encoded_twin() if server_decode else None
+            self.served: ServedModel = wait_for_contract(
+                self._endpoints, model_name, model_version, call_timeout_s=timeout_s, retry=self.retry,
+                connect_timeout_s=connect_timeout_s, answered_wait_s=answered_wait_s, warnings=self._warnings)
+            self.encoded_config = (check_encoded_twin(self._endpoints, self.served, model_name, model_version,
+                                                      timeout_s=timeout_s) if server_decode else None)
         except BaseException:
             for endpoint in self._endpoints:
                 endpoint.close()
@@ -208,87 +198,6 @@ class Scorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _connect(self, connect_timeout_s: float | None, answered_wait_s: float | None) -> ServedModel:
-        """The contract from every endpoint that answers; they must agree. Waits for at least one (see __init__)."""
-        started = time.monotonic()
-        # None: the default wait, cut short when every endpoint refuses connections.
-        refused_wait_s = defaults.REFUSED_GRACE_S if connect_timeout_s is None else math.inf
-        connect_timeout_s = defaults.CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
-        answered_wait_s = math.inf if answered_wait_s is None else answered_wait_s
-        answered = False  # some endpoint answered as a gRPC server (e.g. "model not loaded yet")
-        not_served: list[str] = []  # endpoints that answered NOT_FOUND for the model name
-        last_errors: dict[str, str] = {}
-        attempt = 0
-        # Bounded by the connect timeout: a silent endpoint must not hold the first answer back.
-        call_timeout_s = min(self.timeout_s, max(1.0, connect_timeout_s))
-        while True:
-            contracts = {}
-            for endpoint in self._endpoints:
-                try:
-                    contracts[endpoint.url] = read_contract(endpoint, self.model_name, self.model_version, call_timeout_s)
-                    endpoint.verified = True
-                except EndpointError as exc:
-                    answered = answered or server_answered(exc.code)
-                    if is_not_found(exc.code) and endpoint.url not in not_served:
-                        not_served.append(endpoint.url)
-                    last_errors[endpoint.url] = str(exc).removeprefix(f"{endpoint.url}: ")
-                    self._warnings.warning(endpoint.url, "%s", exc)
-                    endpoint.mark_down(self.retry.backoff_s(0))
-            if contracts:
-                first_url, contract = next(iter(contracts.items()))
-                for url, other in contracts.items():
-                    if not other.interchangeable_with(contract):
-                        raise ContractError(f"endpoints {first_url} and {url} serve different model contracts")
-                return contract
-            elapsed_s = time.monotonic() - started
-            if answered:
-                wait_s = answered_wait_s
-            else:
-                wait_s = connect_timeout_s
-                if refused_wait_s < connect_timeout_s and elapsed_s >= refused_wait_s:
-                    if all(tcp_state(url) == "refused" for url in self.urls):
-                        wait_s = refused_wait_s
-                    else:
-                        refused_wait_s = math.inf  # something listens (or may): the full wait
-            if elapsed_s >= wait_s:
-                if answered:
-                    raise ServerUnavailableError(
-                        f"no Triton endpoint at {', '.join(self.urls)} served model {self.model_name!r} within "
-                        f"{wait_s:.0f} s; last errors: {last_errors}")
-                if not_served:
-                    raise ServerUnavailableError(
-                        f"{', '.join(not_served)} answered but serves no model {self.model_name!r} (NOT_FOUND): "
-                        f"check the model name (--model-name; `facialattr serve` serves each folder of its model "
-                        f"repository); if the server is still loading that model, raise --connect-timeout")
-                raise ServerUnavailableError(unreachable_message(self.urls, waited_s=elapsed_s, last_errors=last_errors))
-            # Wake at the end of the refusal grace too, so a refused run ends on time.
-            next_check_s = min(wait_s, refused_wait_s if refused_wait_s > elapsed_s else math.inf)
-            time.sleep(min(self.retry.backoff_s(attempt), max(0.0, next_check_s - elapsed_s)))
-            attempt += 1
-
-    def _check_encoded_twin(self) -> encoded.EncodedModelConfig:
-        """The bytes twin's config from every endpoint that answered; ContractError unless it serves this contract."""
-        from tritonclient.utils import InferenceServerException
-
-        found = None
-        for endpoint in (e for e in self._endpoints if e.verified):
-            try:
-                config = endpoint.client.get_model_config(self.request_model_name, self.model_version,
-                                                          client_timeout=self.timeout_s).config
-            except InferenceServerException as exc:
-                raise ContractError(
-                    f"{endpoint.url} serves no model {self.request_model_name!r} for --server-decode ({first_line(exc)}); "
-                    f"its model repository predates server-side decoding: re-export, or decode here (drop --server-decode)"
-                ) from None
-            try:
-                found, contract = encoded.EncodedModelConfig.from_proto(config)
-            except ContractError as exc:
-                raise ContractError(f"{endpoint.url}: {exc}") from None
-            if contract != self.served.contract or found.pixel_model != self.model_name:
-                raise ContractError(f"{endpoint.url}: {self.request_model_name!r} serves another contract than "
-                                    f"{self.model_name!r}; re-export to write both")
-        return found
 
     def infer(self, batch: np.ndarray | Sequence[bytes]) -> np.ndarray | EncodedAnswer:
         """uint8 [N, h, w, 3] prepared images -> fp32 [N, num_attributes] probabilities.

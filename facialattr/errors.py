@@ -52,6 +52,10 @@ class InferenceError(FacialAttrError):
     """The server rejected or failed an inference request after all retries."""
 
 
+class ServerUnavailableError(InferenceError):
+    """No endpoint answered within the retry deadline; the run can resume later."""
+
+
 class ExportError(FacialAttrError):
     """A trained model cannot be exported: missing files, wrong interface, failed conversion."""
 

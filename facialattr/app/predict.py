@@ -13,7 +13,7 @@ from pathlib import Path
 
 from facialattr.app import flags
 from facialattr.client.predict import TOP_K  # light: json and dataclasses
-from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED
+from facialattr.errors import EXIT_FATAL, EXIT_NO_INPUTS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, ServerUnavailableError
 
 log = logging.getLogger("facialattr.predict")
 
@@ -41,7 +41,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """``facialattr predict``: print the predictions; the exit status."""
     from facialattr.client.predict import format_json, format_table, predict
-    from facialattr.client.scorer import ServerUnavailableError
 
     try:
         predictions = predict(args.paths, settings=flags.scorer_settings(args), k=args.top)

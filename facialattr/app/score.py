@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from facialattr import defaults
 from facialattr.app import flags
-from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED
+from facialattr.errors import EXIT_FATAL, EXIT_INTERRUPTED, ServerUnavailableError
 
 if TYPE_CHECKING:
     from facialattr.client.batching import EngineConfig
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _score_here(args: argparse.Namespace, settings: ScorerSettings, engine: EngineConfig) -> int:
     from facialattr.client.bulk import ScoringInterrupted, score_paths
-    from facialattr.client.scorer import Scorer, ServerUnavailableError
+    from facialattr.client.scorer import Scorer
 
     try:
         scorer = Scorer.from_settings(settings)
@@ -118,7 +118,6 @@ def _score_here(args: argparse.Namespace, settings: ScorerSettings, engine: Engi
 def _score_on_ray(args: argparse.Namespace, settings: ScorerSettings, engine: EngineConfig) -> int:
     from facialattr.client.ray_cluster import require_ray
     from facialattr.client.ray_engine import RayOptions, score_paths_ray
-    from facialattr.client.scorer import ServerUnavailableError
 
     require_ray()
     options = RayOptions(address=args.ray_address, shard_size=args.shard_size, actors=args.ray_actors,

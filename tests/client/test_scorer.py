@@ -15,8 +15,8 @@ from facialattr import repository
 from facialattr.client.endpoints import unreachable_message
 from facialattr.client.failures import RateLimitedLog
 from facialattr.client.preprocess import load_and_prepare
-from facialattr.client.scorer import RetryPolicy, Scorer, ServerUnavailableError
-from facialattr.errors import InputError
+from facialattr.client.scorer import RetryPolicy, Scorer
+from facialattr.errors import InputError, ServerUnavailableError
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +133,9 @@ def test_a_refused_connection_fails_at_once_unless_told_to_wait(connect_timeout_
 
 
 def test_a_port_that_accepts_gets_the_whole_connect_timeout_not_the_refusal_grace(monkeypatch):
-    from facialattr.client import scorer
+    from facialattr import defaults
 
-    monkeypatch.setattr(scorer.defaults, "CONNECT_TIMEOUT_S", 3.0)  # the default wait, shortened for the test
+    monkeypatch.setattr(defaults, "CONNECT_TIMEOUT_S", 3.0)  # the default wait, shortened for the test
     started = time.monotonic()
     with http_listener() as url, pytest.raises(ServerUnavailableError, match="something accepts connections"):
         Scorer(url)
