@@ -12,18 +12,12 @@ is copied as it is, after a check against the pixel model it names.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
 import os
-import platform
-import re
-import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -34,8 +28,7 @@ from pathlib import Path
 
 from facialattr import MODEL_NAME, defaults, repository, triton_config
 from facialattr.errors import PortInUseError, ServerError, UnsupportedPlatformError
-from facialattr.extras import require_extra
-from facialattr.serving import batch_guard, preload, workdirs
+from facialattr.serving import batch_guard, preload, process, workdirs
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +37,6 @@ _ADMIN_APIS = "shared-memory,model-repository,trace,logging"
 _ADMIN_KEY_HEADER = "facialattr-admin-key"
 # Starts tried with fresh automatic ports when another process took one before tritonserver bound it.
 _PORT_ATTEMPTS = 5
-_PORT_TAKEN_MARK = "already in use"
-# A row of tritonserver's start-up model table: | name | version | UNAVAILABLE: cause |
-_UNAVAILABLE_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*UNAVAILABLE:(.*?)\|\s*$", re.MULTILINE)
 # How often tritonserver hands freed heap memory back to the system, and from how much free
 # memory on (serving.preload): a refused 1 GB request then costs its memory for about a second.
 MALLOC_TRIM_INTERVAL_MS = 1000
@@ -102,47 +92,12 @@ class ServerConfig:
     @property
     def grpc_url(self) -> str:
         """``HOST:PORT`` a client on this machine uses for gRPC (a wildcard bind host becomes this machine's)."""
-        return f"{_client_host(self.host)}:{self.grpc_port}"
+        return f"{process.client_host(self.host)}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
         """``http://HOST:PORT`` a client on this machine uses for HTTP (served only with ``allow_http``)."""
-        return f"http://{_client_host(self.host)}:{self.http_port}"
-
-
-def _client_host(host: str) -> str:
-    return defaults.HOST if host in ("0.0.0.0", "") else host
-
-
-def bundled_server() -> tuple[Path, Path]:
-    """(tritonserver binary, nvidia_pytriton.libs folder) from the installed wheel."""
-    if sys.platform != "linux" or platform.machine() != "x86_64":
-        raise UnsupportedPlatformError(
-            f"the embedded Triton runs on Linux x86-64 only (this is {sys.platform}/{platform.machine()}); "
-            "use docker-compose.yml with the official Triton container instead"
-        )
-    require_extra("server", what="the embedded Triton server")
-    import pytriton
-
-    root = Path(pytriton.__file__).parent
-    binary = root / "tritonserver" / "bin" / "tritonserver"
-    if not binary.is_file():
-        raise ServerError(f"{binary}: tritonserver binary missing from the nvidia-pytriton wheel")
-    return binary, root.parent / "nvidia_pytriton.libs"
-
-
-def check_port_free(host: str, port: int, *, chosen_with: str) -> None:
-    """Raise PortInUseError when ``port`` cannot be bound on ``host`` now.
-
-    The message names host and port and ``chosen_with``, what sets that port (e.g. ``PORT_SETTINGS["grpc_port"]``).
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise PortInUseError(f"port {port} on {host} is already taken ({exc.strerror}); "
-                                 f"pick another with {chosen_with}") from exc
+        return f"http://{process.client_host(self.host)}:{self.http_port}"
 
 
 class EmbeddedTriton:
@@ -208,15 +163,15 @@ class EmbeddedTriton:
         automatic = {name for name in self._bound_ports() if getattr(cfg, name) == 0}
         for name in self._bound_ports() - automatic:
             if getattr(cfg, name) not in cfg.guarded_ports:
-                check_port_free(cfg.host, getattr(cfg, name), chosen_with=PORT_SETTINGS[name])
+                process.check_port_free(cfg.host, getattr(cfg, name), chosen_with=PORT_SETTINGS[name])
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            picked = dict(zip(sorted(automatic), _pick_free_ports(cfg.host, len(automatic)), strict=True))
+            picked = dict(zip(sorted(automatic), process.pick_free_ports(cfg.host, len(automatic)), strict=True))
             try:
                 self._start_once(dataclasses.replace(cfg, **picked), entries)
                 return self
             except PortInUseError as exc:
                 # Only a port picked here is replaced; a port given by number is never changed.
-                if attempt == _PORT_ATTEMPTS or not picked or not set(_taken_ports(str(exc))) <= set(picked.values()):
+                if attempt == _PORT_ATTEMPTS or not picked or not set(process.taken_ports(str(exc))) <= set(picked.values()):
                     raise
                 log.info("a picked port was taken before tritonserver bound it; retrying with fresh ports")
         raise AssertionError("unreachable")
@@ -226,7 +181,7 @@ class EmbeddedTriton:
         return {"grpc_port", "metrics_port"} | ({"http_port"} if self.config.allow_http else set())
 
     def _start_once(self, cfg: ServerConfig, entries: list[repository.ModelEntry]) -> None:
-        binary, libs = bundled_server()
+        binary, libs = process.bundled_server()
         self._workdir = workdirs.create(self.shm_prefix)
         try:
             backends = self._prepare_backends(binary)
@@ -244,7 +199,7 @@ class EmbeddedTriton:
         logfile = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         # Own process group: stop() signals tritonserver and its Python-backend stubs together.
         self._process = subprocess.Popen(
-            args, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_in_child,
+            args, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=process.in_child,
         )
         logfile.close()
         try:
@@ -335,7 +290,7 @@ class EmbeddedTriton:
         stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.is_file():
             raise UnsupportedPlatformError(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
-        _check_libpython()
+        process.check_libpython()
         for item in (source / "backends" / "python" / "libtriton_python.so",
                      source / "backends" / "python" / "triton_python_backend_utils.py", stub):
             (python_dir / item.name).symlink_to(item)
@@ -381,8 +336,8 @@ class EmbeddedTriton:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
                     tail = self.log_tail()
-                    error = PortInUseError if _PORT_TAKEN_MARK in tail else ServerError
-                    failures = "".join(f"{line}\n" for line in model_load_failures(self._log_text()))
+                    error = PortInUseError if process.PORT_TAKEN_MARK in tail else ServerError
+                    failures = "".join(f"{line}\n" for line in process.model_load_failures(self._log_text()))
                     raise error(f"{failures}tritonserver exited with code {self._process.returncode}:\n{tail}")
                 try:
                     ready = ("Started Metrics Service" in self.log_tail()) if tls else client.is_server_ready(client_timeout=2)
@@ -428,17 +383,17 @@ class EmbeddedTriton:
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
         """SIGTERM the process group, SIGKILL it after ``timeout_s``, then clean up."""
-        process, self._process = self._process, None
-        if process is not None:
-            _signal_group(process.pid, signal.SIGTERM)
+        child, self._process = self._process, None
+        if child is not None:
+            process.signal_group(child.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=timeout_s)
+                child.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 log.warning("tritonserver ignored SIGTERM for %.0f s; killing it", timeout_s)
-                process.kill()
-                process.wait()
+                child.kill()
+                child.wait()
             # Stubs live in the same group; none may outlive the server.
-            _signal_group(process.pid, signal.SIGKILL)
+            process.signal_group(child.pid, signal.SIGKILL)
         for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
             region.unlink(missing_ok=True)
         if self._workdir is not None:
@@ -457,78 +412,3 @@ def start_on_free_ports(model_repository: Path, **config_fields: object) -> Embe
     return EmbeddedTriton(config).start()
 
 
-def model_load_failures(log_text: str) -> list[str]:
-    """One line per model tritonserver's start-up table marks UNAVAILABLE, naming the model and the cause."""
-    return [f"model {name} (version {version}) did not load: {cause.strip()}"
-            for name, version, cause in _UNAVAILABLE_ROW.findall(log_text)]
-
-
-def _check_libpython() -> None:
-    """The Python-backend stub links this interpreter's libpython; without it every model fails to load.
-
-    Triton reports that as a failed chmod of the stub, which points nowhere near the cause.
-    """
-    soname = sysconfig.get_config_var("INSTSONAME") or ""
-    if not soname.endswith(".so.1.0"):
-        return  # a static build names its .a here; the stub's own search is all there is
-    if (Path(sysconfig.get_config_var("LIBDIR")) / soname).exists() or ctypes.util.find_library(soname[3:].split(".so")[0]):
-        return
-    raise ServerError(f"the Triton Python-backend stub needs {soname}, which is neither in "
-                      f"{sysconfig.get_config_var('LIBDIR')} nor on the library path: install it "
-                      f"(Debian: apt-get install libpython{sys.version_info.major}.{sys.version_info.minor})")
-
-
-def _taken_ports(log_text: str) -> list[int]:
-    """Ports tritonserver reported as taken ("Socket 'HOST:PORT' already in use")."""
-    return [int(port) for port in re.findall(r":(\d+)'?\s+" + _PORT_TAKEN_MARK, log_text)]
-
-
-def _pick_free_ports(host: str, n: int) -> list[int]:
-    """``n`` ports free right now (the kernel's choice); the caller retries if one is taken before use."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:  # all held at once: the n ports differ
-            s.bind((_client_host(host), 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-_PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
-
-
-def _in_child() -> None:
-    """In the child before exec: die with the launcher, create files and shm regions 0600, open many files.
-
-    PR_SET_PDEATHSIG sends SIGTERM when the launching thread dies, even by SIGKILL, so no
-    server is orphaned. The kernel ties this to the thread that forked; start servers from
-    a thread that outlives them (the main thread in the CLI and tests). The umask keeps what
-    the server creates private; the Python backend's /dev/shm regions, which it fchmods to
-    0644 regardless, are kept 0600 by the preload library (serving.preload).
-    """
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.umask(0o077)
-    raise_open_files_limit()
-
-
-def raise_open_files_limit() -> int:
-    """Raise this process's soft limit on open files to its hard limit; returns the new soft limit.
-
-    tritonserver holds a file descriptor per client connection: at a soft limit of 1,024, a local
-    user's 1,100 idle connections left no descriptor to accept real clients (issue 27). The hard
-    limit is what an unprivileged process may raise itself to; beyond it, only the supervisor's
-    probe (fresh connections, serving.supervisor) notices the starvation.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass

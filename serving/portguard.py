@@ -21,7 +21,7 @@ import logging
 import socket
 
 from facialattr.errors import PortInUseError
-from facialattr.serving.embedded import _pick_free_ports, check_port_free
+from facialattr.serving.process import check_port_free, pick_free_ports
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class PortGuard:
         of this user or another, is bound there already: a second server must not share it.
         """
         for _attempt in range(5):
-            wanted = port or _pick_free_ports(self.host, 1)[0]
+            wanted = port or pick_free_ports(self.host, 1)[0]
             try:
                 # The check every start makes: anything bound there but a closed connection (TIME_WAIT),
                 # a guard or a listening tritonserver of this user included, refuses the port.

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from facialattr.serving.embedded import raise_open_files_limit
+    from facialattr.serving.process import raise_open_files_limit
     from facialattr.serving.supervisor import Supervisor, SupervisorSettings
 
     raise_open_files_limit()  # tritonserver gets the same (serving.embedded); this process serves /ready

@@ -18,7 +18,7 @@ from testsupport import listening_port, make_tiny_repository, start_serve_comman
 from facialattr import MODEL_NAME, repository
 from facialattr.contract import ModelContract
 from facialattr.errors import ModelRepositoryError, PortInUseError, ServerError, UnsupportedPlatformError
-from facialattr.serving import embedded
+from facialattr.serving import process
 from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
 
 
@@ -96,7 +96,7 @@ def test_stop_leaves_no_process_and_no_shared_memory_behind(tmp_path):
 def test_taken_port_is_a_clear_error(tmp_path, triton_server):
     config = ServerConfig(tmp_path, grpc_port=triton_server.config.grpc_port)
     with pytest.raises(PortInUseError, match=str(triton_server.config.grpc_port)):
-        embedded.check_port_free(config.host, config.grpc_port, chosen_with="--grpc-port")
+        process.check_port_free(config.host, config.grpc_port, chosen_with="--grpc-port")
     repo = make_tiny_repository(tmp_path)
     with pytest.raises(PortInUseError):
         EmbeddedTriton(ServerConfig(repo, http_port=0, grpc_port=triton_server.config.grpc_port, metrics_port=0)).start()
@@ -117,7 +117,7 @@ def listener():
 def test_automatic_ports_taken_before_tritonserver_binds_them_are_replaced_and_reported(
         tmp_path, listener, monkeypatch):
     picks = []
-    real_pick = embedded._pick_free_ports
+    real_pick = process.pick_free_ports
 
     def first_pick_loses_the_race(host, n):
         picks.append(real_pick(host, n))
@@ -125,7 +125,7 @@ def test_automatic_ports_taken_before_tritonserver_binds_them_are_replaced_and_r
             picks[0][0] = listener  # what another process took meanwhile
         return picks[-1]
 
-    monkeypatch.setattr(embedded, "_pick_free_ports", first_pick_loses_the_race)
+    monkeypatch.setattr(process, "pick_free_ports", first_pick_loses_the_race)
     with start_server(make_tiny_repository(tmp_path)) as server:
         assert len(picks) == 2, "the start was not retried with fresh ports"
         assert listener not in (server.config.grpc_port, server.config.metrics_port)
@@ -135,7 +135,7 @@ def test_automatic_ports_taken_before_tritonserver_binds_them_are_replaced_and_r
 
 def test_port_given_by_number_and_taken_at_bind_time_is_an_error_never_another_port(tmp_path, listener, monkeypatch):
     # The pre-check passes (the port was free then); tritonserver then meets it taken.
-    monkeypatch.setattr(embedded, "check_port_free", lambda host, port, *, chosen_with: None)
+    monkeypatch.setattr(process, "check_port_free", lambda host, port, *, chosen_with: None)
     server = EmbeddedTriton(ServerConfig(make_tiny_repository(tmp_path), grpc_port=listener, metrics_port=0))
     with pytest.raises(PortInUseError, match="already in use"):
         server.start()
@@ -194,9 +194,9 @@ def test_broken_model_repository_is_refused_with_a_clear_error(tmp_path, breakag
 
 
 def test_unsupported_platform_points_to_docker_compose(monkeypatch):
-    monkeypatch.setattr(embedded.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(process.platform, "machine", lambda: "aarch64")
     with pytest.raises(UnsupportedPlatformError, match="docker-compose"):
-        embedded.bundled_server()
+        process.bundled_server()
 
 
 def _assert_server_gone(grpc_port: int, *, timeout_s: float = 60.0) -> None:

@@ -9,7 +9,8 @@ from testsupport import make_tiny_repository
 
 from facialattr import MODEL_NAME
 from facialattr.errors import ServerError
-from facialattr.serving.embedded import EmbeddedTriton, ServerConfig, model_load_failures
+from facialattr.serving.embedded import EmbeddedTriton, ServerConfig
+from facialattr.serving.process import model_load_failures
 
 # Rows as tritonserver 2.51 prints its start-up table (the stub failure seen in a container without libpython).
 LOG = """\
