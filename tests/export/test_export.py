@@ -181,7 +181,7 @@ def test_cli_replace_regenerates_the_model_folder_completely_with_the_requested_
     shutil.copytree(exported[0], repo)
     (repo / INT8_MODEL_NAME).mkdir()  # a stale variant of the replaced model must go too
     code = cli.main(["export", str(runs[0][0] / "model.keras"), "--contract", str(runs[0][0] / "contract.json"),
-                     "--repository", str(repo), "--replace", "--max-batch-size", str(MAX_BATCH),
+                     "--model-repository", str(repo), "--replace", "--max-batch-size", str(MAX_BATCH),
                      "--tensorrt-fp16", "--instances", "2"])
     assert code == cli.EXIT_OK
     assert repository.version_numbers(repo / MODEL_NAME) == (1,)
@@ -225,7 +225,7 @@ def test_bad_training_run_gives_a_clear_error_before_any_conversion(case, messag
 def test_keras_file_without_contract_is_refused_and_the_cli_exits_fatal(runs, tmp_path):
     with pytest.raises(ExportError, match="needs its contract"):
         exporter.resolve_sources(runs[0][0] / "model.keras")
-    code = cli.main(["export", str(runs[0][0] / "model.keras"), "--repository", str(tmp_path / "repo")])
+    code = cli.main(["export", str(runs[0][0] / "model.keras"), "--model-repository", str(tmp_path / "repo")])
     assert code == cli.EXIT_FATAL and not (tmp_path / "repo").exists()
 
 
