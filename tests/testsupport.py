@@ -14,6 +14,14 @@ from facialattr import repository
 from facialattr.contract import ModelContract
 from facialattr.serving.embedded import start_on_free_ports as start_server  # noqa: F401 - the tests' name for it
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def doc_block(doc: str, language: str, number: int = 0) -> str:
+    """The ``number``-th fenced ``language`` block of ``docs/<doc>``, for a test that runs what the docs show."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", (DOCS / doc).read_text(), flags=re.S)
+    return blocks[number]
+
 
 def free_ports(n: int) -> list[int]:
     """Ports nobody listens on right now: for a client that must meet a dead address.

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from testsupport import make_tiny_repository, start_server
+from testsupport import DOCS, doc_block, make_tiny_repository, start_server
 
 from facialattr import encoded, repository
 from facialattr.client.preprocess import load_and_prepare
@@ -22,7 +22,7 @@ from facialattr.contract import ModelContract
 from facialattr.onnx_runtime import cpu_session
 from facialattr.serving.encoded_model import decode_rows, row_outputs
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "SERVER_DECODE.md"
+DOC = DOCS / "SERVER_DECODE.md"
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +134,8 @@ def test_requests_merged_with_a_bad_one_are_scored(server, repo, faces):
             assert kinds == ["unsupported_format"]
 
 
-def doc_block(language: str, number: int = 0) -> str:
-    blocks = re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.S)
-    return blocks[number]
-
-
 def test_the_documented_curl_call_scores_a_file(server, repo, faces, tmp_path):
-    script = doc_block("bash", 1)
+    script = doc_block(DOC.name, "bash", 1)
     script = script.replace("URL=http://127.0.0.1:8000", f"URL={server.config.http_url}")
     script = script.replace("IMAGE=face.jpg", f"IMAGE={faces[0]}")
     assert script.count(server.config.http_url) == 1 and str(faces[0]) in script
@@ -160,7 +155,7 @@ def test_the_documented_curl_call_scores_a_file(server, repo, faces, tmp_path):
 
 
 def test_the_documented_tritonclient_snippet_runs_as_written(server, faces, capsys, monkeypatch):
-    snippet = doc_block("python").replace("127.0.0.1:8001", server.config.grpc_url)
+    snippet = doc_block(DOC.name, "python").replace("127.0.0.1:8001", server.config.grpc_url)
     monkeypatch.chdir(faces[0].parent)
     shutil.copyfile(faces[0], faces[0].parent / "face.jpg")
     exec(compile(snippet, str(DOC), "exec"), {})
