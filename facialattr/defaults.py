@@ -3,7 +3,8 @@
 The server binds, and clients connect to, this machine unless told otherwise (SECURITY.md).
 Ports are Triton's own defaults, which ``facialattr serve`` keeps; the supervisor's port is
 the next one. A part that needs one of these imports it from here; a command's flag shows it
-as its default. ``grep`` for a port or a timeout finds it here and nowhere else.
+as its default. ``grep`` for a port or a timeout finds it here and nowhere else
+(tests/core/test_defaults.py holds the code to that for the ports, the URL and the variable names).
 """
 
 from __future__ import annotations
