@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from facialattr import defaults, encoded
-from facialattr.client.endpoints import Endpoint, read_contract, tcp_state, unreachable_message
+from facialattr.client.endpoints import Endpoint, open_endpoints, read_contract, tcp_state, unreachable_message
 from facialattr.client.failures import (
     EndpointError,
     RateLimitedLog,
@@ -21,8 +21,30 @@ from facialattr.client.failures import (
     is_not_found,
     server_answered,
 )
+from facialattr.client.settings import ScorerSettings
 from facialattr.errors import ContractError, ServerUnavailableError
 from facialattr.triton_config import ServedModel
+
+
+def probe(settings: ScorerSettings) -> ServedModel:
+    """What a scorer opened from ``settings`` would find, without opening one: after the same waits, the
+    contract its servers serve (and, with ``server_decode``, that their bytes twin serves it too).
+
+    Raises what :meth:`Scorer.from_settings <facialattr.client.scorer.Scorer.from_settings>` would. For a
+    driver that checks the servers once before handing ``settings`` to workers that each open a scorer.
+    """
+    endpoints = open_endpoints(settings.urls)
+    try:
+        served = wait_for_contract(
+            endpoints, settings.model_name, "", call_timeout_s=settings.timeout_s,
+            retry=RetryPolicy(give_up_after_s=settings.give_up_after_s), connect_timeout_s=settings.connect_timeout_s,
+            answered_wait_s=settings.give_up_after_s, warnings=RateLimitedLog())
+        if settings.server_decode:
+            check_encoded_twin(endpoints, served, settings.model_name, "", timeout_s=settings.timeout_s)
+        return served
+    finally:
+        for endpoint in endpoints:
+            endpoint.close()
 
 
 def wait_for_contract(endpoints: Sequence[Endpoint], model_name: str, model_version: str, *, call_timeout_s: float,

@@ -113,7 +113,11 @@ def normalise_urls(urls: str | Sequence[str]) -> list[str]:
     return out
 
 
-def open_endpoints(urls: str | Sequence[str], *, max_message_bytes: int) -> list[Endpoint]:
+# The largest gRPC message either way, unless a scorer is told otherwise: a runaway answer fails instead.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def open_endpoints(urls: str | Sequence[str], *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[Endpoint]:
     """One :class:`Endpoint` (a gRPC client, not yet checked) per URL of :func:`normalise_urls`.
 
     Messages either way are capped at ``max_message_bytes``. Raises InputError for bad URLs.

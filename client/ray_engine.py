@@ -89,9 +89,8 @@ def score_paths_ray(paths, *, out, settings: ScorerSettings | None = None, recur
     ServerUnavailableError (no server; past the retry deadline, resumable), InputError (bad
     arguments, an ``out`` that is not this engine's); a KeyboardInterrupt keeps the shards written.
     """
-    from facialattr.client import sharded_out
+    from facialattr.client import connect, sharded_out
     from facialattr.client.ray_cluster import ray_session
-    from facialattr.client.scorer import Scorer
     from facialattr.client.settings import ScorerSettings
     from facialattr.files import OutputLock
 
@@ -108,8 +107,7 @@ def score_paths_ray(paths, *, out, settings: ScorerSettings | None = None, recur
         sharded_out.check_dataset(out, resume=resume, overwrite=overwrite)
         # The driver's own look at the servers, with the actors' settings and waits: a clear failure
         # (the one message naming each URL) before any Ray work or output.
-        with Scorer.from_settings(settings):
-            pass
+        connect.probe(settings)
         with ray_session(options.address) as startup_s:
             timings.startup_s = startup_s
             summary = _score(paths, out, settings, recursive=recursive, resume=resume, overwrite=overwrite,

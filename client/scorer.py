@@ -34,7 +34,7 @@ import numpy as np
 
 from facialattr import MODEL_NAME, defaults, encoded
 from facialattr.client.connect import check_encoded_twin, wait_for_contract
-from facialattr.client.endpoints import Endpoint, open_endpoints, read_contract
+from facialattr.client.endpoints import MAX_MESSAGE_BYTES, Endpoint, open_endpoints, read_contract
 from facialattr.client.failures import (  # noqa: F401  (RetryPolicy, ScorerStats: part of this module's API)
     RateLimitedLog,
     RetryPolicy,
@@ -104,7 +104,7 @@ class Scorer:
         retry: RetryPolicy | None = None,
         connect_timeout_s: float | None = None,
         answered_wait_s: float | None = None,
-        max_message_bytes: int = 64 * 1024 * 1024,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         server_decode: bool = False,
     ) -> None:
         """Connect to ``urls`` and read the model contract they serve.
