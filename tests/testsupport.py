@@ -80,6 +80,21 @@ def start_serve_command(repo: Path, *args: str) -> tuple[subprocess.Popen, int]:
     raise RuntimeError(f"facialattr serve exited with {proc.returncode} before serving:\n{''.join(lines[-30:])}")
 
 
+def signal_when(process: subprocess.Popen, ready, signum: int, *, what: str, timeout_s: float = 120.0,
+                exit_timeout_s: float = 60.0) -> int:
+    """Send ``signum`` to ``process`` once ``ready()`` holds; its exit status. Fails if it ends before
+    ``what`` is reached; never leaves it running."""
+    try:
+        wait_until(lambda: process.poll() is not None or ready(), timeout_s=timeout_s, interval_s=0.02, what=what)
+        assert process.poll() is None, f"the process ended before {what}"
+        process.send_signal(signum)
+        return process.wait(timeout=exit_timeout_s)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.1, what: str = "condition") -> None:
     """Poll ``predicate`` until true; a generous deadline guards against hangs, not speed."""
     deadline = time.monotonic() + timeout_s

@@ -28,18 +28,13 @@ def test_demo_scores_sample_photos_prints_a_table_and_keeps_the_broken_one_as_an
     assert "more rows" not in printed  # eight images: the whole table
 
 
-def test_a_big_folder_s_table_shows_the_first_scored_and_failed_images_and_points_to_the_rest(tmp_path, triton_server):
-    import numpy as np
-    from PIL import Image
-
+def test_a_big_folder_s_table_shows_the_first_scored_and_failed_images_and_points_to_the_rest(
+        tmp_path, triton_server, make_jpegs):
     from facialattr.client.bulk import score_paths
     from facialattr.client.settings import ScorerSettings
 
     folder = tmp_path / "faces"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(25):
-        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(folder / f"face{i:02d}.jpg")
+    faces = make_jpegs(folder, 25, size_hw=(48, 40), prefix="face")
     for i in range(23):
         (folder / f"zz_broken{i:02d}.jpg").write_text("not a picture")  # after every good one in name order
     out = tmp_path / "results.csv"
@@ -48,7 +43,7 @@ def test_a_big_folder_s_table_shows_the_first_scored_and_failed_images_and_point
     assert (summary.scored, summary.failed) == (25, 23)
     lines = format_table(out, max_rows=20).splitlines()
     shown = lines[1:-1]
-    assert [line.split()[0] for line in shown] == [f"face{i:02d}.jpg" for i in range(20)] + \
+    assert [line.split()[0] for line in shown] == [p.name for p in faces[:20]] + \
         [f"zz_broken{i:02d}.jpg" for i in range(20)]
     assert all(line.split()[1] == "error" for line in shown[20:])
     assert lines[-1] == f"... 8 more rows (5 scored, 3 failed) in {out}"

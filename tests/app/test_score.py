@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from testsupport import free_ports
+from testsupport import free_ports, signal_when
 
 from facialattr import defaults
 from facialattr.app.cli import main
@@ -234,14 +234,8 @@ def test_resume_after_the_scoring_process_is_killed_mid_run(tmp_path, make_jpegs
     command = [sys.executable, "-m", "facialattr.app.cli", "score", str(tmp_path / "in"), "--out", str(out),
                "--url", grpc_url, "--workers", "1", "--max-in-flight", "1", "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
-            assert process.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait()
+    signal_when(process, lambda: out.exists() and out.stat().st_size >= 20_000, signal.SIGKILL,
+                what="20 kB of rows")
     written_before = out.read_bytes().count(b"\n")
     assert 0 < written_before < len(paths)
     assert main(["score", str(tmp_path / "in"), "--out", str(out), "--url", grpc_url, "--resume", "--no-progress"]) == EXIT_OK
@@ -371,17 +365,7 @@ def test_an_interrupted_run_says_how_many_rows_it_wrote_and_how_to_finish(tmp_pa
         # SIGINT, which Python then keeps ignoring, so Ctrl-C's default is given back to the command.
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log,
                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and (not out.exists() or out.stat().st_size == 0):
-                assert process.poll() is None, "the run ended before it could be interrupted"
-                time.sleep(0.02)
-            process.send_signal(signum)
-            status = process.wait(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        status = signal_when(process, lambda: out.exists() and out.stat().st_size > 0, signum, what="a first row")
     stderr = (tmp_path / "stderr.log").read_text()
     assert status == EXIT_INTERRUPTED, stderr
     assert f"{len(paths)} inputs to score" in stderr

@@ -12,7 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from testsupport import wait_until
+from testsupport import signal_when
 
 from facialattr.app.cli import build_parser, main
 from facialattr.app.watch import GIVE_UP_AFTER_S
@@ -129,15 +129,8 @@ def test_sigterm_stops_a_live_watch_cleanly_with_its_summary_and_whole_event_lin
                "--no-recommendations"]
     with open(tmp_path / "watch.log", "w") as log:
         watch = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until(lambda: events.exists() and events.stat().st_size > 0, timeout_s=120, what="a first event")
-            assert watch.poll() is None, "a live source ended by itself"
-            watch.send_signal(signal.SIGTERM)
-            status = watch.wait(timeout=60)
-        finally:
-            if watch.poll() is None:
-                watch.kill()
-                watch.wait()
+        status = signal_when(watch, lambda: events.exists() and events.stat().st_size > 0, signal.SIGTERM,
+                             what="a first event (a live source must not end by itself)")
     text = (tmp_path / "watch.log").read_text()
     assert status == 0, text
     assert f"stopping (signal {int(signal.SIGTERM)})" in text and "watched " in text
